@@ -1,0 +1,82 @@
+//! The command line: one Args struct per command; doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Back up coding agents' memory files from many hosts into one git repository,
+/// merged as a CRDT: lock-free, and no entry is ever lost.
+#[derive(Debug, Parser)]
+#[command(name = "memory-backup", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The backup repository [default: $XDG_DATA_HOME/memory-backup/repo]
+    #[arg(long, global = true, env = "MEMORY_BACKUP_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// This host's name [default: the machine's hostname]
+    #[arg(long, global = true, env = "MEMORY_BACKUP_HOST", value_name = "NAME")]
+    pub host: Option<String>,
+    /// Where logs and last-run.json go [default: $XDG_STATE_HOME/memory-backup]
+    #[arg(long, global = true, env = "MEMORY_BACKUP_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Print nothing on success (errors still go to stderr)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more on stderr
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Print the result as one JSON object
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stamp a memory file into a host file, against that file's previous content
+    Stamp(StampArgs),
+    /// Merge a folder's host files into the unified file (no git)
+    Merge(MergeArgs),
+    /// Check that every host entry is in the unified file and every file is canonical
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StampArgs {
+    /// The memory file to stamp
+    #[arg(long, value_name = "FILE")]
+    pub memory: PathBuf,
+    /// The host file to write (its current content is the previous state)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub id: IdArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The field that holds an entry's id
+    #[arg(long, value_name = "NAME", default_value = crate::memory::DEFAULT_ID_FIELD)]
+    pub id_field: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The folder of host files [default: the repository]
+    pub dir: Option<PathBuf>,
+    /// The unified file to write [default: DIR/unified-memory.json]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The folder to check [default: the repository]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,187 @@
+//! Instants at microsecond precision, their one canonical text form, and the clock,
+//! which `MEMORY_BACKUP_NOW` replaces for tests.
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+
+/// The environment variable that replaces the clock.
+pub const NOW_ENV: &str = "MEMORY_BACKUP_NOW";
+
+/// An instant, in microseconds since the Unix epoch (UTC). Comparisons use this,
+/// never the text it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const fn from_micros(us: i64) -> Self {
+        Timestamp(us)
+    }
+
+    pub const fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// The next representable instant: what a hybrid logical clock gives an edit of
+    /// a version stamped at `self`.
+    pub fn next(self) -> Self {
+        Timestamp(self.0.saturating_add(1))
+    }
+
+    /// Reads any RFC 3339 form; digits past the microsecond are dropped.
+    pub fn parse(s: &str) -> Option<Self> {
+        parse_canonical(s.as_bytes()).or_else(|| {
+            let dt = DateTime::parse_from_rfc3339(s).ok()?;
+            Some(Timestamp(dt.timestamp_micros()))
+        })
+    }
+
+    /// Reads an RFC 3339 timestamp, or a plain `YYYY-MM-DD` as that day's end (UTC):
+    /// "at or before a date" then includes the whole day.
+    pub fn parse_date_or_time(s: &str) -> Option<Self> {
+        Timestamp::parse(s).or_else(|| {
+            let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+            let end = d.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc();
+            Some(Timestamp(end.timestamp_micros() - 1))
+        })
+    }
+
+    fn to_datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+/// The canonical text: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dt = self.to_datetime();
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second(),
+            dt.timestamp_subsec_micros()
+        )
+    }
+}
+
+/// The fast path for the form this tool writes; anything else goes through chrono.
+fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
+    if b.len() != 27
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[26] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
+        return None; // leap seconds and the like: let chrono decide
+    }
+    let days = days_from_civil(y, mo, d);
+    Some(Timestamp(
+        ((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + us,
+    ))
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Where "now" comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    System,
+    Fixed(Timestamp),
+}
+
+impl Clock {
+    /// The system clock, unless `MEMORY_BACKUP_NOW` holds an RFC 3339 instant.
+    pub fn from_env() -> Result<Clock, String> {
+        match std::env::var(NOW_ENV) {
+            Ok(v) if !v.trim().is_empty() => Timestamp::parse(v.trim())
+                .map(Clock::Fixed)
+                .ok_or_else(|| format!("{NOW_ENV}={v:?} is not an RFC 3339 timestamp")),
+            _ => Ok(Clock::System),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp(Utc::now().timestamp_micros()),
+            Clock::Fixed(t) => *t,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_path_agrees_with_chrono() {
+        for s in [
+            "2026-11-21T22:12:04.123456Z",
+            "1970-01-01T00:00:00.000000Z",
+            "2000-02-29T23:59:59.999999Z",
+            "1969-12-31T23:59:59.999999Z",
+            "2400-12-31T00:00:00.000001Z",
+        ] {
+            let fast = parse_canonical(s.as_bytes()).unwrap();
+            let slow = DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros();
+            assert_eq!(fast.micros(), slow, "{s}");
+            assert_eq!(fast.to_string(), s);
+        }
+        assert_eq!(parse_canonical(b"2001-02-29T00:00:00.000000Z"), None);
+    }
+
+    #[test]
+    fn other_rfc3339_forms_give_the_same_instant() {
+        let a = Timestamp::parse("2026-11-21T22:12:04.123456Z").unwrap();
+        for s in [
+            "2026-11-21T23:12:04.123456+01:00",
+            "2026-11-21t22:12:04.123456z",
+            "2026-11-21T22:12:04.1234569Z",
+            "2026-11-21T17:12:04.123456000-05:00",
+        ] {
+            assert_eq!(Timestamp::parse(s), Some(a), "{s}");
+        }
+        assert_eq!(Timestamp::parse("2026-11-21 22:12"), None);
+    }
+
+    #[test]
+    fn a_bare_date_means_the_end_of_that_day() {
+        let t = Timestamp::parse_date_or_time("2026-11-21").unwrap();
+        assert_eq!(t.to_string(), "2026-11-21T23:59:59.999999Z");
+    }
+}

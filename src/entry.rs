@@ -1,0 +1,429 @@
+//! Entries: the canonical JSON of one record, its `_crdt_metadata`, and the
+//! last-writer-wins order between two copies of one `unique_id`.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::json::{self, Member, SyntaxError};
+
+/// The key under which an entry carries its metadata.
+pub const METADATA_KEY: &str = "_crdt_metadata";
+const METADATA_TOKEN: &[u8] = b"\"_crdt_metadata\"";
+
+/// `{host, timestamp, version, unique_id}` of one version of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// The host that wrote this version.
+    pub host: Arc<str>,
+    /// When this version was written.
+    pub timestamp: Timestamp,
+    /// 1 for a new entry, one more for each change.
+    pub version: u64,
+    /// `<host>_<ident>_<timestamp>` of the entry's first version; never changes.
+    pub unique_id: Box<str>,
+    /// Fields of the metadata object that this version does not know, kept as
+    /// canonical `"key":value` members in key order.
+    pub extra: Box<[Box<str>]>,
+}
+
+/// Why an entry's `_crdt_metadata` is not usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataError(pub String);
+
+impl Metadata {
+    /// Reads the canonical JSON of a `_crdt_metadata` value.
+    fn from_canonical(text: &[u8], hosts: &mut HostNames) -> Result<Metadata, MetadataError> {
+        let bad = |s: &str| Err(MetadataError(s.to_string()));
+        let mut out = Vec::with_capacity(text.len());
+        let mut ms = Vec::new();
+        if json::canonicalize_object(text, 0, &mut out, &mut ms, "not an object").is_err() {
+            return bad("_crdt_metadata is not an object");
+        }
+        let (mut host, mut timestamp, mut version, mut unique_id) = (None, None, None, None);
+        let mut extra = Vec::new();
+        for m in &ms {
+            let key = &out[m.key.0..m.key.1];
+            let value = &out[m.value.0..m.value.1];
+            let string = || (value[0] == b'"').then(|| json::decode_str(value));
+            match key {
+                b"\"host\"" => host = string(),
+                b"\"timestamp\"" => timestamp = string(),
+                b"\"unique_id\"" => unique_id = string(),
+                b"\"version\"" => {
+                    version = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                }
+                _ => extra.push(
+                    String::from_utf8(out[m.key.0..m.value.1].to_vec())
+                        .expect("canonical JSON is UTF-8")
+                        .into_boxed_str(),
+                ),
+            }
+        }
+        let Some(host) = host.filter(|h| !h.is_empty()) else {
+            return bad("_crdt_metadata.host is missing or not a non-empty string");
+        };
+        let Some(ts) = timestamp else {
+            return bad("_crdt_metadata.timestamp is missing or not a string");
+        };
+        let Some(timestamp) = Timestamp::parse(&ts) else {
+            return Err(MetadataError(format!(
+                "_crdt_metadata.timestamp {ts:?} is not an RFC 3339 timestamp"
+            )));
+        };
+        let Some(version) = version.filter(|&v| v >= 1) else {
+            return bad("_crdt_metadata.version is missing or not a positive integer");
+        };
+        let Some(unique_id) = unique_id.filter(|u| !u.is_empty()) else {
+            return bad("_crdt_metadata.unique_id is missing or not a non-empty string");
+        };
+        Ok(Metadata {
+            host: hosts.intern(&host),
+            timestamp,
+            version,
+            unique_id: unique_id.into(),
+            extra: extra.into_boxed_slice(),
+        })
+    }
+
+    /// The canonical JSON of this metadata, appended to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let ts = self.timestamp.to_string();
+        let version = self.version.to_string();
+        let known: [(&str, Known); 4] = [
+            ("host", Known::Str(&self.host)),
+            ("timestamp", Known::Str(&ts)),
+            ("unique_id", Known::Str(&self.unique_id)),
+            ("version", Known::Raw(&version)),
+        ];
+        out.push(b'{');
+        let mut extra = self.extra.iter().peekable();
+        let mut first = true;
+        let mut sep = |out: &mut Vec<u8>| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+        };
+        for (key, value) in known {
+            let mut token = Vec::with_capacity(key.len() + 2);
+            json::write_str(&mut token, key);
+            while let Some(e) = extra.next_if(|e| {
+                let ekey = &e.as_bytes()[..extra_key_len(e)];
+                json::cmp_keys(ekey, &token) == Ordering::Less
+            }) {
+                sep(out);
+                out.extend_from_slice(e.as_bytes());
+            }
+            sep(out);
+            out.extend_from_slice(&token);
+            out.push(b':');
+            match value {
+                Known::Str(s) => json::write_str(out, s),
+                Known::Raw(s) => out.extend_from_slice(s.as_bytes()),
+            }
+        }
+        for e in extra {
+            sep(out);
+            out.extend_from_slice(e.as_bytes());
+        }
+        out.push(b'}');
+    }
+}
+
+enum Known<'a> {
+    Str(&'a str),
+    Raw(&'a str),
+}
+
+/// Length of the key token at the start of a canonical `"key":value` member.
+fn extra_key_len(member: &str) -> usize {
+    let b = member.as_bytes();
+    let mut i = 1;
+    while b[i] != b'"' {
+        i += if b[i] == b'\\' { 2 } else { 1 };
+    }
+    i + 1
+}
+
+/// Shares one allocation between the many entries of one host.
+#[derive(Default)]
+pub struct HostNames(Vec<Arc<str>>);
+
+impl HostNames {
+    pub fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(h) = self.0.iter().find(|h| &***h == name) {
+            return h.clone();
+        }
+        let h: Arc<str> = name.into();
+        if self.0.len() < 64 {
+            self.0.push(h.clone());
+        }
+        h
+    }
+}
+
+/// One record as read from a file: its canonical JSON without the metadata, the
+/// metadata if it had any, and its top-level members for identity rules.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Canonical JSON object of the record, `_crdt_metadata` left out.
+    pub body: String,
+    /// The record's own `_crdt_metadata`: absent, valid, or invalid.
+    pub metadata: Option<Result<Metadata, MetadataError>>,
+    /// Top-level members of `body`, ranges into it, in key order.
+    pub members: Vec<Member>,
+}
+
+impl Record {
+    /// Reads one JSON object at `pos` of `src`; returns it and the offset after it.
+    pub fn parse(
+        src: &[u8],
+        pos: usize,
+        scratch: &mut Vec<u8>,
+        hosts: &mut HostNames,
+    ) -> Result<(Record, usize), SyntaxError> {
+        scratch.clear();
+        let mut members = Vec::new();
+        let end = json::canonicalize_object(
+            src,
+            pos,
+            scratch,
+            &mut members,
+            "entry is not a JSON object",
+        )?;
+        let mut metadata = None;
+        let mut body = scratch.as_slice();
+        let owned;
+        if let Some(i) = members
+            .iter()
+            .position(|m| &scratch[m.key.0..m.key.1] == METADATA_TOKEN)
+        {
+            let m = members.remove(i);
+            metadata = Some(Metadata::from_canonical(
+                &scratch[m.value.0..m.value.1],
+                hosts,
+            ));
+            // Cut the member and one comma next to it out of the object.
+            let (cut0, cut1) = if i > 0 {
+                (m.key.0 - 1, m.value.1)
+            } else if !members.is_empty() {
+                (m.key.0, m.value.1 + 1)
+            } else {
+                (m.key.0, m.value.1)
+            };
+            let width = cut1 - cut0;
+            let mut v = Vec::with_capacity(scratch.len() - width);
+            v.extend_from_slice(&scratch[..cut0]);
+            v.extend_from_slice(&scratch[cut1..]);
+            for m in &mut members[i..] {
+                m.key = (m.key.0 - width, m.key.1 - width);
+                m.value = (m.value.0 - width, m.value.1 - width);
+            }
+            owned = v;
+            body = &owned;
+        }
+        let body = String::from_utf8(body.to_vec()).expect("canonical JSON is UTF-8");
+        Ok((
+            Record {
+                body,
+                metadata,
+                members,
+            },
+            end,
+        ))
+    }
+
+    /// The canonical JSON value of a top-level member, if the record has it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let mut token = Vec::with_capacity(key.len() + 2);
+        json::write_str(&mut token, key);
+        self.members
+            .binary_search_by(|m| json::cmp_keys(&self.body.as_bytes()[m.key.0..m.key.1], &token))
+            .ok()
+            .map(|i| {
+                let m = self.members[i];
+                &self.body[m.value.0..m.value.1]
+            })
+    }
+}
+
+/// A stamped entry: a record with valid metadata, as host and unified files hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub meta: Metadata,
+    /// Canonical JSON object without the metadata.
+    body: Box<str>,
+    /// Where in `body` the metadata member goes, to keep keys in order.
+    meta_at: u32,
+}
+
+impl Entry {
+    /// An entry of `meta` and a record's body.
+    pub fn new(meta: Metadata, record: Record) -> Entry {
+        let meta_at = metadata_position(record.body.as_bytes(), &record.members) as u32;
+        Entry {
+            meta,
+            body: record.body.into_boxed_str(),
+            meta_at,
+        }
+    }
+
+    /// The same content under other metadata.
+    pub fn with_meta(&self, meta: Metadata) -> Entry {
+        Entry {
+            meta,
+            body: self.body.clone(),
+            meta_at: self.meta_at,
+        }
+    }
+
+    /// The canonical JSON of the entry without its metadata: what "same content" means.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    pub fn unique_id(&self) -> &str {
+        &self.meta.unique_id
+    }
+
+    /// The entry's canonical JSON line, metadata included, appended to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let at = self.meta_at as usize;
+        let b = self.body.as_bytes();
+        out.extend_from_slice(&b[..at]);
+        let last = b[at] == b'}';
+        if last && at > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(METADATA_TOKEN);
+        out.push(b':');
+        self.meta.write(out);
+        if !last {
+            out.push(b',');
+        }
+        out.extend_from_slice(&b[at..]);
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(self.body.len() + 128);
+        self.write(&mut out);
+        String::from_utf8(out).expect("canonical JSON is UTF-8")
+    }
+
+    /// The last-writer-wins order between two copies of one `unique_id`: timestamp
+    /// instant, then version, then host, then canonical bytes. Total, so that every
+    /// host picks the same winner.
+    pub fn lww_cmp(&self, other: &Entry) -> Ordering {
+        self.meta
+            .timestamp
+            .cmp(&other.meta.timestamp)
+            .then_with(|| self.meta.version.cmp(&other.meta.version))
+            .then_with(|| self.meta.host.cmp(&other.meta.host))
+            .then_with(|| {
+                if self == other {
+                    Ordering::Equal
+                } else {
+                    self.to_json().cmp(&other.to_json())
+                }
+            })
+    }
+
+    /// The order of entries in a written file: timestamp instant, then unique_id.
+    pub fn file_cmp(&self, other: &Entry) -> Ordering {
+        self.meta
+            .timestamp
+            .cmp(&other.meta.timestamp)
+            .then_with(|| self.meta.unique_id.cmp(&other.meta.unique_id))
+            .then_with(|| self.lww_cmp(other))
+    }
+}
+
+/// The offset in a canonical object where the `_crdt_metadata` member belongs:
+/// before the first key that sorts after it.
+fn metadata_position(b: &[u8], members: &[Member]) -> usize {
+    members
+        .iter()
+        .find(|m| json::cmp_keys(&b[m.key.0..m.key.1], METADATA_TOKEN) == Ordering::Greater)
+        .map_or(b.len() - 1, |m| m.key.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(s: &str) -> Record {
+        Record::parse(s.as_bytes(), 0, &mut Vec::new(), &mut HostNames::default())
+            .unwrap()
+            .0
+    }
+
+    fn entry(s: &str) -> Entry {
+        let mut r = record(s);
+        Entry::new(r.metadata.take().unwrap().unwrap(), r)
+    }
+
+    #[test]
+    fn metadata_is_split_off_and_written_back_in_key_order() {
+        let line = r#"{"Z":0,"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":2},"a":1}"#;
+        let e = entry(line);
+        assert_eq!(e.body(), r#"{"Z":0,"a":1}"#);
+        assert_eq!(e.to_json(), line);
+        let only = r#"{"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1}}"#;
+        assert_eq!(entry(only).body(), "{}");
+        assert_eq!(entry(only).to_json(), only);
+    }
+
+    #[test]
+    fn timestamps_are_written_in_the_canonical_form() {
+        let e = entry(
+            r#"{"_crdt_metadata":{"version":1,"unique_id":"u","host":"h","timestamp":"2026-01-01T01:00:00+01:00"}}"#,
+        );
+        assert!(
+            e.to_json()
+                .contains(r#""timestamp":"2026-01-01T00:00:00.000000Z""#)
+        );
+    }
+
+    #[test]
+    fn unknown_metadata_fields_are_kept_in_order() {
+        let line = r#"{"_crdt_metadata":{"a":1,"host":"h","i":[2],"timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1,"z":null},"id":1}"#;
+        assert_eq!(entry(line).to_json(), line);
+    }
+
+    #[test]
+    fn invalid_metadata_is_reported() {
+        for (m, why) in [
+            (r#"1"#, "not an object"),
+            (
+                r#"{"timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":1}"#,
+                "host",
+            ),
+            (
+                r#"{"host":"h","timestamp":"yesterday","unique_id":"u","version":1}"#,
+                "RFC 3339",
+            ),
+            (
+                r#"{"host":"h","timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":0}"#,
+                "version",
+            ),
+            (
+                r#"{"host":"h","timestamp":"2026-01-01T00:00:00Z","version":1}"#,
+                "unique_id",
+            ),
+        ] {
+            let r = record(&format!(r#"{{"_crdt_metadata":{m}}}"#));
+            let err = r.metadata.unwrap().unwrap_err();
+            assert!(err.0.contains(why), "{m}: {}", err.0);
+        }
+    }
+
+    #[test]
+    fn members_are_found_by_key() {
+        let r = record(r#"{"name":"Ada","type":"entity","id":7}"#);
+        assert_eq!(r.get("id"), Some("7"));
+        assert_eq!(r.get("name"), Some(r#""Ada""#));
+        assert_eq!(r.get("nope"), None);
+    }
+}

@@ -1,0 +1,299 @@
+//! Stamping: the entries of a memory file, this host's previous state and the clock
+//! in, stamped entries out. No I/O.
+//!
+//! An entry keeps its metadata while its content is unchanged, so stamping an
+//! unchanged memory again gives the same bytes; an edit keeps the `unique_id` and
+//! orders after the version it replaces even when this host's clock is behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::entry::{Entry, Metadata, Record};
+use crate::memory::{self, Located};
+
+/// What stamping needs besides the memory file.
+pub struct Context<'a> {
+    /// This host's name, already sanitised.
+    pub host: &'a str,
+    pub now: Timestamp,
+    pub id_field: &'a str,
+    /// P: this host's own file as last known.
+    pub previous: &'a [Entry],
+    /// Everything else known (the unified file), to find the versions that entries
+    /// restored with their metadata came from.
+    pub known: &'a [Entry],
+}
+
+/// Something stamping noticed that the user should hear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Two different entries of one identity; the later one was renamed.
+    DuplicateIdent {
+        line: usize,
+        ident: String,
+        renamed: String,
+    },
+    /// An entry's own `_crdt_metadata` was not valid and was ignored.
+    BadMetadata { line: usize, cause: String },
+}
+
+/// The result of stamping.
+#[derive(Debug, Default)]
+pub struct Stamped {
+    /// The new host file's entries, in file order.
+    pub entries: Vec<Entry>,
+    pub new: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+    /// Entries of P that the memory file no longer has (they stay in unified).
+    pub removed: usize,
+    pub notices: Vec<Notice>,
+}
+
+/// Stamps the records of a memory file against `cx`.
+pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
+    let mut out = Stamped::default();
+    let host: Arc<str> = cx.host.into();
+    let known: HashMap<&str, &Entry> =
+        cx.known
+            .iter()
+            .chain(cx.previous)
+            .fold(HashMap::new(), |mut m, e| {
+                m.entry(e.unique_id())
+                    .and_modify(|cur: &mut &Entry| {
+                        if e.lww_cmp(cur).is_gt() {
+                            *cur = e;
+                        }
+                    })
+                    .or_insert(e);
+                m
+            });
+    let previous_by_uid: HashMap<&str, usize> = cx
+        .previous
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.unique_id(), i))
+        .collect();
+    let mut claimed = vec![false; cx.previous.len()];
+
+    // Entries of one identity: identical copies count once, different ones are
+    // all kept under `ident#2`, `ident#3`, ...
+    let items = dedupe(records, cx.id_field, &mut out.notices);
+
+    // Entries that carry their own metadata (restored from unified) claim the P
+    // entry of their unique_id first; the rest are matched by identity.
+    let mut pending: Vec<Item> = Vec::new();
+    for mut item in items {
+        match item.record.metadata.take() {
+            Some(Ok(m)) => {
+                let in_p = previous_by_uid.get(&*m.unique_id).copied();
+                if let Some(i) = in_p {
+                    claimed[i] = true;
+                }
+                let prior = in_p
+                    .map(|i| &cx.previous[i])
+                    .or_else(|| known.get(&*m.unique_id).copied());
+                let entry = match prior {
+                    Some(p) => restamp(item.record, p, Some(&m), &host, cx.now, &mut out),
+                    // A version this host has never seen: taken as it is.
+                    None => {
+                        out.unchanged += 1;
+                        Entry::new(m, item.record)
+                    }
+                };
+                out.entries.push(entry);
+            }
+            Some(Err(e)) => {
+                out.notices.push(Notice::BadMetadata {
+                    line: item.line,
+                    cause: e.0,
+                });
+                pending.push(item);
+            }
+            None => pending.push(item),
+        }
+    }
+
+    // Candidates in P, by base identity.
+    let mut by_ident: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, e) in cx.previous.iter().enumerate() {
+        if !claimed[i] {
+            let record = record_of(e);
+            by_ident
+                .entry(memory::ident(&record, cx.id_field))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut groups: HashMap<String, Vec<Item>> = HashMap::new();
+    let mut order = Vec::new();
+    for item in pending {
+        if !groups.contains_key(&item.base) {
+            order.push(item.base.clone());
+        }
+        groups.entry(item.base.clone()).or_default().push(item);
+    }
+    for base in order {
+        let items = groups.remove(&base).expect("every base has a group");
+        let mut candidates: Vec<usize> = by_ident.remove(&base).unwrap_or_default();
+        // Oldest lineage first, to pair with the earliest lines of the file.
+        candidates.sort_by(|&a, &b| {
+            let (a, b) = (&cx.previous[a], &cx.previous[b]);
+            created_at(a)
+                .cmp(&created_at(b))
+                .then_with(|| a.unique_id().cmp(b.unique_id()))
+        });
+        let mut unmatched = Vec::new();
+        for item in items {
+            // An unchanged entry keeps its own lineage whatever its position.
+            match candidates
+                .iter()
+                .position(|&c| cx.previous[c].body() == item.record.body)
+            {
+                Some(k) => {
+                    let c = candidates.remove(k);
+                    claimed[c] = true;
+                    out.unchanged += 1;
+                    out.entries.push(cx.previous[c].clone());
+                }
+                None => unmatched.push(item),
+            }
+        }
+        for item in unmatched {
+            let entry = if candidates.is_empty() {
+                let uid = format!("{}_{}_{}", cx.host, item.ident, cx.now);
+                match known.get(uid.as_str()) {
+                    // Re-added within the same instant: an edit of that lineage.
+                    Some(p) => restamp(item.record, p, None, &host, cx.now, &mut out),
+                    None => {
+                        out.new += 1;
+                        let meta = Metadata {
+                            host: host.clone(),
+                            timestamp: cx.now,
+                            version: 1,
+                            unique_id: uid.into(),
+                            extra: Box::default(),
+                        };
+                        Entry::new(meta, item.record)
+                    }
+                }
+            } else {
+                let c = candidates.remove(0);
+                claimed[c] = true;
+                restamp(item.record, &cx.previous[c], None, &host, cx.now, &mut out)
+            };
+            out.entries.push(entry);
+        }
+    }
+    out.removed = claimed.iter().filter(|c| !**c).count();
+    out.entries.sort_by(Entry::file_cmp);
+    // Two lines restored with the same metadata and content collapse into one.
+    out.entries.dedup_by(|a, b| a == b);
+    out
+}
+
+/// `record` against its prior version `p` (and its own metadata `own`, if it has
+/// some): unchanged keeps the prior's metadata, changed gets the next version.
+fn restamp(
+    record: Record,
+    p: &Entry,
+    own: Option<&Metadata>,
+    host: &Arc<str>,
+    now: Timestamp,
+    out: &mut Stamped,
+) -> Entry {
+    if p.body() == record.body {
+        out.unchanged += 1;
+        return p.clone();
+    }
+    out.changed += 1;
+    let (mut version, mut last) = (p.meta.version, p.meta.timestamp);
+    if let Some(m) = own {
+        version = version.max(m.version);
+        last = last.max(m.timestamp);
+    }
+    let meta = Metadata {
+        host: host.clone(),
+        timestamp: now.max(last.next()),
+        version: version + 1,
+        unique_id: p.meta.unique_id.clone(),
+        extra: p.meta.extra.clone(),
+    };
+    Entry::new(meta, record)
+}
+
+/// When an entry's lineage began: the timestamp that ends its unique_id, where it
+/// has one, else its own.
+fn created_at(e: &Entry) -> Timestamp {
+    e.unique_id()
+        .rsplit_once('_')
+        .and_then(|(_, ts)| Timestamp::parse(ts))
+        .unwrap_or(e.meta.timestamp)
+}
+
+fn record_of(e: &Entry) -> Record {
+    let mut scratch = Vec::new();
+    Record::parse(
+        e.body().as_bytes(),
+        0,
+        &mut scratch,
+        &mut Default::default(),
+    )
+    .expect("an entry body is a canonical object")
+    .0
+}
+
+struct Item {
+    record: Record,
+    line: usize,
+    /// The identity by the rules.
+    base: String,
+    /// The identity after renaming duplicates.
+    ident: String,
+}
+
+fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> Vec<Item> {
+    let mut seen: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut items: Vec<Item> = Vec::with_capacity(records.len());
+    for Located { record, line } in records {
+        let base = memory::ident(&record, id_field);
+        let same = seen.get(&base).is_some_and(|idx| {
+            idx.iter().any(|&i| {
+                let other = &items[i].record;
+                other.body == record.body && same_metadata(other, &record)
+            })
+        });
+        if same {
+            continue;
+        }
+        let copies = seen.entry(base.clone()).or_default();
+        let ident = if copies.is_empty() {
+            base.clone()
+        } else {
+            let renamed = format!("{base}#{}", copies.len() + 1);
+            notices.push(Notice::DuplicateIdent {
+                line,
+                ident: base.clone(),
+                renamed: renamed.clone(),
+            });
+            renamed
+        };
+        copies.push(items.len());
+        items.push(Item {
+            record,
+            line,
+            base,
+            ident,
+        });
+    }
+    items
+}
+
+fn same_metadata(a: &Record, b: &Record) -> bool {
+    match (&a.metadata, &b.metadata) {
+        (None, None) => true,
+        (Some(Ok(x)), Some(Ok(y))) => x == y,
+        _ => false,
+    }
+}
