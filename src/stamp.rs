@@ -5,7 +5,7 @@
 //! unchanged memory again gives the same bytes; an edit keeps the `unique_id` and
 //! orders after the version it replaces even when this host's clock is behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
@@ -84,9 +84,13 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
     // Entries that carry their own metadata (restored from unified) claim the P
     // entry of their unique_id first; the rest are matched by identity.
     let mut pending: Vec<Item> = Vec::new();
+    let mut lineages: HashSet<Box<str>> = HashSet::new();
     for mut item in items {
         match item.record.metadata.take() {
+            // A second, different line of one lineage: an entry of its own.
+            Some(Ok(m)) if lineages.contains(&m.unique_id) => pending.push(item),
             Some(Ok(m)) => {
+                lineages.insert(m.unique_id.clone());
                 let in_p = previous_by_uid.get(&*m.unique_id).copied();
                 if let Some(i) = in_p {
                     claimed[i] = true;
@@ -188,8 +192,6 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
     }
     out.removed = claimed.iter().filter(|c| !**c).count();
     out.entries.sort_by(Entry::file_cmp);
-    // Two lines restored with the same metadata and content collapse into one.
-    out.entries.dedup_by(|a, b| a == b);
     out
 }
 

@@ -26,6 +26,9 @@ pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<
         },
     );
     report_notices(&args.memory, &stamped, report);
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
+    }
     let written = files::write_if_changed(&args.out, &stamped.entries)
         .map_err(|e| Error::write(&args.out, e))?;
     report.summary = format!(

@@ -241,6 +241,27 @@ fn entries_restored_with_metadata_keep_their_unique_id() {
 }
 
 #[test]
+fn two_different_lines_of_one_restored_lineage_stay_two_entries() {
+    let env = TestEnv::new();
+    let m = r#""_crdt_metadata":{"host":"other","timestamp":"2026-11-20T10:00:00.000000Z","unique_id":"other_n1_2026-11-20T10:00:00.000000Z","version":1}"#;
+    env.write("m.json", format!("{{{m},\"id\":\"n1\",\"c\":\"x\"}}\n{{{m},\"id\":\"n1\",\"c\":\"y\"}}\n{{{m},\"id\":\"n1\",\"c\":\"x\"}}\n"));
+    let r = env.stamp("m.json", "d/memory-testhost.json");
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut ids = uids(&env.path("d/memory-testhost.json"));
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "other_n1_2026-11-20T10:00:00.000000Z",
+            "testhost_n1#2_2026-11-21T12:00:00.000000Z"
+        ]
+    );
+    // One copy per unique_id: the host file is canonical.
+    assert_eq!(env.run(&["merge", "d"]).code, 0);
+    assert_eq!(env.run(&["verify", "d"]).code, 0);
+}
+
+#[test]
 fn memory_backup_now_sets_the_clock_and_a_bad_value_is_a_usage_error() {
     let mut env = TestEnv::new();
     env.now = Some("2030-01-02T03:04:05.5+02:00".into());
