@@ -90,13 +90,12 @@ impl Metadata {
 
     /// The canonical JSON of this metadata, appended to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let ts = self.timestamp.to_string();
-        let version = self.version.to_string();
-        let known: [(&str, Known); 4] = [
-            ("host", Known::Str(&self.host)),
-            ("timestamp", Known::Str(&ts)),
-            ("unique_id", Known::Str(&self.unique_id)),
-            ("version", Known::Raw(&version)),
+        // Known keys as canonical tokens, in key order.
+        const KEYS: [&[u8]; 4] = [
+            b"\"host\"",
+            b"\"timestamp\"",
+            b"\"unique_id\"",
+            b"\"version\"",
         ];
         out.push(b'{');
         let mut extra = self.extra.iter().peekable();
@@ -106,22 +105,22 @@ impl Metadata {
                 out.push(b',');
             }
         };
-        for (key, value) in known {
-            let mut token = Vec::with_capacity(key.len() + 2);
-            json::write_str(&mut token, key);
+        for (k, token) in KEYS.into_iter().enumerate() {
             while let Some(e) = extra.next_if(|e| {
                 let ekey = &e.as_bytes()[..extra_key_len(e)];
-                json::cmp_keys(ekey, &token) == Ordering::Less
+                json::cmp_keys(ekey, token) == Ordering::Less
             }) {
                 sep(out);
                 out.extend_from_slice(e.as_bytes());
             }
             sep(out);
-            out.extend_from_slice(&token);
+            out.extend_from_slice(token);
             out.push(b':');
-            match value {
-                Known::Str(s) => json::write_str(out, s),
-                Known::Raw(s) => out.extend_from_slice(s.as_bytes()),
+            match k {
+                0 => json::write_str(out, &self.host),
+                1 => write_timestamp(out, self.timestamp),
+                2 => json::write_str(out, &self.unique_id),
+                _ => write_u64(out, self.version),
             }
         }
         for e in extra {
@@ -132,9 +131,29 @@ impl Metadata {
     }
 }
 
-enum Known<'a> {
-    Str(&'a str),
-    Raw(&'a str),
+/// A timestamp as a canonical JSON string token (its text needs no escapes).
+fn write_timestamp(out: &mut Vec<u8>, t: Timestamp) {
+    out.push(b'"');
+    match t.canonical_bytes() {
+        Some(b) => out.extend_from_slice(&b),
+        None => out.extend_from_slice(t.to_string().as_bytes()),
+    }
+    out.push(b'"');
+}
+
+/// The decimal digits of `v`, without allocating.
+fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Length of the key token at the start of a canonical `"key":value` member.
@@ -416,6 +435,15 @@ mod tests {
             let r = record(&format!(r#"{{"_crdt_metadata":{m}}}"#));
             let err = r.metadata.unwrap().unwrap_err();
             assert!(err.0.contains(why), "{m}: {}", err.0);
+        }
+    }
+
+    #[test]
+    fn versions_are_written_in_decimal() {
+        for v in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
         }
     }
 
