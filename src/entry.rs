@@ -35,16 +35,12 @@ impl Metadata {
     /// Reads the canonical JSON of a `_crdt_metadata` value.
     fn from_canonical(text: &[u8], hosts: &mut HostNames) -> Result<Metadata, MetadataError> {
         let bad = |s: &str| Err(MetadataError(s.to_string()));
-        let mut out = Vec::with_capacity(text.len());
-        let mut ms = Vec::new();
-        if json::canonicalize_object(text, 0, &mut out, &mut ms, "not an object").is_err() {
+        if text.first() != Some(&b'{') {
             return bad("_crdt_metadata is not an object");
         }
         let (mut host, mut timestamp, mut version, mut unique_id) = (None, None, None, None);
         let mut extra = Vec::new();
-        for m in &ms {
-            let key = &out[m.key.0..m.key.1];
-            let value = &out[m.value.0..m.value.1];
+        for (key, value) in json::canonical_members(text) {
             let string = || (value[0] == b'"').then(|| json::decode_str(value));
             match key {
                 b"\"host\"" => host = string(),
@@ -55,11 +51,16 @@ impl Metadata {
                         .ok()
                         .and_then(|v| v.parse::<u64>().ok())
                 }
-                _ => extra.push(
-                    String::from_utf8(out[m.key.0..m.value.1].to_vec())
-                        .expect("canonical JSON is UTF-8")
-                        .into_boxed_str(),
-                ),
+                _ => {
+                    // The member's text: key, colon and value, contiguous in `text`.
+                    let start = key.as_ptr() as usize - text.as_ptr() as usize;
+                    let member = &text[start..start + key.len() + 1 + value.len()];
+                    extra.push(
+                        std::str::from_utf8(member)
+                            .expect("canonical JSON is UTF-8")
+                            .into(),
+                    )
+                }
             }
         }
         let Some(host) = host.filter(|h| !h.is_empty()) else {
@@ -203,47 +204,26 @@ impl Record {
         scratch: &mut Vec<u8>,
         hosts: &mut HostNames,
     ) -> Result<(Record, usize), SyntaxError> {
-        scratch.clear();
         let mut members = Vec::new();
-        let end = json::canonicalize_object(
-            src,
-            pos,
-            scratch,
-            &mut members,
-            "entry is not a JSON object",
-        )?;
+        let end = canonical_record(src, pos, scratch, &mut members)?;
         let mut metadata = None;
-        let mut body = scratch.as_slice();
-        let owned;
-        if let Some(i) = members
-            .iter()
-            .position(|m| &scratch[m.key.0..m.key.1] == METADATA_TOKEN)
-        {
-            let m = members.remove(i);
-            metadata = Some(Metadata::from_canonical(
-                &scratch[m.value.0..m.value.1],
-                hosts,
-            ));
-            // Cut the member and one comma next to it out of the object.
-            let (cut0, cut1) = if i > 0 {
-                (m.key.0 - 1, m.value.1)
-            } else if !members.is_empty() {
-                (m.key.0, m.value.1 + 1)
-            } else {
-                (m.key.0, m.value.1)
-            };
-            let width = cut1 - cut0;
-            let mut v = Vec::with_capacity(scratch.len() - width);
-            v.extend_from_slice(&scratch[..cut0]);
-            v.extend_from_slice(&scratch[cut1..]);
-            for m in &mut members[i..] {
-                m.key = (m.key.0 - width, m.key.1 - width);
-                m.value = (m.value.0 - width, m.value.1 - width);
+        let body = match metadata_index(scratch, &members) {
+            Some(i) => {
+                let m = members.remove(i);
+                metadata = Some(Metadata::from_canonical(
+                    &scratch[m.value.0..m.value.1],
+                    hosts,
+                ));
+                let (cut0, cut1) = metadata_cut(&m, i, members.len());
+                let width = cut1 - cut0;
+                for m in &mut members[i..] {
+                    m.key = (m.key.0 - width, m.key.1 - width);
+                    m.value = (m.value.0 - width, m.value.1 - width);
+                }
+                without(scratch, cut0, cut1)
             }
-            owned = v;
-            body = &owned;
-        }
-        let body = String::from_utf8(body.to_vec()).expect("canonical JSON is UTF-8");
+            None => without(scratch, 0, 0),
+        };
         Ok((
             Record {
                 body,
@@ -265,6 +245,90 @@ impl Record {
                 let m = self.members[i];
                 &self.body[m.value.0..m.value.1]
             })
+    }
+}
+
+/// Canonicalizes the object at `pos` of `src` into `scratch`, its members into
+/// `members`.
+fn canonical_record(
+    src: &[u8],
+    pos: usize,
+    scratch: &mut Vec<u8>,
+    members: &mut Vec<Member>,
+) -> Result<usize, SyntaxError> {
+    scratch.clear();
+    json::canonicalize_object(src, pos, scratch, members, "entry is not a JSON object")
+}
+
+/// Which member of a canonical object is the metadata (keys are unique there).
+fn metadata_index(text: &[u8], members: &[Member]) -> Option<usize> {
+    members
+        .iter()
+        .position(|m| &text[m.key.0..m.key.1] == METADATA_TOKEN)
+}
+
+/// The bytes to cut to take member `i` of `n` members (counted before the cut) out
+/// of its object: the member and one comma next to it.
+fn metadata_cut(m: &Member, i: usize, rest: usize) -> (usize, usize) {
+    if i > 0 {
+        (m.key.0 - 1, m.value.1)
+    } else if rest > 0 {
+        (m.key.0, m.value.1 + 1)
+    } else {
+        (m.key.0, m.value.1)
+    }
+}
+
+/// `text` without the bytes `cut0..cut1`, in one allocation.
+fn without(text: &[u8], cut0: usize, cut1: usize) -> String {
+    let mut v = Vec::with_capacity(text.len() - (cut1 - cut0));
+    v.extend_from_slice(&text[..cut0]);
+    v.extend_from_slice(&text[cut1..]);
+    String::from_utf8(v).expect("canonical JSON is UTF-8")
+}
+
+/// Reads the entries of host and unified files straight from their text, reusing
+/// its buffers from one record to the next.
+#[derive(Default)]
+pub struct EntryReader {
+    scratch: Vec<u8>,
+    members: Vec<Member>,
+    hosts: HostNames,
+}
+
+impl EntryReader {
+    /// Reads one JSON object at `pos` of `src` as a stamped entry; returns it, or
+    /// why it has no valid metadata, and the offset after it.
+    pub fn read(
+        &mut self,
+        src: &[u8],
+        pos: usize,
+    ) -> Result<(Result<Entry, MetadataError>, usize), SyntaxError> {
+        let end = canonical_record(src, pos, &mut self.scratch, &mut self.members)?;
+        let text = self.scratch.as_slice();
+        let Some(i) = metadata_index(text, &self.members) else {
+            let no = MetadataError("entry has no _crdt_metadata".to_string());
+            return Ok((Err(no), end));
+        };
+        let m = self.members[i];
+        let meta = match Metadata::from_canonical(&text[m.value.0..m.value.1], &mut self.hosts) {
+            Ok(meta) => meta,
+            Err(e) => return Ok((Err(e), end)),
+        };
+        let last = i + 1 == self.members.len();
+        let (cut0, cut1) = metadata_cut(&m, i, self.members.len() - 1);
+        let body = without(text, cut0, cut1);
+        // The metadata goes back where it was: before the member after it, or
+        // before the closing brace.
+        let meta_at = if last { body.len() - 1 } else { m.key.0 };
+        Ok((
+            Ok(Entry {
+                meta,
+                body: body.into_boxed_str(),
+                meta_at: meta_at as u32,
+            }),
+            end,
+        ))
     }
 }
 
@@ -380,7 +444,10 @@ mod tests {
 
     fn entry(s: &str) -> Entry {
         let mut r = record(s);
-        Entry::new(r.metadata.take().unwrap().unwrap(), r)
+        let e = Entry::new(r.metadata.take().unwrap().unwrap(), r);
+        let (direct, end) = EntryReader::default().read(s.as_bytes(), 0).unwrap();
+        assert_eq!((direct.unwrap(), end), (e.clone(), s.len()));
+        e
     }
 
     #[test]
@@ -392,6 +459,20 @@ mod tests {
         let only = r#"{"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1}}"#;
         assert_eq!(entry(only).body(), "{}");
         assert_eq!(entry(only).to_json(), only);
+        let last = r#"{"A":[{"b":1}],"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1}}"#;
+        assert_eq!(entry(last).body(), r#"{"A":[{"b":1}]}"#);
+        assert_eq!(entry(last).to_json(), last);
+    }
+
+    #[test]
+    fn the_entry_reader_says_why_an_entry_is_skipped() {
+        let mut r = EntryReader::default();
+        let (e, _) = r.read(br#" {"a":1} "#, 0).unwrap();
+        assert_eq!(e.unwrap_err().0, "entry has no _crdt_metadata");
+        let (e, end) = r.read(br#"{"_crdt_metadata":{"host":""}} ,"#, 0).unwrap();
+        assert!(e.unwrap_err().0.contains("host"));
+        assert_eq!(end, 30);
+        assert!(r.read(b"[1]", 0).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::entry::Entry;
+use crate::entry::{Entry, EntryReader};
 use crate::memory::{self, ParseError};
 
 /// The merged file in a backup folder.
@@ -59,24 +59,21 @@ pub struct Stamped {
 
 /// Reads a host or unified file from its bytes.
 pub fn parse_stamped(bytes: &[u8]) -> Result<Stamped, ParseError> {
-    let (_, records) = memory::parse_records(bytes)?;
-    let mut out = Stamped {
-        entries: Vec::with_capacity(records.len()),
-        lines: Vec::with_capacity(records.len()),
-        skipped: Vec::new(),
-    };
-    for mut r in records {
-        match r.record.metadata.take() {
-            Some(Ok(m)) => {
-                out.lines.push(r.line);
-                out.entries.push(Entry::new(m, r.record));
+    let mut reader = EntryReader::default();
+    let mut out = Stamped::default();
+    memory::parse_each(
+        bytes,
+        |src, pos| reader.read(src, pos),
+        |entry, line| match entry {
+            Ok(e) => {
+                out.lines.push(line);
+                out.entries.push(e);
             }
-            Some(Err(e)) => out.skipped.push((r.line, e.0)),
-            None => out
-                .skipped
-                .push((r.line, "entry has no _crdt_metadata".to_string())),
-        }
-    }
+            Err(e) => out.skipped.push((line, e.0)),
+        },
+    )?;
+    out.entries.shrink_to_fit();
+    out.lines.shrink_to_fit();
     Ok(out)
 }
 

@@ -171,6 +171,81 @@ pub fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// The members of a canonical JSON object (as [`canonicalize`] writes it), in order:
+/// each key token with its quotes, and the value's text. Reads the already
+/// validated text without checking or copying it again.
+pub fn canonical_members(object: &[u8]) -> CanonicalMembers<'_> {
+    CanonicalMembers { b: object, pos: 1 }
+}
+
+/// The iterator of [`canonical_members`].
+#[derive(Debug, Clone)]
+pub struct CanonicalMembers<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for CanonicalMembers<'a> {
+    /// (key token, value).
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.b;
+        match b.get(self.pos) {
+            Some(b'"') => {}
+            Some(b',') => self.pos += 1,
+            _ => return None,
+        }
+        let k0 = self.pos;
+        let k1 = string_end(b, k0);
+        let v1 = value_end(b, k1 + 1);
+        self.pos = v1;
+        Some((&b[k0..k1], &b[k1 + 1..v1]))
+    }
+}
+
+/// The offset after the canonical string token opened at `open`.
+fn string_end(b: &[u8], open: usize) -> usize {
+    let mut i = open + 1;
+    while i < b.len() {
+        match b[i] {
+            b'"' => return i + 1,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+/// The offset after the canonical value that starts at `at`.
+fn value_end(b: &[u8], at: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = at;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i = string_end(b, i);
+                if depth == 0 {
+                    return i;
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth == 0 => return i,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            b',' if depth == 0 => return i,
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
 /// Bytes that a canonical string escapes.
 static ESCAPE: [bool; 256] = {
     let mut t = [false; 256];
@@ -606,6 +681,26 @@ mod tests {
             "[1 2]",
         ] {
             assert!(canon(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_members_agree_with_the_member_list() {
+        for text in [
+            r#"{}"#,
+            r#"{"a":1}"#,
+            r#"{"\"}":"x\\\"","\\":[1,{"}":"]"}],"a\n":{"b":{}},"z":-1.5e3,"zz":true}"#,
+            r#"{"k":[[],[[]],{}],"l":"\u001f,","m":null}"#,
+        ] {
+            let mut out = Vec::new();
+            let mut ms = Vec::new();
+            canonicalize_object(text.as_bytes(), 0, &mut out, &mut ms, "no").unwrap();
+            let want: Vec<_> = ms
+                .iter()
+                .map(|m| (&out[m.key.0..m.key.1], &out[m.value.0..m.value.1]))
+                .collect();
+            let got: Vec<_> = canonical_members(&out).collect();
+            assert_eq!(got, want, "{text}");
         }
     }
 
