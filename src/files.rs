@@ -1,9 +1,11 @@
 //! Host and unified files: finding them, reading them, and writing them in the
 //! canonical layout with an atomic replace.
 
+use std::borrow::Borrow;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use crate::entry::{Entry, EntryReader};
 use crate::memory::{self, ParseError};
@@ -148,18 +150,113 @@ pub fn write_if_changed<'a, I>(path: &Path, entries: I) -> io::Result<bool>
 where
     I: IntoIterator<Item = &'a Entry> + Clone,
 {
-    if let Ok(old) = File::open(path) {
-        let mut cmp = SameAs {
-            old: io::BufReader::with_capacity(1 << 20, old),
-            same: true,
-        };
-        write_canonical(&mut cmp, entries.clone())?;
-        if cmp.same && cmp.at_end() {
-            return Ok(false);
-        }
+    if same_bytes(path, |w| write_canonical(w, entries.clone()))? {
+        return Ok(false);
     }
     write_entries(path, entries)?;
     Ok(true)
+}
+
+/// [`write_if_changed`] for entries in a slice, rendered on all cores while the
+/// calling thread writes (or compares) what is ready.
+pub fn write_slice_if_changed<E>(path: &Path, entries: &[E]) -> io::Result<bool>
+where
+    E: Borrow<Entry> + Sync,
+{
+    if same_bytes(path, |w| write_canonical_slice(w, entries))? {
+        return Ok(false);
+    }
+    atomic_write_file(path, |f| {
+        let mut w: &File = f;
+        write_canonical_slice(&mut w, entries)
+    })?;
+    Ok(true)
+}
+
+/// Whether `path` holds exactly the bytes that `fill` writes (false when it cannot
+/// be opened).
+fn same_bytes(
+    path: &Path,
+    fill: impl FnOnce(&mut SameAs<io::BufReader<File>>) -> io::Result<()>,
+) -> io::Result<bool> {
+    let Ok(old) = File::open(path) else {
+        return Ok(false);
+    };
+    let mut cmp = SameAs {
+        old: io::BufReader::with_capacity(1 << 20, old),
+        same: true,
+    };
+    fill(&mut cmp)?;
+    Ok(cmp.same && cmp.at_end())
+}
+
+/// Entries per rendered chunk: about 1.5 MB of text, so that a chunk is one large
+/// write and the few chunks in flight cost little memory.
+const CHUNK: usize = 4096;
+
+/// [`write_canonical`] of a slice: worker threads render chunks of entries (worker
+/// `t` of `n` the chunks `t`, `t + n`, ...), and the calling thread writes them in
+/// order as they come, so rendering overlaps writing.
+pub fn write_canonical_slice<E>(w: &mut impl Write, entries: &[E]) -> io::Result<()>
+where
+    E: Borrow<Entry> + Sync,
+{
+    let chunks = entries.len().div_ceil(CHUNK);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(chunks);
+    w.write_all(b"[")?;
+    if workers <= 1 {
+        let mut buf = Vec::new();
+        for i in 0..chunks {
+            render_chunk(entries, i, &mut buf);
+            w.write_all(&buf)?;
+        }
+        return w.write_all(b"\n]\n");
+    }
+    std::thread::scope(|s| {
+        let mut lanes = Vec::with_capacity(workers);
+        for t in 0..workers {
+            // Two buffers per worker: one being rendered while one is written.
+            let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(1);
+            let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+            for _ in 0..2 {
+                empty_tx.send(Vec::new()).expect("the receiver is here");
+            }
+            s.spawn(move || {
+                for i in (t..chunks).step_by(workers) {
+                    // Either channel closes only when the writer stopped on an error.
+                    let Ok(mut buf) = empty_rx.recv() else { return };
+                    render_chunk(entries, i, &mut buf);
+                    if full_tx.send(buf).is_err() {
+                        return;
+                    }
+                }
+            });
+            lanes.push((full_rx, empty_tx));
+        }
+        for i in 0..chunks {
+            let (full, empty) = &lanes[i % workers];
+            let buf = full
+                .recv()
+                .map_err(|_| io::Error::other("a rendering thread stopped"))?;
+            w.write_all(&buf)?;
+            // The worker may be done with its chunks already.
+            let _ = empty.send(buf);
+        }
+        Ok::<(), io::Error>(())
+    })?;
+    w.write_all(b"\n]\n")
+}
+
+/// Renders chunk `i` of `entries` into `buf`, each entry after its separator.
+fn render_chunk<E: Borrow<Entry>>(entries: &[E], i: usize, buf: &mut Vec<u8>) {
+    buf.clear();
+    let start = i * CHUNK;
+    for (k, e) in entries[start..].iter().take(CHUNK).enumerate() {
+        buf.extend_from_slice(if start + k == 0 { b"\n" } else { b",\n" });
+        e.borrow().write(buf);
+    }
 }
 
 /// A writer that only checks whether what is written equals a reader's bytes.
@@ -210,6 +307,16 @@ pub fn atomic_write(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
 ) -> io::Result<()> {
+    atomic_write_file(path, |f| {
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        fill(&mut w)?;
+        w.flush()
+    })
+}
+
+/// [`atomic_write`] with the temporary file itself, for writers that write in
+/// large pieces already.
+fn atomic_write_file(path: &Path, fill: impl FnOnce(&File) -> io::Result<()>) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -218,13 +325,49 @@ pub fn atomic_write(
         .prefix(".memory-backup-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        fill(&mut w)?;
-        w.flush()?;
-    }
+    fill(tmp.as_file())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     // The rename is durable only once the folder is.
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_render_like_iterators() {
+        let line = |i: usize| {
+            format!(
+                r#"{{"_crdt_metadata":{{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u{i}","version":1}},"n":{i}}}"#
+            )
+        };
+        for n in [0, 1, 2, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7] {
+            let text = format!("[{}]", (0..n).map(line).collect::<Vec<_>>().join(","));
+            let entries = parse_stamped(text.as_bytes()).unwrap().entries;
+            let mut par = Vec::new();
+            write_canonical_slice(&mut par, &entries).unwrap();
+            assert_eq!(par, render(&entries), "{n}");
+            let refs: Vec<&Entry> = entries.iter().collect();
+            let mut par = Vec::new();
+            write_canonical_slice(&mut par, &refs).unwrap();
+            assert_eq!(par, render(&entries), "{n}");
+        }
+    }
+
+    #[test]
+    fn unchanged_files_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.json");
+        let text = r#"[{"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1}}]"#;
+        let entries = parse_stamped(text.as_bytes()).unwrap().entries;
+        assert!(write_slice_if_changed(&path, &entries).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), render(&entries));
+        assert!(!write_slice_if_changed(&path, &entries).unwrap());
+        assert!(!write_if_changed(&path, &entries).unwrap());
+        fs::write(&path, b"[\n]\n").unwrap();
+        assert!(write_slice_if_changed(&path, &entries).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), render(&entries));
+    }
 }

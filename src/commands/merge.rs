@@ -28,8 +28,8 @@ pub fn cmd_merge(args: &MergeArgs, cx: &Context, report: &mut Report) -> Result<
             .chain(previous.iter().flat_map(|s| &s.entries)),
     );
     tracing::debug!("merged {} entries at {:?}", merged.len(), started.elapsed());
-    let written = files::write_if_changed(&output, merged.iter().copied())
-        .map_err(|e| Error::write(&output, e))?;
+    let written =
+        files::write_slice_if_changed(&output, &merged).map_err(|e| Error::write(&output, e))?;
     tracing::debug!("written at {:?}", started.elapsed());
     warn_if_slow(started, report);
     report.summary = format!(
