@@ -3,7 +3,7 @@
 
 use std::borrow::Borrow;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -81,8 +81,18 @@ pub fn parse_stamped(bytes: &[u8]) -> Result<Stamped, ParseError> {
 
 /// Reads a host or unified file.
 pub fn read_stamped(path: &Path) -> Result<Stamped, ReadError> {
-    let bytes = fs::read(path).map_err(ReadError::Io)?;
-    parse_stamped(&bytes).map_err(ReadError::Parse)
+    read_stamped_with(path, &mut Vec::new())
+}
+
+/// [`read_stamped`] through the buffer `buf`, which many reads can share: a fresh
+/// buffer for every large file costs as much in page faults as reading it.
+fn read_stamped_with(path: &Path, buf: &mut Vec<u8>) -> Result<Stamped, ReadError> {
+    buf.clear();
+    let mut f = File::open(path).map_err(ReadError::Io)?;
+    let size = f.metadata().map_or(0, |m| m.len());
+    buf.reserve(usize::try_from(size).unwrap_or(0));
+    f.read_to_end(buf).map_err(ReadError::Io)?;
+    parse_stamped(buf).map_err(ReadError::Parse)
 }
 
 /// Reads many stamped files on all cores; results in the order of `paths`.
@@ -93,7 +103,11 @@ pub fn read_many(paths: &[PathBuf]) -> Vec<Result<Stamped, ReadError>> {
         .map_or(1, |n| n.get())
         .min(paths.len());
     if workers <= 1 {
-        return paths.iter().map(|p| read_stamped(p)).collect();
+        let mut buf = Vec::new();
+        return paths
+            .iter()
+            .map(|p| read_stamped_with(p, &mut buf))
+            .collect();
     }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<Stamped, ReadError>>>> =
@@ -101,10 +115,11 @@ pub fn read_many(paths: &[PathBuf]) -> Vec<Result<Stamped, ReadError>> {
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
+                let mut buf = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = paths.get(i) else { break };
-                    let r = read_stamped(path);
+                    let r = read_stamped_with(path, &mut buf);
                     results.lock().expect("no reader panics")[i] = Some(r);
                 }
             });
