@@ -2,22 +2,93 @@
 //! each by the last-writer-wins order. Commutative, associative and idempotent; no
 //! I/O, nothing can fail, nothing is ever dropped.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
+use crate::clock::Timestamp;
 use crate::entry::Entry;
 
 /// The join of any number of states: for every `unique_id` found in `inputs`, its
 /// greatest copy, in file order.
 pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> {
-    // Counted first, so that the table is sized once: growing it cost more than
-    // this list of references.
     let inputs: Vec<&'a Entry> = inputs.into_iter().collect();
-    let mut best: HashMap<&'a str, &'a Entry, IdHasher> =
-        HashMap::with_capacity_and_hasher(inputs.len(), IdHasher::new());
-    for e in inputs {
-        match best.entry(e.unique_id()) {
+    let ids = IdHasher::new();
+    let parts = if inputs.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    if parts <= 1 {
+        let hashes: Vec<u64> = inputs.iter().map(|e| ids.hash_one(e.unique_id())).collect();
+        let mut out = best_of_part(&inputs, &hashes, 0, 1);
+        out.sort_unstable_by(file_order);
+        return out.into_iter().map(|(_, e)| e).collect();
+    }
+    // Each thread hashes a share of the ids, then keeps and sorts the winners of the
+    // ids whose hash falls in its part; the sorted parts are merged at the end.
+    let mut hashes = vec![0u64; inputs.len()];
+    let share = inputs.len().div_ceil(parts);
+    std::thread::scope(|s| {
+        for (hs, es) in hashes.chunks_mut(share).zip(inputs.chunks(share)) {
+            let ids = &ids;
+            s.spawn(move || {
+                for (h, e) in hs.iter_mut().zip(es) {
+                    *h = ids.hash_one(e.unique_id());
+                }
+            });
+        }
+    });
+    let (inputs, hashes) = (&inputs, &hashes);
+    let sorted: Vec<Vec<(Timestamp, &'a Entry)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..parts)
+            .map(|p| {
+                s.spawn(move || {
+                    let mut out = best_of_part(inputs, hashes, p, parts);
+                    out.sort_unstable_by(file_order);
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("merge workers do not panic"))
+            .collect()
+    });
+    let mut all: Vec<(Timestamp, &'a Entry)> = sorted.concat();
+    // A stable sort finds the sorted parts and merges them in linear time.
+    all.sort_by(file_order);
+    all.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Below this many entries, threads cost more than they save.
+const PARALLEL_FROM: usize = 50_000;
+
+/// File order, on the timestamp copied beside the reference first: that keeps most
+/// comparisons off the entries themselves.
+fn file_order(a: &(Timestamp, &Entry), b: &(Timestamp, &Entry)) -> Ordering {
+    a.0.cmp(&b.0).then_with(|| a.1.file_cmp(b.1))
+}
+
+/// The greatest copy of each `unique_id` whose hash is in part `part` of `parts`.
+fn best_of_part<'a>(
+    inputs: &[&'a Entry],
+    hashes: &[u64],
+    part: usize,
+    parts: usize,
+) -> Vec<(Timestamp, &'a Entry)> {
+    let in_part = |h: u64| (h >> 32) as usize % parts == part;
+    let mut best: HashMap<Id<'a>, &'a Entry, PassHash> =
+        HashMap::with_capacity_and_hasher(inputs.len() / parts + 1, PassHash);
+    for (&e, &hash) in inputs.iter().zip(hashes) {
+        if !in_part(hash) {
+            continue;
+        }
+        match best.entry(Id {
+            hash,
+            id: e.unique_id(),
+        }) {
             Slot::Vacant(v) => {
                 v.insert(e);
             }
@@ -28,11 +99,45 @@ pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> 
             }
         }
     }
-    // Sorting by the timestamp copied beside the reference keeps most comparisons
-    // off the entries themselves.
-    let mut out: Vec<_> = best.into_values().map(|e| (e.meta.timestamp, e)).collect();
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.file_cmp(b.1)));
-    out.into_iter().map(|(_, e)| e).collect()
+    best.into_values().map(|e| (e.meta.timestamp, e)).collect()
+}
+
+/// A `unique_id` with its hash, computed once.
+#[derive(PartialEq, Eq)]
+struct Id<'a> {
+    hash: u64,
+    id: &'a str,
+}
+
+impl Hash for Id<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hands the precomputed hash of an [`Id`] to the table.
+#[derive(Clone, Copy, Default)]
+struct PassHash;
+
+impl BuildHasher for PassHash {
+    type Hasher = Pass;
+    fn build_hasher(&self) -> Pass {
+        Pass(0)
+    }
+}
+
+struct Pass(u64);
+
+impl Hasher for Pass {
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only Id is hashed with this")
+    }
+    fn write_u64(&mut self, h: u64) {
+        self.0 = h;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// [`merge`] into owned entries.
@@ -103,6 +208,34 @@ impl Hasher for IdHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::parse_stamped;
+
+    #[test]
+    fn parallel_and_serial_merges_agree() {
+        let n = PARALLEL_FROM + 1000;
+        let text = format!(
+            "[{}]",
+            (0..n)
+                .map(|i| format!(
+                    r#"{{"_crdt_metadata":{{"host":"h{}","timestamp":"2026-01-01T00:00:{:02}.000000Z","unique_id":"u{}","version":1}},"n":{i}}}"#,
+                    i % 3,
+                    i % 60,
+                    i % (n / 2)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let entries = parse_stamped(text.as_bytes()).unwrap().entries;
+        let parallel = merge(&entries);
+        let serial = merge(&entries[..PARALLEL_FROM / 2])
+            .into_iter()
+            .chain(merge(&entries[PARALLEL_FROM / 2..]))
+            .collect::<Vec<_>>();
+        let serial = merge(serial);
+        assert_eq!(parallel.len(), n / 2);
+        assert_eq!(parallel, serial);
+        assert!(parallel.windows(2).all(|w| w[0].file_cmp(w[1]).is_lt()));
+    }
 
     #[test]
     fn ids_hash_apart() {
