@@ -149,15 +149,41 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if ESCAPE[b as usize] {
-            out.extend_from_slice(&bytes[start..i]);
-            push_escape(out, b);
-            start = i + 1;
-        }
+    loop {
+        let i = plain_end(bytes, start);
+        out.extend_from_slice(&bytes[start..i]);
+        let Some(&b) = bytes.get(i) else { break };
+        push_escape(out, b);
+        start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// The offset of the first byte at or after `i` that a string cannot hold as it
+/// is (`"`, `\\` or a control character), or `b.len()`. Eight bytes at a time:
+/// strings are most of the text.
+fn plain_end(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let quote = w ^ (LO * u64::from(b'"'));
+        let backslash = w ^ (LO * u64::from(b'\\'));
+        // Flags a zero byte (a quote, a backslash) or one below 0x20; a borrow can
+        // flag bytes after a match too, but never one before the first.
+        let found = (quote.wrapping_sub(LO) & !quote
+            | backslash.wrapping_sub(LO) & !backslash
+            | w.wrapping_sub(LO * 0x20) & !w)
+            & HI;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !ESCAPE[b[i] as usize] {
+        i += 1;
+    }
+    i
 }
 
 /// Orders two canonical key tokens (with quotes) by their unescaped text, as a
@@ -388,10 +414,7 @@ impl Parser<'_, '_> {
         self.out.push(b'"');
         loop {
             let start = self.pos;
-            let mut i = start;
-            while i < s.len() && !ESCAPE[s[i] as usize] {
-                i += 1;
-            }
+            let i = plain_end(s, start);
             self.out.extend_from_slice(&s[start..i]);
             self.pos = i;
             match s.get(i) {
@@ -681,6 +704,39 @@ mod tests {
             "[1 2]",
         ] {
             assert!(canon(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn plain_runs_end_at_the_first_special_byte() {
+        let naive = |b: &[u8], i: usize| {
+            (i..b.len())
+                .find(|&k| ESCAPE[b[k] as usize])
+                .unwrap_or(b.len())
+        };
+        let alphabet = [
+            b'a', b'"', b'\\', 0, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xa2, 0xdc, 0xff,
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..40 {
+            for _ in 0..500 {
+                let b: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Mostly plain bytes, so that runs are long.
+                        if x % 4 == 0 {
+                            alphabet[(x >> 8) as usize % alphabet.len()]
+                        } else {
+                            b'a' + (x >> 16) as u8 % 26
+                        }
+                    })
+                    .collect();
+                for i in 0..=len {
+                    assert_eq!(plain_end(&b, i), naive(&b, i), "{b:?} from {i}");
+                }
+            }
         }
     }
 
