@@ -224,6 +224,7 @@ impl Record {
             }
             None => without(scratch, 0, 0),
         };
+        let body = String::from_utf8(body).expect("canonical JSON is UTF-8");
         Ok((
             Record {
                 body,
@@ -280,11 +281,11 @@ fn metadata_cut(m: &Member, i: usize, rest: usize) -> (usize, usize) {
 }
 
 /// `text` without the bytes `cut0..cut1`, in one allocation.
-fn without(text: &[u8], cut0: usize, cut1: usize) -> String {
+fn without(text: &[u8], cut0: usize, cut1: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(text.len() - (cut1 - cut0));
     v.extend_from_slice(&text[..cut0]);
     v.extend_from_slice(&text[cut1..]);
-    String::from_utf8(v).expect("canonical JSON is UTF-8")
+    v
 }
 
 /// Reads the entries of host and unified files straight from their text, reusing
@@ -324,7 +325,7 @@ impl EntryReader {
         Ok((
             Ok(Entry {
                 meta,
-                body: body.into_boxed_str(),
+                body: body.into_boxed_slice(),
                 meta_at: meta_at as u32,
             }),
             end,
@@ -336,8 +337,9 @@ impl EntryReader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub meta: Metadata,
-    /// Canonical JSON object without the metadata.
-    body: Box<str>,
+    /// Canonical JSON object without the metadata: UTF-8, kept as bytes so that
+    /// reading a large file does not check every body a second time.
+    body: Box<[u8]>,
     /// Where in `body` the metadata member goes, to keep keys in order.
     meta_at: u32,
 }
@@ -348,7 +350,7 @@ impl Entry {
         let meta_at = metadata_position(record.body.as_bytes(), &record.members) as u32;
         Entry {
             meta,
-            body: record.body.into_boxed_str(),
+            body: record.body.into_bytes().into_boxed_slice(),
             meta_at,
         }
     }
@@ -364,7 +366,7 @@ impl Entry {
 
     /// The canonical JSON of the entry without its metadata: what "same content" means.
     pub fn body(&self) -> &str {
-        &self.body
+        std::str::from_utf8(&self.body).expect("canonical JSON is UTF-8")
     }
 
     pub fn unique_id(&self) -> &str {
@@ -374,7 +376,7 @@ impl Entry {
     /// The entry's canonical JSON line, metadata included, appended to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
         let at = self.meta_at as usize;
-        let b = self.body.as_bytes();
+        let b = &self.body[..];
         out.extend_from_slice(&b[..at]);
         let last = b[at] == b'}';
         if last && at > 1 {
@@ -392,8 +394,8 @@ impl Entry {
     /// Reads a byte of each part of the entry that [`Entry::write`] reads, to bring
     /// them into the cache ahead of it.
     pub(crate) fn touch(&self) -> usize {
-        let first = |s: &str| s.as_bytes().first().map_or(0, |&b| usize::from(b));
-        first(&self.body) + first(&self.meta.unique_id) + self.meta_at as usize
+        let first = |s: &[u8]| s.first().map_or(0, |&b| usize::from(b));
+        first(&self.body) + first(self.meta.unique_id.as_bytes()) + self.meta_at as usize
     }
 
     pub fn to_json(&self) -> String {

@@ -190,10 +190,18 @@ fn plain_end(b: &[u8], mut i: usize) -> usize {
 /// sorted map of strings would.
 pub fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
     let (ia, ib) = (&a[1..a.len() - 1], &b[1..b.len() - 1]);
-    if ia.contains(&b'\\') || ib.contains(&b'\\') {
-        decode_str(a).as_bytes().cmp(decode_str(b).as_bytes())
-    } else {
-        ia.cmp(ib)
+    // Up to the first difference outside any escape, the raw bytes order as the
+    // text does; escapes need decoding (`\n` sorts after `\t` as text).
+    let d = ia.iter().zip(ib).take_while(|(x, y)| x == y).count();
+    if ia[..d].contains(&b'\\') {
+        return decode_str(a).as_bytes().cmp(decode_str(b).as_bytes());
+    }
+    match (ia.get(d), ib.get(d)) {
+        (Some(b'\\'), _) | (_, Some(b'\\')) => {
+            decode_str(a).as_bytes().cmp(decode_str(b).as_bytes())
+        }
+        (Some(x), Some(y)) => x.cmp(y),
+        _ => ia.len().cmp(&ib.len()),
     }
 }
 
@@ -233,14 +241,16 @@ impl<'a> Iterator for CanonicalMembers<'a> {
 /// The offset after the canonical string token opened at `open`.
 fn string_end(b: &[u8], open: usize) -> usize {
     let mut i = open + 1;
-    while i < b.len() {
-        match b[i] {
-            b'"' => return i + 1,
-            b'\\' => i += 2,
-            _ => i += 1,
+    loop {
+        // Canonical strings hold no raw control characters: this stops at a quote
+        // or at an escape.
+        i = plain_end(b, i);
+        match b.get(i) {
+            Some(b'"') => return i + 1,
+            Some(_) => i += 2,
+            None => return b.len(),
         }
     }
-    b.len()
 }
 
 /// The offset after the canonical value that starts at `at`.
@@ -704,6 +714,40 @@ mod tests {
             "[1 2]",
         ] {
             assert!(canon(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_compare_as_their_text() {
+        let keys = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "\"",
+            "\\",
+            "\n",
+            "\t",
+            "\u{1f}",
+            "a\n",
+            "a\t",
+            "a\"b",
+            "é",
+            "z",
+            "\\a",
+            "\\b",
+            "_crdt_metadata",
+            "_crdt",
+            "a\\",
+            "a\\\n",
+        ];
+        for x in keys {
+            for y in keys {
+                let (mut tx, mut ty) = (Vec::new(), Vec::new());
+                write_str(&mut tx, x);
+                write_str(&mut ty, y);
+                assert_eq!(cmp_keys(&tx, &ty), x.cmp(y), "{x:?} {y:?}");
+            }
         }
     }
 
