@@ -297,6 +297,16 @@ pub struct EntryReader {
     hosts: HostNames,
 }
 
+/// An entry read into a shared text: its metadata, where its body lies in that
+/// text, and where the metadata goes back in the body.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    meta: Metadata,
+    start: usize,
+    len: usize,
+    meta_at: u32,
+}
+
 impl EntryReader {
     /// Reads one JSON object at `pos` of `src` as a stamped entry; returns it, or
     /// why it has no valid metadata, and the offset after it.
@@ -305,31 +315,86 @@ impl EntryReader {
         src: &[u8],
         pos: usize,
     ) -> Result<(Result<Entry, MetadataError>, usize), SyntaxError> {
+        let mut text = Vec::new();
+        let (parts, end) = self.read_parts(src, pos, &mut text)?;
+        let text = Arc::new(text);
+        Ok((parts.map(|p| Entry::from_parts(p, &text)), end))
+    }
+
+    /// [`EntryReader::read`] that appends the body to `text`, which the entries of
+    /// a whole file can share: one allocation per file rather than per entry.
+    pub(crate) fn read_parts(
+        &mut self,
+        src: &[u8],
+        pos: usize,
+        text: &mut Vec<u8>,
+    ) -> Result<(Result<Parts, MetadataError>, usize), SyntaxError> {
         let end = canonical_record(src, pos, &mut self.scratch, &mut self.members)?;
-        let text = self.scratch.as_slice();
-        let Some(i) = metadata_index(text, &self.members) else {
+        let canon = self.scratch.as_slice();
+        let Some(i) = metadata_index(canon, &self.members) else {
             let no = MetadataError("entry has no _crdt_metadata".to_string());
             return Ok((Err(no), end));
         };
         let m = self.members[i];
-        let meta = match Metadata::from_canonical(&text[m.value.0..m.value.1], &mut self.hosts) {
+        let meta = match Metadata::from_canonical(&canon[m.value.0..m.value.1], &mut self.hosts) {
             Ok(meta) => meta,
             Err(e) => return Ok((Err(e), end)),
         };
         let last = i + 1 == self.members.len();
         let (cut0, cut1) = metadata_cut(&m, i, self.members.len() - 1);
-        let body = without(text, cut0, cut1);
+        let start = text.len();
+        text.extend_from_slice(&canon[..cut0]);
+        text.extend_from_slice(&canon[cut1..]);
+        let len = text.len() - start;
         // The metadata goes back where it was: before the member after it, or
         // before the closing brace.
-        let meta_at = if last { body.len() - 1 } else { m.key.0 };
+        let meta_at = if last { len - 1 } else { m.key.0 };
         Ok((
-            Ok(Entry {
+            Ok(Parts {
                 meta,
-                body: body.into_boxed_slice(),
+                start,
+                len,
                 meta_at: meta_at as u32,
             }),
             end,
         ))
+    }
+}
+
+/// The canonical JSON of an entry without its metadata: a range of a text that
+/// may hold the bodies of many entries.
+#[derive(Clone)]
+struct Body {
+    text: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl Body {
+    fn own(text: Vec<u8>) -> Body {
+        Body {
+            start: 0,
+            len: text.len(),
+            text: Arc::new(text),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.text[self.start..self.start + self.len]
+    }
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Body {}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&String::from_utf8_lossy(self.bytes()), f)
     }
 }
 
@@ -339,7 +404,7 @@ pub struct Entry {
     pub meta: Metadata,
     /// Canonical JSON object without the metadata: UTF-8, kept as bytes so that
     /// reading a large file does not check every body a second time.
-    body: Box<[u8]>,
+    body: Body,
     /// Where in `body` the metadata member goes, to keep keys in order.
     meta_at: u32,
 }
@@ -350,8 +415,21 @@ impl Entry {
         let meta_at = metadata_position(record.body.as_bytes(), &record.members) as u32;
         Entry {
             meta,
-            body: record.body.into_bytes().into_boxed_slice(),
+            body: Body::own(record.body.into_bytes()),
             meta_at,
+        }
+    }
+
+    /// The entry that [`EntryReader::read_parts`] read into `text`.
+    pub(crate) fn from_parts(p: Parts, text: &Arc<Vec<u8>>) -> Entry {
+        Entry {
+            meta: p.meta,
+            body: Body {
+                text: Arc::clone(text),
+                start: p.start,
+                len: p.len,
+            },
+            meta_at: p.meta_at,
         }
     }
 
@@ -366,7 +444,7 @@ impl Entry {
 
     /// The canonical JSON of the entry without its metadata: what "same content" means.
     pub fn body(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("canonical JSON is UTF-8")
+        std::str::from_utf8(self.body.bytes()).expect("canonical JSON is UTF-8")
     }
 
     pub fn unique_id(&self) -> &str {
@@ -376,7 +454,7 @@ impl Entry {
     /// The entry's canonical JSON line, metadata included, appended to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
         let at = self.meta_at as usize;
-        let b = &self.body[..];
+        let b = self.body.bytes();
         out.extend_from_slice(&b[..at]);
         let last = b[at] == b'}';
         if last && at > 1 {
@@ -395,11 +473,11 @@ impl Entry {
     /// them into the cache ahead of it.
     pub(crate) fn touch(&self) -> usize {
         let first = |s: &[u8]| s.first().map_or(0, |&b| usize::from(b));
-        first(&self.body) + first(self.meta.unique_id.as_bytes()) + self.meta_at as usize
+        first(self.body.bytes()) + first(self.meta.unique_id.as_bytes()) + self.meta_at as usize
     }
 
     pub fn to_json(&self) -> String {
-        let mut out = Vec::with_capacity(self.body.len() + 128);
+        let mut out = Vec::with_capacity(self.body.len + 128);
         self.write(&mut out);
         String::from_utf8(out).expect("canonical JSON is UTF-8")
     }

@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use crate::entry::{Entry, EntryReader};
 use crate::memory::{self, ParseError};
@@ -62,19 +62,28 @@ pub struct Stamped {
 /// Reads a host or unified file from its bytes.
 pub fn parse_stamped(bytes: &[u8]) -> Result<Stamped, ParseError> {
     let mut reader = EntryReader::default();
+    // One text for the bodies of the whole file: a canonical body is never longer
+    // than its record, so this does not grow, and pages never written cost nothing.
+    let mut text = Vec::with_capacity(bytes.len());
+    let mut parts = Vec::new();
     let mut out = Stamped::default();
     memory::parse_each(
         bytes,
-        |src, pos| reader.read(src, pos),
+        |src, pos| reader.read_parts(src, pos, &mut text),
         |entry, line| match entry {
-            Ok(e) => {
+            Ok(p) => {
                 out.lines.push(line);
-                out.entries.push(e);
+                parts.push(p);
             }
             Err(e) => out.skipped.push((line, e.0)),
         },
     )?;
-    out.entries.shrink_to_fit();
+    text.shrink_to_fit();
+    let text = Arc::new(text);
+    out.entries = parts
+        .into_iter()
+        .map(|p| Entry::from_parts(p, &text))
+        .collect();
     out.lines.shrink_to_fit();
     Ok(out)
 }
