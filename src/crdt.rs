@@ -56,10 +56,44 @@ pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> 
             .map(|w| w.join().expect("merge workers do not panic"))
             .collect()
     });
-    let mut all: Vec<(Timestamp, &'a Entry)> = sorted.concat();
-    // A stable sort finds the sorted parts and merges them in linear time.
-    all.sort_by(file_order);
-    all.into_iter().map(|(_, e)| e).collect()
+    let mut sorted = sorted;
+    while sorted.len() > 2 {
+        let pairs = std::mem::take(&mut sorted);
+        let mut pairs = pairs.into_iter();
+        while let Some(a) = pairs.next() {
+            sorted.push(match pairs.next() {
+                Some(b) => merge_sorted(&a, &b, |x| *x),
+                None => a,
+            });
+        }
+    }
+    match (sorted.first(), sorted.get(1)) {
+        (Some(a), Some(b)) => merge_sorted(a, b, |x| x.1),
+        (Some(a), None) => a.iter().map(|x| x.1).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The items of two lists in file order, as one list in file order.
+fn merge_sorted<'a, T>(
+    a: &[(Timestamp, &'a Entry)],
+    b: &[(Timestamp, &'a Entry)],
+    item: impl Fn(&(Timestamp, &'a Entry)) -> T,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        if file_order(x, y).is_le() {
+            out.push(item(x));
+            i += 1;
+        } else {
+            out.push(item(y));
+            j += 1;
+        }
+    }
+    out.extend(a[i..].iter().map(&item));
+    out.extend(b[j..].iter().map(&item));
+    out
 }
 
 /// Below this many entries, threads cost more than they save.
@@ -235,6 +269,30 @@ mod tests {
         assert_eq!(parallel.len(), n / 2);
         assert_eq!(parallel, serial);
         assert!(parallel.windows(2).all(|w| w[0].file_cmp(w[1]).is_lt()));
+    }
+
+    #[test]
+    fn sorted_lists_merge_in_order() {
+        let text = format!(
+            "[{}]",
+            (0..50)
+                .map(|i| format!(
+                    r#"{{"_crdt_metadata":{{"host":"h","timestamp":"2026-01-01T00:00:{:02}.000000Z","unique_id":"u{i}","version":1}}}}"#,
+                    (i * 7) % 13
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let entries = parse_stamped(text.as_bytes()).unwrap().entries;
+        let mut keyed: Vec<_> = entries.iter().map(|e| (e.meta.timestamp, e)).collect();
+        let (mut a, mut b) = (keyed[..20].to_vec(), keyed[20..].to_vec());
+        a.sort_by(file_order);
+        b.sort_by(file_order);
+        keyed.sort_by(file_order);
+        let want: Vec<&Entry> = keyed.iter().map(|x| x.1).collect();
+        assert_eq!(merge_sorted(&a, &b, |x| x.1), want);
+        assert_eq!(merge_sorted(&b, &a, |x| x.1), want);
+        assert_eq!(merge_sorted(&[], &a, |x| x.1).len(), 20);
     }
 
     #[test]

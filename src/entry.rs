@@ -98,6 +98,19 @@ impl Metadata {
             b"\"unique_id\"",
             b"\"version\"",
         ];
+        if self.extra.is_empty() {
+            // The usual case, without the merging of unknown fields.
+            out.extend_from_slice(b"{\"host\":");
+            json::write_str(out, &self.host);
+            out.extend_from_slice(b",\"timestamp\":");
+            write_timestamp(out, self.timestamp);
+            out.extend_from_slice(b",\"unique_id\":");
+            json::write_str(out, &self.unique_id);
+            out.extend_from_slice(b",\"version\":");
+            write_u64(out, self.version);
+            out.push(b'}');
+            return;
+        }
         out.push(b'{');
         let mut extra = self.extra.iter().peekable();
         let mut first = true;
