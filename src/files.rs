@@ -65,8 +65,14 @@ pub fn parse_stamped(bytes: &[u8]) -> Result<Stamped, ParseError> {
     // One text for the bodies of the whole file: a canonical body is never longer
     // than its record, so this does not grow, and pages never written cost nothing.
     let mut text = Vec::with_capacity(bytes.len());
-    let mut parts = Vec::new();
-    let mut out = Stamped::default();
+    // Files as written hold one entry per line: sized once, the lists are not
+    // copied as they grow, and memory is touched once.
+    let lines = memory::count_newlines(bytes) + 1;
+    let mut parts = Vec::with_capacity(lines);
+    let mut out = Stamped {
+        lines: Vec::with_capacity(lines),
+        ..Stamped::default()
+    };
     memory::parse_each(
         bytes,
         |src, pos| reader.read_parts(src, pos, &mut text),
