@@ -196,11 +196,60 @@ where
     if same_bytes(path, |w| write_canonical_slice(w, entries))? {
         return Ok(false);
     }
-    atomic_write_file(path, |f| {
-        let mut w: &File = f;
-        write_canonical_slice(&mut w, entries)
+    atomic_write_file(path, |f, tmp| {
+        // A handle of its own: an error its syncs see is still reported to the
+        // final sync through `f`.
+        let Ok(syncer) = File::open(tmp) else {
+            let mut w: &File = f;
+            return write_canonical_slice(&mut w, entries);
+        };
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<()>();
+            s.spawn(move || {
+                while rx.recv().is_ok() {
+                    while rx.try_recv().is_ok() {}
+                    // Only a head start: the final sync reports any error.
+                    let _ = syncer.sync_data();
+                }
+            });
+            let mut w = EarlySync {
+                file: f,
+                written: 0,
+                tx,
+            };
+            write_canonical_slice(&mut w, entries)
+        })
     })?;
     Ok(true)
+}
+
+/// Bytes written between two early syncs.
+const SYNC_EVERY: u64 = 8 << 20;
+
+/// Writes to a file, and asks a helper thread to start syncing what is written
+/// every [`SYNC_EVERY`] bytes: the disk works while the rest is rendered, and the
+/// final sync has little left to do.
+struct EarlySync<'f> {
+    file: &'f File,
+    written: u64,
+    tx: mpsc::Sender<()>,
+}
+
+impl Write for EarlySync<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        let before = self.written / SYNC_EVERY;
+        self.written += n as u64;
+        if self.written / SYNC_EVERY != before {
+            // The helper may be gone only if it could not run; that costs nothing.
+            let _ = self.tx.send(());
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Whether `path` holds exactly the bytes that `fill` writes (false when it cannot
@@ -351,7 +400,7 @@ pub fn atomic_write(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
 ) -> io::Result<()> {
-    atomic_write_file(path, |f| {
+    atomic_write_file(path, |f, _| {
         let mut w = BufWriter::with_capacity(1 << 20, f);
         fill(&mut w)?;
         w.flush()
@@ -360,7 +409,10 @@ pub fn atomic_write(
 
 /// [`atomic_write`] with the temporary file itself, for writers that write in
 /// large pieces already.
-fn atomic_write_file(path: &Path, fill: impl FnOnce(&File) -> io::Result<()>) -> io::Result<()> {
+fn atomic_write_file(
+    path: &Path,
+    fill: impl FnOnce(&File, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -369,7 +421,7 @@ fn atomic_write_file(path: &Path, fill: impl FnOnce(&File) -> io::Result<()>) ->
         .prefix(".memory-backup-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
-    fill(tmp.as_file())?;
+    fill(tmp.as_file(), tmp.path())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     // The rename is durable only once the folder is.
@@ -411,6 +463,26 @@ mod tests {
         assert!(!write_slice_if_changed(&path, &entries).unwrap());
         assert!(!write_if_changed(&path, &entries).unwrap());
         fs::write(&path, b"[\n]\n").unwrap();
+        assert!(write_slice_if_changed(&path, &entries).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), render(&entries));
+    }
+
+    #[test]
+    fn large_files_are_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.json");
+        // Several early syncs' worth of text.
+        let big = "x".repeat(1 << 20);
+        let text = format!(
+            "[{}]",
+            (0..3 * (SYNC_EVERY >> 20) + 1)
+                .map(|i| format!(
+                    r#"{{"_crdt_metadata":{{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u{i}","version":1}},"big":"{big}"}}"#
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let entries = parse_stamped(text.as_bytes()).unwrap().entries;
         assert!(write_slice_if_changed(&path, &entries).unwrap());
         assert_eq!(fs::read(&path).unwrap(), render(&entries));
     }
