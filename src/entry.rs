@@ -1,6 +1,7 @@
 //! Entries: the canonical JSON of one record, its `_crdt_metadata`, and the
 //! last-writer-wins order between two copies of one `unique_id`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -38,28 +39,31 @@ impl Metadata {
         if text.first() != Some(&b'{') {
             return bad("_crdt_metadata is not an object");
         }
+        // Checked as UTF-8 once here, rather than string by string below.
+        let utf8 = std::str::from_utf8(text).expect("canonical JSON is UTF-8");
+        let at = |part: &[u8]| part.as_ptr() as usize - text.as_ptr() as usize;
         let (mut host, mut timestamp, mut version, mut unique_id) = (None, None, None, None);
         let mut extra = Vec::new();
         for (key, value) in json::canonical_members(text) {
-            let string = || (value[0] == b'"').then(|| json::decode_str(value));
+            let string = || {
+                (value[0] == b'"').then(|| {
+                    if value.contains(&b'\\') {
+                        json::decode_str(value)
+                    } else {
+                        let start = at(value);
+                        Cow::Borrowed(&utf8[start + 1..start + value.len() - 1])
+                    }
+                })
+            };
             match key {
                 b"\"host\"" => host = string(),
                 b"\"timestamp\"" => timestamp = string(),
                 b"\"unique_id\"" => unique_id = string(),
-                b"\"version\"" => {
-                    version = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok())
-                }
+                b"\"version\"" => version = parse_u64(value),
                 _ => {
                     // The member's text: key, colon and value, contiguous in `text`.
-                    let start = key.as_ptr() as usize - text.as_ptr() as usize;
-                    let member = &text[start..start + key.len() + 1 + value.len()];
-                    extra.push(
-                        std::str::from_utf8(member)
-                            .expect("canonical JSON is UTF-8")
-                            .into(),
-                    )
+                    let start = at(key);
+                    extra.push(utf8[start..start + key.len() + 1 + value.len()].into())
                 }
             }
         }
@@ -153,6 +157,19 @@ fn write_timestamp(out: &mut Vec<u8>, t: Timestamp) {
         None => out.extend_from_slice(t.to_string().as_bytes()),
     }
     out.push(b'"');
+}
+
+/// A JSON number token that is a whole number in `u64` range, as `str::parse`
+/// reads it.
+fn parse_u64(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 20 {
+        return std::str::from_utf8(token).ok()?.parse().ok();
+    }
+    token.iter().try_fold(0u64, |v, &c| {
+        c.is_ascii_digit()
+            .then_some(())
+            .and_then(|()| v.checked_mul(10)?.checked_add(u64::from(c - b'0')))
+    })
 }
 
 /// The decimal digits of `v`, without allocating.
@@ -616,6 +633,24 @@ mod tests {
             let r = record(&format!(r#"{{"_crdt_metadata":{m}}}"#));
             let err = r.metadata.unwrap().unwrap_err();
             assert!(err.0.contains(why), "{m}: {}", err.0);
+        }
+    }
+
+    #[test]
+    fn versions_are_read_like_str_parse() {
+        for t in [
+            "0",
+            "1",
+            "007",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "1.0",
+            "1e3",
+            "",
+            "00000000000000000000001",
+        ] {
+            assert_eq!(parse_u64(t.as_bytes()), t.parse::<u64>().ok(), "{t}");
         }
     }
 
