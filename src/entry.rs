@@ -325,16 +325,9 @@ pub struct EntryReader {
     scratch: Vec<u8>,
     members: Vec<Member>,
     hosts: HostNames,
-}
-
-/// An entry read into a shared text: its metadata, where its body lies in that
-/// text, and where the metadata goes back in the body.
-#[derive(Debug)]
-pub(crate) struct Parts {
-    meta: Metadata,
-    start: usize,
-    len: usize,
-    meta_at: u32,
+    /// What the bodies of [`EntryReader::read_into`] point to until their text
+    /// is finished.
+    unfinished: Arc<Vec<u8>>,
 }
 
 impl EntryReader {
@@ -346,19 +339,26 @@ impl EntryReader {
         pos: usize,
     ) -> Result<(Result<Entry, MetadataError>, usize), SyntaxError> {
         let mut text = Vec::new();
-        let (parts, end) = self.read_parts(src, pos, &mut text)?;
+        let (entry, end) = self.read_into(src, pos, &mut text)?;
         let text = Arc::new(text);
-        Ok((parts.map(|p| Entry::from_parts(p, &text)), end))
+        Ok((
+            entry.map(|mut e| {
+                e.set_text(&text);
+                e
+            }),
+            end,
+        ))
     }
 
     /// [`EntryReader::read`] that appends the body to `text`, which the entries of
-    /// a whole file can share: one allocation per file rather than per entry.
-    pub(crate) fn read_parts(
+    /// a whole file can share: one allocation per file rather than per entry. The
+    /// entry is not usable until [`Entry::set_text`] gives it the finished text.
+    pub(crate) fn read_into(
         &mut self,
         src: &[u8],
         pos: usize,
         text: &mut Vec<u8>,
-    ) -> Result<(Result<Parts, MetadataError>, usize), SyntaxError> {
+    ) -> Result<(Result<Entry, MetadataError>, usize), SyntaxError> {
         let end = canonical_record(src, pos, &mut self.scratch, &mut self.members)?;
         let canon = self.scratch.as_slice();
         let Some(i) = metadata_index(canon, &self.members) else {
@@ -380,10 +380,13 @@ impl EntryReader {
         // before the closing brace.
         let meta_at = if last { len - 1 } else { m.key.0 };
         Ok((
-            Ok(Parts {
+            Ok(Entry {
                 meta,
-                start,
-                len,
+                body: Body {
+                    text: Arc::clone(&self.unfinished),
+                    start,
+                    len,
+                },
                 meta_at: meta_at as u32,
             }),
             end,
@@ -450,17 +453,10 @@ impl Entry {
         }
     }
 
-    /// The entry that [`EntryReader::read_parts`] read into `text`.
-    pub(crate) fn from_parts(p: Parts, text: &Arc<Vec<u8>>) -> Entry {
-        Entry {
-            meta: p.meta,
-            body: Body {
-                text: Arc::clone(text),
-                start: p.start,
-                len: p.len,
-            },
-            meta_at: p.meta_at,
-        }
+    /// Points the body of an entry of [`EntryReader::read_into`] to its finished
+    /// text.
+    pub(crate) fn set_text(&mut self, text: &Arc<Vec<u8>>) {
+        self.body.text = Arc::clone(text);
     }
 
     /// The same content under other metadata.

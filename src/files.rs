@@ -68,28 +68,28 @@ pub fn parse_stamped(bytes: &[u8]) -> Result<Stamped, ParseError> {
     // Files as written hold one entry per line: sized once, the lists are not
     // copied as they grow, and memory is touched once.
     let lines = memory::count_newlines(bytes) + 1;
-    let mut parts = Vec::with_capacity(lines);
     let mut out = Stamped {
+        entries: Vec::with_capacity(lines),
         lines: Vec::with_capacity(lines),
-        ..Stamped::default()
+        skipped: Vec::new(),
     };
     memory::parse_each(
         bytes,
-        |src, pos| reader.read_parts(src, pos, &mut text),
+        |src, pos| reader.read_into(src, pos, &mut text),
         |entry, line| match entry {
-            Ok(p) => {
+            Ok(e) => {
                 out.lines.push(line);
-                parts.push(p);
+                out.entries.push(e);
             }
             Err(e) => out.skipped.push((line, e.0)),
         },
     )?;
     text.shrink_to_fit();
     let text = Arc::new(text);
-    out.entries = parts
-        .into_iter()
-        .map(|p| Entry::from_parts(p, &text))
-        .collect();
+    for e in &mut out.entries {
+        e.set_text(&text);
+    }
+    out.entries.shrink_to_fit();
     out.lines.shrink_to_fit();
     Ok(out)
 }
