@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
 use crate::clock::Timestamp;
 use crate::entry::Entry;
@@ -113,43 +113,44 @@ fn best_of_part<'a>(
     parts: usize,
 ) -> Vec<(Timestamp, &'a Entry)> {
     let in_part = |h: u64| (h >> 32) as usize % parts == part;
-    let mut best: HashMap<Id<'a>, &'a Entry, PassHash> =
+    // Keyed by the hash alone, which keeps the table small and its probes off the
+    // ids; the rare id whose hash another id took first goes to a table keyed by
+    // the id itself.
+    let mut best: HashMap<u64, &'a Entry, PassHash> =
         HashMap::with_capacity_and_hasher(inputs.len() / parts + 1, PassHash);
+    let mut clashes: HashMap<&'a str, &'a Entry> = HashMap::new();
     for (&e, &hash) in inputs.iter().zip(hashes) {
         if !in_part(hash) {
             continue;
         }
-        match best.entry(Id {
-            hash,
-            id: e.unique_id(),
-        }) {
+        match best.entry(hash) {
             Slot::Vacant(v) => {
                 v.insert(e);
             }
-            Slot::Occupied(mut o) => {
+            Slot::Occupied(mut o) if o.get().unique_id() == e.unique_id() => {
                 if e.lww_cmp(o.get()).is_gt() {
                     o.insert(e);
                 }
             }
+            Slot::Occupied(_) => match clashes.entry(e.unique_id()) {
+                Slot::Vacant(v) => {
+                    v.insert(e);
+                }
+                Slot::Occupied(mut o) => {
+                    if e.lww_cmp(o.get()).is_gt() {
+                        o.insert(e);
+                    }
+                }
+            },
         }
     }
-    best.into_values().map(|e| (e.meta.timestamp, e)).collect()
+    best.into_values()
+        .chain(clashes.into_values())
+        .map(|e| (e.meta.timestamp, e))
+        .collect()
 }
 
-/// A `unique_id` with its hash, computed once.
-#[derive(PartialEq, Eq)]
-struct Id<'a> {
-    hash: u64,
-    id: &'a str,
-}
-
-impl Hash for Id<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// Hands the precomputed hash of an [`Id`] to the table.
+/// Hands a precomputed hash to the table as it is.
 #[derive(Clone, Copy, Default)]
 struct PassHash;
 
@@ -164,7 +165,7 @@ struct Pass(u64);
 
 impl Hasher for Pass {
     fn write(&mut self, _: &[u8]) {
-        unreachable!("only Id is hashed with this")
+        unreachable!("only u64 hashes are hashed with this")
     }
     fn write_u64(&mut self, h: u64) {
         self.0 = h;
@@ -269,6 +270,28 @@ mod tests {
         assert_eq!(parallel.len(), n / 2);
         assert_eq!(parallel, serial);
         assert!(parallel.windows(2).all(|w| w[0].file_cmp(w[1]).is_lt()));
+    }
+
+    #[test]
+    fn ids_with_one_hash_stay_apart() {
+        let text = format!(
+            "[{}]",
+            (0..40)
+                .map(|i| format!(
+                    r#"{{"_crdt_metadata":{{"host":"h","timestamp":"2026-01-01T00:00:{:02}.000000Z","unique_id":"u{}","version":1}}}}"#,
+                    i % 7,
+                    i % 5
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let entries = parse_stamped(text.as_bytes()).unwrap().entries;
+        let inputs: Vec<&Entry> = entries.iter().collect();
+        let mut all_clash = best_of_part(&inputs, &vec![7; inputs.len()], 0, 1);
+        all_clash.sort_by(file_order);
+        let got: Vec<&Entry> = all_clash.into_iter().map(|x| x.1).collect();
+        assert_eq!(got.len(), 5);
+        assert_eq!(got, merge(&entries));
     }
 
     #[test]
