@@ -241,7 +241,7 @@ impl Write for EarlySync<'_> {
         let before = self.written / SYNC_EVERY;
         self.written += n as u64;
         if self.written / SYNC_EVERY != before {
-            // The helper may be gone only if it could not run; that costs nothing.
+            // Fails only if the helper stopped; early syncs are optional.
             let _ = self.tx.send(());
         }
         Ok(n)
