@@ -20,7 +20,7 @@ pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> 
     } else {
         // Every part scans all the hashes: past a few, more parts cost more than
         // they save.
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+        crate::cores().min(8)
     };
     if parts <= 1 {
         let hashes: Vec<u64> = inputs.iter().map(|e| ids.hash_one(e.unique_id())).collect();

@@ -114,9 +114,7 @@ fn read_stamped_with(path: &Path, buf: &mut Vec<u8>) -> Result<Stamped, ReadErro
 pub fn read_many(paths: &[PathBuf]) -> Vec<Result<Stamped, ReadError>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(paths.len());
+    let workers = crate::cores().min(paths.len());
     if workers <= 1 {
         let mut buf = Vec::new();
         return paths
@@ -281,9 +279,7 @@ where
     E: Borrow<Entry> + Sync,
 {
     let chunks = entries.len().div_ceil(CHUNK);
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(chunks);
+    let workers = crate::cores().min(chunks);
     w.write_all(b"[")?;
     if workers <= 1 {
         let mut buf = Vec::new();
