@@ -59,18 +59,22 @@ pub struct Stamped {
     pub skipped: Vec<(usize, String)>,
 }
 
+/// Fewer bytes than the shortest stamped entry with its separator takes, about 95:
+/// `{"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00Z",...}}`.
+const SHORTEST_ENTRY: usize = 64;
+
 /// Reads a host or unified file from its bytes.
 pub fn parse_stamped(bytes: &[u8]) -> Result<Stamped, ParseError> {
     let mut reader = EntryReader::default();
     // One text for the bodies of the whole file: a canonical body is never longer
     // than its record, so this does not grow, and pages never written cost nothing.
     let mut text = Vec::with_capacity(bytes.len());
-    // Files as written hold one entry per line: sized once, the lists are not
-    // copied as they grow, and memory is touched once.
-    let lines = memory::count_newlines(bytes) + 1;
+    // More entries than a stamped entry's shortest text fits in the file: the lists
+    // never grow, and capacity never used costs no memory, only addresses.
+    let most = bytes.len() / SHORTEST_ENTRY + 1;
     let mut out = Stamped {
-        entries: Vec::with_capacity(lines),
-        lines: Vec::with_capacity(lines),
+        entries: Vec::with_capacity(most),
+        lines: Vec::with_capacity(most),
         skipped: Vec::new(),
     };
     memory::parse_each(

@@ -219,7 +219,7 @@ impl LineCounter {
 
 /// The number of `\n` bytes in `b`, counted in blocks of byte-wide counters,
 /// which the compiler turns into wide vector code.
-pub fn count_newlines(b: &[u8]) -> usize {
+fn count_newlines(b: &[u8]) -> usize {
     b.chunks(255)
         .map(|c| {
             let n = c.iter().fold(0u8, |n, &x| n + u8::from(x == b'\n'));
