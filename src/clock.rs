@@ -51,9 +51,45 @@ impl Timestamp {
     }
 }
 
+/// Length of the canonical text of a timestamp in years 0000 to 9999.
+pub const CANONICAL_LEN: usize = 27;
+
+impl Timestamp {
+    /// The canonical text as bytes, without chrono or allocation; `None` for years
+    /// outside 0000..=9999, whose text has another width (chrono writes those).
+    pub fn canonical_bytes(self) -> Option<[u8; CANONICAL_LEN]> {
+        let secs = self.0.div_euclid(1_000_000);
+        let us = self.0.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, mo, d) = civil_from_days(days);
+        if !(0..=9999).contains(&y) {
+            return None;
+        }
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for k in (at..at + width).rev() {
+                b[k] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y);
+        put(5, 2, mo);
+        put(8, 2, d);
+        put(11, 2, sod / 3600);
+        put(14, 2, sod / 60 % 60);
+        put(17, 2, sod % 60);
+        put(20, 6, us);
+        Some(b)
+    }
+}
+
 /// The canonical text: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(b) = self.canonical_bytes() {
+            return f.write_str(std::str::from_utf8(&b).expect("ASCII digits"));
+        }
         let dt = self.to_datetime();
         write!(
             f,
@@ -118,6 +154,21 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The proleptic Gregorian date of a count of days since 1970-01-01 (the inverse of
+/// [`days_from_civil`], Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 /// Where "now" comes from.
 #[derive(Debug, Clone, Copy)]
 pub enum Clock {
@@ -163,6 +214,64 @@ mod tests {
             assert_eq!(fast.to_string(), s);
         }
         assert_eq!(parse_canonical(b"2001-02-29T00:00:00.000000Z"), None);
+    }
+
+    /// What Display wrote before the fast path: chrono's fields.
+    fn via_chrono(t: Timestamp) -> String {
+        let dt = t.to_datetime();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second(),
+            dt.timestamp_subsec_micros()
+        )
+    }
+
+    #[test]
+    fn fast_formatter_agrees_with_chrono() {
+        let day = 86_400_000_000i64;
+        let mut instants = vec![
+            0,
+            -1,
+            1,
+            i64::MIN,
+            i64::MAX,
+            // 0000-01-01, 9999-12-31T23:59:59.999999Z and just outside both.
+            -62_167_219_200_000_000,
+            -62_167_219_200_000_001,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            // Leap days: 2000-02-29, 1900-03-01, 2024-02-29.
+            951_782_400_000_000,
+            -2_203_891_200_000_000,
+            1_709_164_800_000_000,
+        ];
+        // Every day from 1890 to 2110 at a varying time of day, and a spread of
+        // pseudo-random instants over the years 0000 to 9999 and beyond.
+        let mut t = -2_524_608_000_000_000i64;
+        while t < 4_417_977_600_000_000 {
+            instants.push(t + (t / day).rem_euclid(day));
+            instants.push(t - 1);
+            t += day;
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            instants.push((x % 640_000_000_000_000_000) as i64 - 320_000_000_000_000_000);
+        }
+        for us in instants {
+            let t = Timestamp(us);
+            assert_eq!(t.to_string(), via_chrono(t), "{us}");
+            if let Some(b) = t.canonical_bytes() {
+                assert_eq!(Timestamp::parse(std::str::from_utf8(&b).unwrap()), Some(t));
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Entries: the canonical JSON of one record, its `_crdt_metadata`, and the
 //! last-writer-wins order between two copies of one `unique_id`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -35,31 +36,35 @@ impl Metadata {
     /// Reads the canonical JSON of a `_crdt_metadata` value.
     fn from_canonical(text: &[u8], hosts: &mut HostNames) -> Result<Metadata, MetadataError> {
         let bad = |s: &str| Err(MetadataError(s.to_string()));
-        let mut out = Vec::with_capacity(text.len());
-        let mut ms = Vec::new();
-        if json::canonicalize_object(text, 0, &mut out, &mut ms, "not an object").is_err() {
+        if text.first() != Some(&b'{') {
             return bad("_crdt_metadata is not an object");
         }
+        // Checked as UTF-8 once here, rather than string by string below.
+        let utf8 = std::str::from_utf8(text).expect("canonical JSON is UTF-8");
+        let at = |part: &[u8]| part.as_ptr() as usize - text.as_ptr() as usize;
         let (mut host, mut timestamp, mut version, mut unique_id) = (None, None, None, None);
         let mut extra = Vec::new();
-        for m in &ms {
-            let key = &out[m.key.0..m.key.1];
-            let value = &out[m.value.0..m.value.1];
-            let string = || (value[0] == b'"').then(|| json::decode_str(value));
+        for (key, value) in json::canonical_members(text) {
+            let string = || {
+                (value[0] == b'"').then(|| {
+                    if value.contains(&b'\\') {
+                        json::decode_str(value)
+                    } else {
+                        let start = at(value);
+                        Cow::Borrowed(&utf8[start + 1..start + value.len() - 1])
+                    }
+                })
+            };
             match key {
                 b"\"host\"" => host = string(),
                 b"\"timestamp\"" => timestamp = string(),
                 b"\"unique_id\"" => unique_id = string(),
-                b"\"version\"" => {
-                    version = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok())
+                b"\"version\"" => version = parse_u64(value),
+                _ => {
+                    // The member's text: key, colon and value, contiguous in `text`.
+                    let start = at(key);
+                    extra.push(utf8[start..start + key.len() + 1 + value.len()].into())
                 }
-                _ => extra.push(
-                    String::from_utf8(out[m.key.0..m.value.1].to_vec())
-                        .expect("canonical JSON is UTF-8")
-                        .into_boxed_str(),
-                ),
             }
         }
         let Some(host) = host.filter(|h| !h.is_empty()) else {
@@ -90,14 +95,26 @@ impl Metadata {
 
     /// The canonical JSON of this metadata, appended to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let ts = self.timestamp.to_string();
-        let version = self.version.to_string();
-        let known: [(&str, Known); 4] = [
-            ("host", Known::Str(&self.host)),
-            ("timestamp", Known::Str(&ts)),
-            ("unique_id", Known::Str(&self.unique_id)),
-            ("version", Known::Raw(&version)),
+        // Known keys as canonical tokens, in key order.
+        const KEYS: [&[u8]; 4] = [
+            b"\"host\"",
+            b"\"timestamp\"",
+            b"\"unique_id\"",
+            b"\"version\"",
         ];
+        if self.extra.is_empty() {
+            // The usual case, without the merging of unknown fields.
+            out.extend_from_slice(b"{\"host\":");
+            json::write_str(out, &self.host);
+            out.extend_from_slice(b",\"timestamp\":");
+            write_timestamp(out, self.timestamp);
+            out.extend_from_slice(b",\"unique_id\":");
+            json::write_str(out, &self.unique_id);
+            out.extend_from_slice(b",\"version\":");
+            write_u64(out, self.version);
+            out.push(b'}');
+            return;
+        }
         out.push(b'{');
         let mut extra = self.extra.iter().peekable();
         let mut first = true;
@@ -106,22 +123,22 @@ impl Metadata {
                 out.push(b',');
             }
         };
-        for (key, value) in known {
-            let mut token = Vec::with_capacity(key.len() + 2);
-            json::write_str(&mut token, key);
+        for (k, token) in KEYS.into_iter().enumerate() {
             while let Some(e) = extra.next_if(|e| {
                 let ekey = &e.as_bytes()[..extra_key_len(e)];
-                json::cmp_keys(ekey, &token) == Ordering::Less
+                json::cmp_keys(ekey, token) == Ordering::Less
             }) {
                 sep(out);
                 out.extend_from_slice(e.as_bytes());
             }
             sep(out);
-            out.extend_from_slice(&token);
+            out.extend_from_slice(token);
             out.push(b':');
-            match value {
-                Known::Str(s) => json::write_str(out, s),
-                Known::Raw(s) => out.extend_from_slice(s.as_bytes()),
+            match k {
+                0 => json::write_str(out, &self.host),
+                1 => write_timestamp(out, self.timestamp),
+                2 => json::write_str(out, &self.unique_id),
+                _ => write_u64(out, self.version),
             }
         }
         for e in extra {
@@ -132,9 +149,42 @@ impl Metadata {
     }
 }
 
-enum Known<'a> {
-    Str(&'a str),
-    Raw(&'a str),
+/// A timestamp as a canonical JSON string token (its text needs no escapes).
+fn write_timestamp(out: &mut Vec<u8>, t: Timestamp) {
+    out.push(b'"');
+    match t.canonical_bytes() {
+        Some(b) => out.extend_from_slice(&b),
+        None => out.extend_from_slice(t.to_string().as_bytes()),
+    }
+    out.push(b'"');
+}
+
+/// A JSON number token that is a whole number in `u64` range, as `str::parse`
+/// reads it.
+fn parse_u64(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 20 {
+        return std::str::from_utf8(token).ok()?.parse().ok();
+    }
+    token.iter().try_fold(0u64, |v, &c| {
+        c.is_ascii_digit()
+            .then_some(())
+            .and_then(|()| v.checked_mul(10)?.checked_add(u64::from(c - b'0')))
+    })
+}
+
+/// The decimal digits of `v`, without allocating.
+fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Length of the key token at the start of a canonical `"key":value` member.
@@ -184,47 +234,27 @@ impl Record {
         scratch: &mut Vec<u8>,
         hosts: &mut HostNames,
     ) -> Result<(Record, usize), SyntaxError> {
-        scratch.clear();
         let mut members = Vec::new();
-        let end = json::canonicalize_object(
-            src,
-            pos,
-            scratch,
-            &mut members,
-            "entry is not a JSON object",
-        )?;
+        let end = canonical_record(src, pos, scratch, &mut members)?;
         let mut metadata = None;
-        let mut body = scratch.as_slice();
-        let owned;
-        if let Some(i) = members
-            .iter()
-            .position(|m| &scratch[m.key.0..m.key.1] == METADATA_TOKEN)
-        {
-            let m = members.remove(i);
-            metadata = Some(Metadata::from_canonical(
-                &scratch[m.value.0..m.value.1],
-                hosts,
-            ));
-            // Cut the member and one comma next to it out of the object.
-            let (cut0, cut1) = if i > 0 {
-                (m.key.0 - 1, m.value.1)
-            } else if !members.is_empty() {
-                (m.key.0, m.value.1 + 1)
-            } else {
-                (m.key.0, m.value.1)
-            };
-            let width = cut1 - cut0;
-            let mut v = Vec::with_capacity(scratch.len() - width);
-            v.extend_from_slice(&scratch[..cut0]);
-            v.extend_from_slice(&scratch[cut1..]);
-            for m in &mut members[i..] {
-                m.key = (m.key.0 - width, m.key.1 - width);
-                m.value = (m.value.0 - width, m.value.1 - width);
+        let body = match metadata_index(scratch, &members) {
+            Some(i) => {
+                let m = members.remove(i);
+                metadata = Some(Metadata::from_canonical(
+                    &scratch[m.value.0..m.value.1],
+                    hosts,
+                ));
+                let (cut0, cut1) = metadata_cut(&m, i, members.len());
+                let width = cut1 - cut0;
+                for m in &mut members[i..] {
+                    m.key = (m.key.0 - width, m.key.1 - width);
+                    m.value = (m.value.0 - width, m.value.1 - width);
+                }
+                without(scratch, cut0, cut1)
             }
-            owned = v;
-            body = &owned;
-        }
-        let body = String::from_utf8(body.to_vec()).expect("canonical JSON is UTF-8");
+            None => without(scratch, 0, 0),
+        };
+        let body = String::from_utf8(body).expect("canonical JSON is UTF-8");
         Ok((
             Record {
                 body,
@@ -249,12 +279,165 @@ impl Record {
     }
 }
 
+/// Canonicalizes the object at `pos` of `src` into `scratch`, its members into
+/// `members`.
+fn canonical_record(
+    src: &[u8],
+    pos: usize,
+    scratch: &mut Vec<u8>,
+    members: &mut Vec<Member>,
+) -> Result<usize, SyntaxError> {
+    scratch.clear();
+    json::canonicalize_object(src, pos, scratch, members, "entry is not a JSON object")
+}
+
+/// Which member of a canonical object is the metadata (keys are unique there).
+fn metadata_index(text: &[u8], members: &[Member]) -> Option<usize> {
+    members
+        .iter()
+        .position(|m| &text[m.key.0..m.key.1] == METADATA_TOKEN)
+}
+
+/// The bytes to cut to take member `i` of `n` members (counted before the cut) out
+/// of its object: the member and one comma next to it.
+fn metadata_cut(m: &Member, i: usize, rest: usize) -> (usize, usize) {
+    if i > 0 {
+        (m.key.0 - 1, m.value.1)
+    } else if rest > 0 {
+        (m.key.0, m.value.1 + 1)
+    } else {
+        (m.key.0, m.value.1)
+    }
+}
+
+/// `text` without the bytes `cut0..cut1`, in one allocation.
+fn without(text: &[u8], cut0: usize, cut1: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(text.len() - (cut1 - cut0));
+    v.extend_from_slice(&text[..cut0]);
+    v.extend_from_slice(&text[cut1..]);
+    v
+}
+
+/// Reads the entries of host and unified files straight from their text, reusing
+/// its buffers from one record to the next.
+#[derive(Default)]
+pub struct EntryReader {
+    scratch: Vec<u8>,
+    members: Vec<Member>,
+    hosts: HostNames,
+    /// What the bodies of [`EntryReader::read_into`] point to until their text
+    /// is finished.
+    unfinished: Arc<Vec<u8>>,
+}
+
+impl EntryReader {
+    /// Reads one JSON object at `pos` of `src` as a stamped entry; returns it, or
+    /// why it has no valid metadata, and the offset after it.
+    pub fn read(
+        &mut self,
+        src: &[u8],
+        pos: usize,
+    ) -> Result<(Result<Entry, MetadataError>, usize), SyntaxError> {
+        let mut text = Vec::new();
+        let (entry, end) = self.read_into(src, pos, &mut text)?;
+        let text = Arc::new(text);
+        Ok((
+            entry.map(|mut e| {
+                e.set_text(&text);
+                e
+            }),
+            end,
+        ))
+    }
+
+    /// [`EntryReader::read`] that appends the body to `text`, which the entries of
+    /// a whole file can share: one allocation per file rather than per entry. The
+    /// entry is not usable until [`Entry::set_text`] gives it the finished text.
+    pub(crate) fn read_into(
+        &mut self,
+        src: &[u8],
+        pos: usize,
+        text: &mut Vec<u8>,
+    ) -> Result<(Result<Entry, MetadataError>, usize), SyntaxError> {
+        let end = canonical_record(src, pos, &mut self.scratch, &mut self.members)?;
+        let canon = self.scratch.as_slice();
+        let Some(i) = metadata_index(canon, &self.members) else {
+            let no = MetadataError("entry has no _crdt_metadata".to_string());
+            return Ok((Err(no), end));
+        };
+        let m = self.members[i];
+        let meta = match Metadata::from_canonical(&canon[m.value.0..m.value.1], &mut self.hosts) {
+            Ok(meta) => meta,
+            Err(e) => return Ok((Err(e), end)),
+        };
+        let last = i + 1 == self.members.len();
+        let (cut0, cut1) = metadata_cut(&m, i, self.members.len() - 1);
+        let start = text.len();
+        text.extend_from_slice(&canon[..cut0]);
+        text.extend_from_slice(&canon[cut1..]);
+        let len = text.len() - start;
+        // The metadata goes back where it was: before the member after it, or
+        // before the closing brace.
+        let meta_at = if last { len - 1 } else { m.key.0 };
+        Ok((
+            Ok(Entry {
+                meta,
+                body: Body {
+                    text: Arc::clone(&self.unfinished),
+                    start,
+                    len,
+                },
+                meta_at: meta_at as u32,
+            }),
+            end,
+        ))
+    }
+}
+
+/// The canonical JSON of an entry without its metadata: a range of a text that
+/// may hold the bodies of many entries.
+#[derive(Clone)]
+struct Body {
+    text: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl Body {
+    fn own(text: Vec<u8>) -> Body {
+        Body {
+            start: 0,
+            len: text.len(),
+            text: Arc::new(text),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.text[self.start..self.start + self.len]
+    }
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Body {}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&String::from_utf8_lossy(self.bytes()), f)
+    }
+}
+
 /// A stamped entry: a record with valid metadata, as host and unified files hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub meta: Metadata,
-    /// Canonical JSON object without the metadata.
-    body: Box<str>,
+    /// Canonical JSON object without the metadata: UTF-8, kept as bytes so that
+    /// reading a large file does not check every body a second time.
+    body: Body,
     /// Where in `body` the metadata member goes, to keep keys in order.
     meta_at: u32,
 }
@@ -265,9 +448,15 @@ impl Entry {
         let meta_at = metadata_position(record.body.as_bytes(), &record.members) as u32;
         Entry {
             meta,
-            body: record.body.into_boxed_str(),
+            body: Body::own(record.body.into_bytes()),
             meta_at,
         }
+    }
+
+    /// Points the body of an entry of [`EntryReader::read_into`] to its finished
+    /// text.
+    pub(crate) fn set_text(&mut self, text: &Arc<Vec<u8>>) {
+        self.body.text = Arc::clone(text);
     }
 
     /// The same content under other metadata.
@@ -281,7 +470,7 @@ impl Entry {
 
     /// The canonical JSON of the entry without its metadata: what "same content" means.
     pub fn body(&self) -> &str {
-        &self.body
+        std::str::from_utf8(self.body.bytes()).expect("canonical JSON is UTF-8")
     }
 
     pub fn unique_id(&self) -> &str {
@@ -291,7 +480,7 @@ impl Entry {
     /// The entry's canonical JSON line, metadata included, appended to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
         let at = self.meta_at as usize;
-        let b = self.body.as_bytes();
+        let b = self.body.bytes();
         out.extend_from_slice(&b[..at]);
         let last = b[at] == b'}';
         if last && at > 1 {
@@ -306,8 +495,15 @@ impl Entry {
         out.extend_from_slice(&b[at..]);
     }
 
+    /// Reads a byte of each part of the entry that [`Entry::write`] reads, to bring
+    /// them into the cache ahead of it.
+    pub(crate) fn touch(&self) -> usize {
+        let first = |s: &[u8]| s.first().map_or(0, |&b| usize::from(b));
+        first(self.body.bytes()) + first(self.meta.unique_id.as_bytes()) + self.meta_at as usize
+    }
+
     pub fn to_json(&self) -> String {
-        let mut out = Vec::with_capacity(self.body.len() + 128);
+        let mut out = Vec::with_capacity(self.body.len + 128);
         self.write(&mut out);
         String::from_utf8(out).expect("canonical JSON is UTF-8")
     }
@@ -361,7 +557,10 @@ mod tests {
 
     fn entry(s: &str) -> Entry {
         let mut r = record(s);
-        Entry::new(r.metadata.take().unwrap().unwrap(), r)
+        let e = Entry::new(r.metadata.take().unwrap().unwrap(), r);
+        let (direct, end) = EntryReader::default().read(s.as_bytes(), 0).unwrap();
+        assert_eq!((direct.unwrap(), end), (e.clone(), s.len()));
+        e
     }
 
     #[test]
@@ -373,6 +572,20 @@ mod tests {
         let only = r#"{"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1}}"#;
         assert_eq!(entry(only).body(), "{}");
         assert_eq!(entry(only).to_json(), only);
+        let last = r#"{"A":[{"b":1}],"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1}}"#;
+        assert_eq!(entry(last).body(), r#"{"A":[{"b":1}]}"#);
+        assert_eq!(entry(last).to_json(), last);
+    }
+
+    #[test]
+    fn the_entry_reader_says_why_an_entry_is_skipped() {
+        let mut r = EntryReader::default();
+        let (e, _) = r.read(br#" {"a":1} "#, 0).unwrap();
+        assert_eq!(e.unwrap_err().0, "entry has no _crdt_metadata");
+        let (e, end) = r.read(br#"{"_crdt_metadata":{"host":""}} ,"#, 0).unwrap();
+        assert!(e.unwrap_err().0.contains("host"));
+        assert_eq!(end, 30);
+        assert!(r.read(b"[1]", 0).is_err());
     }
 
     #[test]
@@ -416,6 +629,33 @@ mod tests {
             let r = record(&format!(r#"{{"_crdt_metadata":{m}}}"#));
             let err = r.metadata.unwrap().unwrap_err();
             assert!(err.0.contains(why), "{m}: {}", err.0);
+        }
+    }
+
+    #[test]
+    fn versions_are_read_like_str_parse() {
+        for t in [
+            "0",
+            "1",
+            "007",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "1.0",
+            "1e3",
+            "",
+            "00000000000000000000001",
+        ] {
+            assert_eq!(parse_u64(t.as_bytes()), t.parse::<u64>().ok(), "{t}");
+        }
+    }
+
+    #[test]
+    fn versions_are_written_in_decimal() {
+        for v in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
         }
     }
 

@@ -62,6 +62,13 @@ impl Context {
     }
 }
 
+/// How many threads the machine runs at once, asked once: the answer reads
+/// several cgroup files each time.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Characters outside `A-Za-z0-9._-` become `-`; an empty name is an error.
 pub fn sanitize_host(raw: &str) -> Result<String> {
     let name: String = raw

@@ -78,6 +78,25 @@ pub fn read_memory_file(path: &Path) -> Result<MemoryFile> {
 
 /// Reads every record of `bytes`, telling the format from the content.
 pub fn parse_records(bytes: &[u8]) -> Result<(Format, Vec<Located>), ParseError> {
+    let mut hosts = HostNames::default();
+    let mut scratch = Vec::with_capacity(1024);
+    let mut out = Vec::new();
+    let format = parse_each(
+        bytes,
+        |src, pos| Record::parse(src, pos, &mut scratch, &mut hosts),
+        |record, line| out.push(Located { record, line }),
+    )?;
+    Ok((format, out))
+}
+
+/// Walks the records of `bytes`, telling the format from the content: `parse`
+/// reads the JSON object at an offset of a text (returning it and the offset after
+/// it), and `found` gets each result with the line it starts on.
+pub fn parse_each<T>(
+    bytes: &[u8],
+    mut parse: impl FnMut(&[u8], usize) -> Result<(T, usize), json::SyntaxError>,
+    mut found: impl FnMut(T, usize),
+) -> Result<Format, ParseError> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -87,34 +106,27 @@ pub fn parse_records(bytes: &[u8]) -> Result<(Format, Vec<Located>), ParseError>
     let b = text.as_bytes();
     let start = if text.starts_with('\u{feff}') { 3 } else { 0 };
     let first = json::skip_ws(b, start);
-    let mut hosts = HostNames::default();
-    let mut scratch = Vec::with_capacity(1024);
     match b.get(first) {
-        None => Ok((Format::Empty, Vec::new())),
-        Some(b'[') => parse_array(b, first, &mut scratch, &mut hosts).map(|r| (Format::Array, r)),
-        Some(_) => parse_lines(b, start, &mut scratch, &mut hosts).map(|r| (Format::Lines, r)),
+        None => Ok(Format::Empty),
+        Some(b'[') => parse_array(b, first, &mut parse, &mut found).map(|()| Format::Array),
+        Some(_) => parse_lines(b, start, &mut parse, &mut found).map(|()| Format::Lines),
     }
 }
 
-fn parse_array(
+fn parse_array<T>(
     b: &[u8],
     open: usize,
-    scratch: &mut Vec<u8>,
-    hosts: &mut HostNames,
-) -> Result<Vec<Located>, ParseError> {
+    parse: &mut impl FnMut(&[u8], usize) -> Result<(T, usize), json::SyntaxError>,
+    found: &mut impl FnMut(T, usize),
+) -> Result<(), ParseError> {
     let fail = |at: usize, cause: &str| locate(b, at, cause.to_string());
-    let mut out = Vec::new();
     let mut pos = json::skip_ws(b, open + 1);
     // Lines are counted as we go, so that a large file is walked once.
     let mut counter = LineCounter::default();
     if b.get(pos) != Some(&b']') {
         loop {
-            let (record, end) =
-                Record::parse(b, pos, scratch, hosts).map_err(|e| fail(e.offset, e.cause))?;
-            out.push(Located {
-                record,
-                line: counter.line_at(b, pos),
-            });
+            let (record, end) = parse(b, pos).map_err(|e| fail(e.offset, e.cause))?;
+            found(record, counter.line_at(b, pos));
             pos = json::skip_ws(b, end);
             match b.get(pos) {
                 Some(b',') => pos = json::skip_ws(b, pos + 1),
@@ -128,16 +140,15 @@ fn parse_array(
     if end != b.len() {
         return Err(fail(end, "trailing characters after the JSON array"));
     }
-    Ok(out)
+    Ok(())
 }
 
-fn parse_lines(
+fn parse_lines<T>(
     b: &[u8],
     start: usize,
-    scratch: &mut Vec<u8>,
-    hosts: &mut HostNames,
-) -> Result<Vec<Located>, ParseError> {
-    let mut out = Vec::new();
+    parse: &mut impl FnMut(&[u8], usize) -> Result<(T, usize), json::SyntaxError>,
+    found: &mut impl FnMut(T, usize),
+) -> Result<(), ParseError> {
     let mut line_start = start;
     let mut line_no = 1;
     while line_start < b.len() {
@@ -149,12 +160,11 @@ fn parse_lines(
         let pos = json::skip_ws(line, line_start);
         if pos < line_end {
             let column = |at: usize| char_count(&b[line_start..at]) + 1;
-            let (record, end) =
-                Record::parse(line, pos, scratch, hosts).map_err(|e| ParseError {
-                    line: line_no,
-                    column: column(e.offset),
-                    cause: e.cause.to_string(),
-                })?;
+            let (record, end) = parse(line, pos).map_err(|e| ParseError {
+                line: line_no,
+                column: column(e.offset),
+                cause: e.cause.to_string(),
+            })?;
             let rest = json::skip_ws(line, end);
             if rest != line_end {
                 return Err(ParseError {
@@ -163,15 +173,12 @@ fn parse_lines(
                     cause: "more than one JSON value on a line".into(),
                 });
             }
-            out.push(Located {
-                record,
-                line: line_no,
-            });
+            found(record, line_no);
         }
         line_start = line_end + 1;
         line_no += 1;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Line and column of a byte offset.
@@ -204,13 +211,21 @@ struct LineCounter {
 
 impl LineCounter {
     fn line_at(&mut self, b: &[u8], offset: usize) -> usize {
-        self.line += b[self.offset..offset]
-            .iter()
-            .filter(|&&c| c == b'\n')
-            .count();
+        self.line += count_newlines(&b[self.offset..offset]);
         self.offset = offset;
         self.line + 1
     }
+}
+
+/// The number of `\n` bytes in `b`, counted in blocks of byte-wide counters,
+/// which the compiler turns into wide vector code.
+fn count_newlines(b: &[u8]) -> usize {
+    b.chunks(255)
+        .map(|c| {
+            let n = c.iter().fold(0u8, |n, &x| n + u8::from(x == b'\n'));
+            usize::from(n)
+        })
+        .sum()
 }
 
 /// An entry's identity, by the first rule that applies: its id field (a string or
@@ -276,6 +291,19 @@ mod tests {
         assert_eq!(lines.iter().map(|l| l.line).collect::<Vec<_>>(), [2, 4]);
         let arr = records("[\n{\"a\":1},\n\n {\"b\":2}]");
         assert_eq!(arr.iter().map(|l| l.line).collect::<Vec<_>>(), [2, 4]);
+    }
+
+    #[test]
+    fn newlines_are_counted() {
+        for len in [0, 1, 254, 255, 256, 1000] {
+            for every in [1, 2, 7, 300] {
+                let b: Vec<u8> = (0..len)
+                    .map(|i| if i % every == 0 { b'\n' } else { b'x' })
+                    .collect();
+                let want = b.iter().filter(|&&c| c == b'\n').count();
+                assert_eq!(count_newlines(&b), want, "{len} {every}");
+            }
+        }
     }
 
     #[test]
