@@ -11,6 +11,7 @@ pub mod crdt;
 pub mod entry;
 pub mod error;
 pub mod files;
+pub mod git;
 pub mod json;
 pub mod logging;
 pub mod memory;

@@ -1,0 +1,842 @@
+//! The only module that sees git2. It turns git objects into owned data (a
+//! commit's top-level files as a map of name to bytes) and offers what `backup`
+//! and `init` need without writing any local ref while fetching, merging or
+//! pushing: objects go straight into the object database, a commit is pushed by
+//! its id, and the local branch moves afterwards with a compare-and-swap.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use git2::{
+    Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions, ObjectType, Oid,
+    PushOptions, RemoteCallbacks, Repository, RepositoryInitOptions, Signature, Time,
+};
+
+/// The remote's name in the repository's config.
+pub const REMOTE_NAME: &str = "origin";
+/// The branch a new repository gets.
+pub const DEFAULT_BRANCH: &str = "main";
+/// A local ref's lock file older than this was left by a killed process: taking
+/// and releasing a ref lock takes microseconds.
+pub const STALE_REF_LOCK: Duration = Duration::from_secs(600);
+/// Cap on one network read or connect, so that no run hangs.
+pub const MAX_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Key files tried after the ssh-agent, in `~/.ssh`.
+pub const SSH_KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
+const FILE_MODE_BLOB: i32 = 0o100_644;
+
+/// Top-level files of a commit: name to content.
+pub type Files = BTreeMap<String, Vec<u8>>;
+
+/// A commit's id, owned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommitId(Oid);
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl CommitId {
+    /// The first 10 hex digits, for messages.
+    pub fn short(&self) -> String {
+        self.0.to_string()[..10].to_string()
+    }
+}
+
+/// Why a git operation failed, sorted by what the caller should do.
+#[derive(Debug, Clone)]
+pub enum GitError {
+    /// Credentials refused or none left to try: stop at once.
+    Auth(String),
+    /// The remote repository does not exist (the server answered): stop at once.
+    NotFound(String),
+    /// Another host moved the remote branch first: fetch and redo.
+    Rejected(String),
+    /// The network, a timeout, an unreachable path: back off and retry.
+    Transient(String),
+    /// Anything else (a local failure): stop.
+    Other(String),
+}
+
+impl fmt::Display for GitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GitError::Auth(m)
+            | GitError::NotFound(m)
+            | GitError::Rejected(m)
+            | GitError::Transient(m)
+            | GitError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl GitError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, GitError::Rejected(_) | GitError::Transient(_))
+    }
+}
+
+fn other(e: git2::Error) -> GitError {
+    GitError::Other(e.message().to_string())
+}
+
+/// Sorts an error from talking to a remote.
+fn classify(e: &git2::Error) -> GitError {
+    let msg = e.message().to_string();
+    let lower = msg.to_lowercase();
+    if e.code() == ErrorCode::Auth
+        || lower.contains("authentication")
+        || lower.contains("401")
+        || lower.contains("403")
+    {
+        return GitError::Auth(msg);
+    }
+    if e.code() == ErrorCode::NotFastForward
+        || e.code() == ErrorCode::Modified
+        || e.code() == ErrorCode::Exists
+        || e.code() == ErrorCode::Locked
+        || lower.contains("rejected")
+    {
+        return GitError::Rejected(msg);
+    }
+    if lower.contains("not exported")
+        || lower.contains("repository not found")
+        || lower.contains("not appear to be a git repository")
+        || lower.contains("could not find repository")
+        || lower.contains("404")
+    {
+        return GitError::NotFound(msg);
+    }
+    match e.class() {
+        ErrorClass::Repository if lower.contains("not found") => GitError::NotFound(msg),
+        _ => GitError::Transient(msg),
+    }
+}
+
+/// Where a remote is: a folder on this machine, or a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// A path or `file://` URL. libgit2 would write such a remote's refs without
+    /// the check a server makes, so pushes to it are done here, as a compare-and-swap.
+    Local(PathBuf),
+    /// `git://`, `ssh://`, `https://`, scp-like `user@host:path`.
+    Network,
+}
+
+/// Tells a local remote from a network one.
+pub fn remote_kind(url: &str) -> RemoteKind {
+    if let Some(rest) = url.strip_prefix("file://") {
+        return RemoteKind::Local(PathBuf::from(rest));
+    }
+    if url.contains("://") {
+        return RemoteKind::Network;
+    }
+    // scp-like: a colon before any slash, and not a Windows drive letter.
+    if let Some(colon) = url.find(':') {
+        let slash = url.find('/').unwrap_or(usize::MAX);
+        if colon < slash && colon > 1 {
+            return RemoteKind::Network;
+        }
+    }
+    RemoteKind::Local(PathBuf::from(url))
+}
+
+/// A commit author.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+}
+
+/// The backup repository: a non-bare repository whose HEAD names the branch.
+pub struct Repo {
+    repo: Repository,
+}
+
+impl Repo {
+    /// Opens the repository at `path`; `None` when there is none there.
+    pub fn open(path: &Path) -> Result<Option<Repo>, GitError> {
+        match Repository::open(path) {
+            Ok(repo) => Ok(Some(Repo { repo })),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// Makes a repository at `path` whose HEAD names `branch` (or opens the one
+    /// that a concurrent run just made).
+    pub fn init(path: &Path, branch: &str) -> Result<Repo, GitError> {
+        let mut opts = RepositoryInitOptions::new();
+        opts.initial_head(branch).mkpath(true);
+        let repo = match Repository::init_opts(path, &opts) {
+            Ok(r) => r,
+            // Another run made it at the same instant.
+            Err(e) => Repository::open(path).map_err(|_| other(e))?,
+        };
+        let r = Repo { repo };
+        r.exclude_temporary_files();
+        Ok(r)
+    }
+
+    /// Temporary files of an interrupted atomic write are not the user's business.
+    fn exclude_temporary_files(&self) {
+        let path = self.repo.path().join("info").join("exclude");
+        let line = ".memory-backup-*";
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        if !old.lines().any(|l| l == line) {
+            let _ = std::fs::create_dir_all(self.repo.path().join("info"));
+            let _ = std::fs::write(&path, format!("{old}{line}\n"));
+        }
+    }
+
+    /// The working folder.
+    pub fn workdir(&self) -> Option<&Path> {
+        self.repo.workdir()
+    }
+
+    /// The branch that HEAD names.
+    pub fn branch(&self) -> Result<String, GitError> {
+        let head = self.repo.find_reference("HEAD").map_err(other)?;
+        let target = head
+            .symbolic_target()
+            .ok()
+            .flatten()
+            .ok_or_else(|| GitError::Other("HEAD is detached; check out a branch".into()))?;
+        Ok(target
+            .strip_prefix("refs/heads/")
+            .unwrap_or(target)
+            .to_string())
+    }
+
+    /// Points HEAD at `branch`.
+    pub fn set_branch(&self, branch: &str) -> Result<(), GitError> {
+        self.repo
+            .set_head(&format!("refs/heads/{branch}"))
+            .map_err(other)
+    }
+
+    /// The remote's URL, if one is set.
+    pub fn remote_url(&self) -> Option<String> {
+        let remote = self.repo.find_remote(REMOTE_NAME).ok()?;
+        remote.url().ok().map(str::to_string)
+    }
+
+    /// Sets the remote's URL (adding the remote if there is none).
+    pub fn set_remote_url(&self, url: &str) -> Result<(), GitError> {
+        if self.repo.find_remote(REMOTE_NAME).is_ok() {
+            self.repo.remote_set_url(REMOTE_NAME, url).map_err(other)
+        } else {
+            self.repo.remote(REMOTE_NAME, url).map(drop).map_err(other)
+        }
+    }
+
+    /// A config value of the repository (and the user's git config).
+    pub fn config_string(&self, key: &str) -> Option<String> {
+        let config = self.repo.config().ok()?;
+        config.get_string(key).ok().filter(|s| !s.trim().is_empty())
+    }
+
+    /// Where the local branch points now.
+    pub fn local_tip(&self, branch: &str) -> Result<Option<CommitId>, GitError> {
+        match self.repo.refname_to_id(&format!("refs/heads/{branch}")) {
+            Ok(id) => Ok(Some(CommitId(id))),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// Whether `ancestor` is `commit` or one of its ancestors.
+    pub fn contains(&self, commit: CommitId, ancestor: CommitId) -> Result<bool, GitError> {
+        if commit == ancestor {
+            return Ok(true);
+        }
+        self.repo
+            .graph_descendant_of(commit.0, ancestor.0)
+            .map_err(other)
+    }
+
+    /// The top-level files of a commit whose names `keep` accepts.
+    pub fn read_files(
+        &self,
+        commit: CommitId,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Files, GitError> {
+        let tree = self
+            .repo
+            .find_commit(commit.0)
+            .and_then(|c| c.tree())
+            .map_err(other)?;
+        let mut out = Files::new();
+        for item in tree.iter() {
+            let Ok(name) = item.name() else { continue };
+            if item.kind() != Some(ObjectType::Blob) || !keep(name) {
+                continue;
+            }
+            let blob = self.repo.find_blob(item.id()).map_err(other)?;
+            out.insert(name.to_string(), blob.content().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Writes a commit straight into the object database: the tree of the first
+    /// parent (or an empty one) with `files` put in, and `parents`. No ref moves.
+    pub fn write_commit(
+        &self,
+        files: &Files,
+        parents: &[CommitId],
+        author: &Author,
+        message: &str,
+    ) -> Result<CommitId, GitError> {
+        let parents: Vec<git2::Commit<'_>> = parents
+            .iter()
+            .map(|p| self.repo.find_commit(p.0))
+            .collect::<Result<_, _>>()
+            .map_err(other)?;
+        let base = match parents.first() {
+            Some(p) => Some(p.tree().map_err(other)?),
+            None => None,
+        };
+        let mut builder = self.repo.treebuilder(base.as_ref()).map_err(other)?;
+        for (name, bytes) in files {
+            let blob = self.repo.blob(bytes).map_err(other)?;
+            builder.insert(name, blob, FILE_MODE_BLOB).map_err(other)?;
+        }
+        let tree_id = builder.write().map_err(other)?;
+        let tree = self.repo.find_tree(tree_id).map_err(other)?;
+        let sig = Signature::new(&author.name, &author.email, &Time::new(author.time, 0))
+            .map_err(other)?;
+        let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        self.repo
+            .commit(None, &sig, &sig, message, &tree, &parent_refs)
+            .map(CommitId)
+            .map_err(other)
+    }
+
+    /// Fetches `branch` of `url` into the object database, writing no ref; returns
+    /// the remote tip (none when the remote has no such branch).
+    pub fn fetch(
+        &self,
+        url: &str,
+        branch: &str,
+        timeout: Duration,
+    ) -> Result<Option<CommitId>, GitError> {
+        if let RemoteKind::Local(path) = remote_kind(url) {
+            check_local_remote(&path)?;
+        }
+        set_timeouts(timeout);
+        let refname = format!("refs/heads/{branch}");
+        let mut remote = self.repo.remote_anonymous(url).map_err(other)?;
+        let creds = Credentials::new(url, self.repo.config().ok());
+        let tried = creds.tried.clone();
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.credentials(creds.callback());
+        let wrap = |e: git2::Error| auth_context(classify(&e), url, &tried);
+        let conn = remote
+            .connect_auth(Direction::Fetch, Some(callbacks), None)
+            .map_err(wrap)?;
+        let tip = conn
+            .list()
+            .map_err(wrap)?
+            .iter()
+            .find(|h| h.name() == refname)
+            .map(|h| h.oid());
+        drop(conn);
+        let Some(tip) = tip else { return Ok(None) };
+        if !self.has_commit(tip) {
+            let creds = Credentials::new(url, self.repo.config().ok());
+            let mut callbacks = RemoteCallbacks::new();
+            callbacks.credentials(creds.callback());
+            let mut opts = FetchOptions::new();
+            opts.remote_callbacks(callbacks)
+                .update_fetchhead(false)
+                .download_tags(git2::AutotagOption::None);
+            remote
+                .download(&[format!("+{refname}")], Some(&mut opts))
+                .map_err(wrap)?;
+            let _ = remote.disconnect();
+            if !self.has_commit(tip) {
+                return Err(GitError::Transient(format!(
+                    "the fetch of {refname} did not bring its tip {tip}"
+                )));
+            }
+        }
+        Ok(Some(CommitId(tip)))
+    }
+
+    fn has_commit(&self, id: Oid) -> bool {
+        self.repo.find_commit(id).is_ok()
+    }
+
+    /// Pushes `new` to `branch` of `url`, only if that branch still points at
+    /// `expected` (none: only if it does not exist).
+    pub fn push(
+        &self,
+        url: &str,
+        branch: &str,
+        new: CommitId,
+        expected: Option<CommitId>,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
+        match remote_kind(url) {
+            RemoteKind::Local(path) => self.push_local(&path, branch, new, expected),
+            RemoteKind::Network => self.push_network(url, branch, new, timeout),
+        }
+    }
+
+    /// Over the git protocol the server compares the ref with the old id we send
+    /// and refuses if it moved; libgit2 refuses a non-fast-forward before that.
+    fn push_network(
+        &self,
+        url: &str,
+        branch: &str,
+        new: CommitId,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
+        set_timeouts(timeout);
+        let mut remote = self.repo.remote_anonymous(url).map_err(other)?;
+        let creds = Credentials::new(url, self.repo.config().ok());
+        let tried = creds.tried.clone();
+        let refused: Rc<RefCell<Option<String>>> = Rc::default();
+        let refused_cb = refused.clone();
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.credentials(creds.callback());
+        callbacks.push_update_reference(move |refname, status| {
+            if let Some(s) = status {
+                *refused_cb.borrow_mut() = Some(format!("{refname}: {s}"));
+            }
+            Ok(())
+        });
+        let mut opts = PushOptions::new();
+        opts.remote_callbacks(callbacks);
+        let spec = format!("{}:refs/heads/{branch}", new.0);
+        remote
+            .push(&[spec], Some(&mut opts))
+            .map_err(|e| auth_context(classify(&e), url, &tried))?;
+        if let Some(why) = refused.borrow_mut().take() {
+            return Err(GitError::Rejected(format!(
+                "the remote refused the push: {why}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A compare-and-swap on a repository on this machine: copy the objects,
+    /// then move the ref only if it still points where we saw it.
+    fn push_local(
+        &self,
+        path: &Path,
+        branch: &str,
+        new: CommitId,
+        expected: Option<CommitId>,
+    ) -> Result<(), GitError> {
+        check_local_remote(path)?;
+        let remote = Repository::open(path).map_err(|e| classify_open(&e, path))?;
+        let mut walk = self.repo.revwalk().map_err(other)?;
+        walk.push(new.0).map_err(other)?;
+        if let Some(old) = expected {
+            walk.hide(old.0).map_err(other)?;
+        }
+        let mut pack = self.repo.packbuilder().map_err(other)?;
+        pack.insert_walk(&mut walk).map_err(other)?;
+        let odb = remote.odb().map_err(other)?;
+        let mut writer = odb.packwriter().map_err(other)?;
+        let mut failed = None;
+        pack.foreach(|buf| match writer.write_all(buf) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })
+        .map_err(other)?;
+        if let Some(e) = failed {
+            return Err(GitError::Transient(format!(
+                "{}: cannot write objects: {e}",
+                path.display()
+            )));
+        }
+        writer.commit().map_err(other)?;
+        let refname = format!("refs/heads/{branch}");
+        let message = "memory-backup: push";
+        let moved = match expected {
+            Some(old) => remote.reference_matching(&refname, new.0, true, old.0, message),
+            None => remote.reference(&refname, new.0, false, message),
+        };
+        moved.map(drop).map_err(|e| match classify(&e) {
+            GitError::Rejected(m) | GitError::Transient(m) | GitError::Other(m) => {
+                GitError::Rejected(format!("{}: {m}", path.display()))
+            }
+            g => g,
+        })
+    }
+
+    /// Moves the local branch from `expected` to `new`; a stale lock left by a
+    /// killed run is removed first. Err(Rejected) when the branch moved meanwhile.
+    pub fn move_branch(
+        &self,
+        branch: &str,
+        new: CommitId,
+        expected: Option<CommitId>,
+    ) -> Result<(), GitError> {
+        let refname = format!("refs/heads/{branch}");
+        let message = "memory-backup: backup";
+        for _ in 0..2 {
+            let moved = match expected {
+                Some(old) => self
+                    .repo
+                    .reference_matching(&refname, new.0, true, old.0, message),
+                None => self.repo.reference(&refname, new.0, false, message),
+            };
+            match moved {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == ErrorCode::Locked && self.remove_stale_lock(&refname) => {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(match e.code() {
+                        ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked => {
+                            GitError::Rejected(e.message().to_string())
+                        }
+                        _ => other(e),
+                    });
+                }
+            }
+        }
+        Err(GitError::Rejected(format!("{refname} is locked")))
+    }
+
+    /// Removes `<ref>.lock` if it is older than [`STALE_REF_LOCK`]; says whether it did.
+    fn remove_stale_lock(&self, refname: &str) -> bool {
+        let lock = self.repo.path().join(format!("{refname}.lock"));
+        let old = std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > STALE_REF_LOCK);
+        if old && std::fs::remove_file(&lock).is_ok() {
+            tracing::warn!(
+                "{}: removed a lock file left by a killed process",
+                lock.display()
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Best effort: records the remote tip as `refs/remotes/origin/<branch>`, for
+    /// `status`. A concurrent run holding its lock costs nothing.
+    pub fn note_remote_tip(&self, branch: &str, tip: CommitId) {
+        let refname = format!("refs/remotes/{REMOTE_NAME}/{branch}");
+        if let Err(e) = self
+            .repo
+            .reference(&refname, tip.0, true, "memory-backup: remote tip")
+        {
+            tracing::debug!("{refname} not updated: {}", e.message());
+        }
+    }
+
+    /// Makes the working tree and the index show the branch tip. Each file is
+    /// replaced atomically and the index by a rename, so no lock file is taken;
+    /// it repeats until the tip did not move while writing, so that of two
+    /// concurrent runs the last to finish leaves the newest tip.
+    pub fn sync_worktree(
+        &self,
+        branch: &str,
+        keep: impl Fn(&str) -> bool + Copy,
+    ) -> Result<(), GitError> {
+        let Some(dir) = self.repo.workdir().map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        for _ in 0..5 {
+            let Some(tip) = self.local_tip(branch)? else {
+                return Ok(());
+            };
+            let files = self.read_files(tip, keep)?;
+            for (name, bytes) in &files {
+                let path = dir.join(name);
+                if std::fs::read(&path).is_ok_and(|b| &b == bytes) {
+                    continue;
+                }
+                crate::files::atomic_write(&path, |w| w.write_all(bytes)).map_err(|e| {
+                    GitError::Other(format!("{}: write failed: {e}", path.display()))
+                })?;
+            }
+            self.write_index(tip)?;
+            if self.local_tip(branch)? == Some(tip) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn write_index(&self, tip: CommitId) -> Result<(), GitError> {
+        let tree = self
+            .repo
+            .find_commit(tip.0)
+            .and_then(|c| c.tree())
+            .map_err(other)?;
+        let gitdir = self.repo.path();
+        // A fresh name: libgit2 writes it through its own `.lock`, which no one
+        // else takes, and the rename puts it in place without `index.lock`.
+        let tmp = gitdir.join(format!(
+            "index.memory-backup-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let written = git2::Index::open(&tmp)
+            .and_then(|mut index| {
+                index.read_tree(&tree)?;
+                index.write()
+            })
+            .map_err(other)
+            .and_then(|()| {
+                std::fs::rename(&tmp, gitdir.join("index"))
+                    .map_err(|e| GitError::Other(format!("{}: {e}", gitdir.display())))
+            });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+}
+
+/// A local remote that is not there is unreachable (an unmounted disk): worth a
+/// retry. One that is there but is not a repository is a configuration error.
+fn check_local_remote(path: &Path) -> Result<(), GitError> {
+    if !path.exists() {
+        return Err(GitError::Transient(format!(
+            "{}: no such folder",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn classify_open(e: &git2::Error, path: &Path) -> GitError {
+    if e.code() == ErrorCode::NotFound {
+        GitError::NotFound(format!("{}: not a git repository", path.display()))
+    } else {
+        GitError::Transient(format!("{}: {}", path.display(), e.message()))
+    }
+}
+
+/// Sets libgit2's connect and read timeouts. They are process-wide; git
+/// operations run on one thread only, so nothing else reads them meanwhile.
+fn set_timeouts(limit: Duration) {
+    let ms = limit
+        .min(MAX_NETWORK_TIMEOUT)
+        .max(Duration::from_millis(200))
+        .as_millis();
+    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+    // SAFETY: no other thread uses libgit2 while these are set.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
+    }
+}
+
+/// Names the methods tried in an authentication failure.
+fn auth_context(e: GitError, url: &str, tried: &Rc<RefCell<Vec<String>>>) -> GitError {
+    let tried = tried.borrow();
+    match e {
+        GitError::Auth(m) => {
+            let methods = if tried.is_empty() {
+                "none".to_string()
+            } else {
+                tried.join(", ")
+            };
+            GitError::Auth(format!("{url}: {m} (tried: {methods})"))
+        }
+        // Credentials were asked for, all tried, and the server still said no.
+        GitError::Other(m) | GitError::Transient(m) if m.contains(NO_MORE_CREDENTIALS) => {
+            GitError::Auth(format!("{url}: {m} (tried: {})", tried.join(", ")))
+        }
+        e => e,
+    }
+}
+
+const NO_MORE_CREDENTIALS: &str = "no more credentials to try";
+
+/// libgit2 calls the credentials callback again after each refused attempt; this
+/// remembers what was tried and gives each method once.
+struct Credentials {
+    url: String,
+    config: Option<git2::Config>,
+    tried: Rc<RefCell<Vec<String>>>,
+    agent: bool,
+    key_files: usize,
+    url_userpass: bool,
+    helper: bool,
+    default: bool,
+}
+
+impl Credentials {
+    fn new(url: &str, config: Option<git2::Config>) -> Credentials {
+        Credentials {
+            url: url.to_string(),
+            config,
+            tried: Rc::default(),
+            agent: false,
+            key_files: 0,
+            url_userpass: false,
+            helper: false,
+            default: false,
+        }
+    }
+
+    fn callback(
+        mut self,
+    ) -> impl FnMut(&str, Option<&str>, CredentialType) -> Result<Cred, git2::Error> {
+        move |_url, username, allowed| self.next(username, allowed)
+    }
+
+    fn next(
+        &mut self,
+        username: Option<&str>,
+        allowed: CredentialType,
+    ) -> Result<Cred, git2::Error> {
+        let user = username.unwrap_or("git").to_string();
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(&user);
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            if !self.agent {
+                self.agent = true;
+                if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+                    self.tried.borrow_mut().push("ssh-agent".into());
+                    return Cred::ssh_key_from_agent(&user);
+                }
+            }
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            while let Some(name) = SSH_KEY_FILES.get(self.key_files) {
+                self.key_files += 1;
+                let Some(home) = &home else { break };
+                let key = home.join(".ssh").join(name);
+                if key.is_file() {
+                    self.tried.borrow_mut().push(format!("~/.ssh/{name}"));
+                    return Cred::ssh_key(&user, None, &key, None);
+                }
+            }
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            if !self.url_userpass {
+                self.url_userpass = true;
+                if let Some((u, p)) = userpass_of(&self.url) {
+                    self.tried
+                        .borrow_mut()
+                        .push("the URL's user and password".into());
+                    return Cred::userpass_plaintext(&u, &p);
+                }
+            }
+            if !self.helper {
+                self.helper = true;
+                if let Some(config) = &self.config {
+                    if let Ok(c) = Cred::credential_helper(config, &self.url, username) {
+                        self.tried.borrow_mut().push("git credential helper".into());
+                        return Ok(c);
+                    }
+                }
+            }
+        }
+        if allowed.contains(CredentialType::DEFAULT) && !self.default {
+            self.default = true;
+            self.tried.borrow_mut().push("default".into());
+            return Cred::default();
+        }
+        Err(git2::Error::new(
+            ErrorCode::Auth,
+            ErrorClass::Callback,
+            format!("authentication refused, {NO_MORE_CREDENTIALS}"),
+        ))
+    }
+}
+
+/// `user:password` given in a URL, percent-decoded.
+fn userpass_of(url: &str) -> Option<(String, String)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (u, p) = userinfo.split_once(':')?;
+    Some((percent_decode(u), percent_decode(p)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_kinds() {
+        assert_eq!(
+            remote_kind("/srv/backup.git"),
+            RemoteKind::Local("/srv/backup.git".into())
+        );
+        assert_eq!(
+            remote_kind("file:///srv/backup.git"),
+            RemoteKind::Local("/srv/backup.git".into())
+        );
+        assert_eq!(
+            remote_kind("relative/dir"),
+            RemoteKind::Local("relative/dir".into())
+        );
+        assert_eq!(
+            remote_kind("git://127.0.0.1:9418/r.git"),
+            RemoteKind::Network
+        );
+        assert_eq!(
+            remote_kind("git@github.com:me/mem.git"),
+            RemoteKind::Network
+        );
+        assert_eq!(remote_kind("https://h/x.git"), RemoteKind::Network);
+    }
+
+    #[test]
+    fn userpass_from_urls() {
+        assert_eq!(
+            userpass_of("https://me:p%40ss@h/x.git"),
+            Some(("me".into(), "p@ss".into()))
+        );
+        assert_eq!(userpass_of("https://me@h/x.git"), None);
+        assert_eq!(userpass_of("https://h/x.git"), None);
+    }
+
+    #[test]
+    fn credentials_end_instead_of_looping() {
+        let mut c = Credentials::new("https://h/x.git", None);
+        let mut n = 0;
+        while c
+            .next(Some("me"), CredentialType::USER_PASS_PLAINTEXT)
+            .is_ok()
+        {
+            n += 1;
+            assert!(n < 10, "the callback never gives up");
+        }
+    }
+}
