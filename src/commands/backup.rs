@@ -130,11 +130,13 @@ impl Run<'_> {
             };
             let Some(url) = &url else {
                 if local == Some(target) {
+                    self.sync_worktree();
                     self.finish(&p, None, report, "nothing changed");
                     return Ok(());
                 }
                 match self.repo.move_branch(&self.branch, target, local) {
                     Ok(()) => {
+                        self.sync_worktree();
                         let how = format!(
                             "committed {} locally; {}",
                             target.short(),
@@ -347,6 +349,16 @@ impl Run<'_> {
             UNIFIED_FILE.to_string(),
             files::render(unified.iter().copied()),
         );
+        if let (Some(o), Some(b)) = (other, base) {
+            // Files of the local side that are not backup files (added by hand)
+            // and that the remote lacks go into the merge too.
+            let theirs = repo.read_files(b, |_| true).map_err(g)?;
+            for (name, bytes) in repo.read_files(o, |n| !is_backup_file(n)).map_err(g)? {
+                if !theirs.contains_key(&name) {
+                    out.insert(name, bytes);
+                }
+            }
+        }
         let unchanged = base.is_some()
             && other.is_none()
             && out.iter().all(|(k, v)| base_files.get(k) == Some(v));
