@@ -556,6 +556,8 @@ impl Repo {
         let Some(dir) = self.repo.workdir().map(Path::to_path_buf) else {
             return Ok(());
         };
+        remove_stale_temporaries(self.repo.path(), TEMP_INDEX_PREFIX);
+        remove_stale_temporaries(&dir, TEMP_FILE_PREFIX);
         for _ in 0..5 {
             let Some(tip) = self.local_tip(branch)? else {
                 return Ok(());
@@ -588,7 +590,7 @@ impl Repo {
         // A fresh name: libgit2 writes it through its own `.lock`, which no one
         // else takes, and the rename puts it in place without `index.lock`.
         let tmp = gitdir.join(format!(
-            "index.memory-backup-{}-{:016x}",
+            "{TEMP_INDEX_PREFIX}{}-{:016x}",
             std::process::id(),
             fastrand::u64(..)
         ));
@@ -606,6 +608,35 @@ impl Repo {
             let _ = std::fs::remove_file(&tmp);
         }
         written
+    }
+}
+
+/// Names of this tool's temporary files: an index being written, and a file of
+/// the working tree being replaced (see `files::atomic_write`).
+const TEMP_INDEX_PREFIX: &str = "index.memory-backup-";
+const TEMP_FILE_PREFIX: &str = ".memory-backup-";
+
+/// Removes this tool's temporary files (and their lock files) that a killed run
+/// left behind: a run holds one for milliseconds, so one older than
+/// [`STALE_REF_LOCK`] belongs to no running process.
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > STALE_REF_LOCK);
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

@@ -101,6 +101,7 @@ impl Run<'_> {
         report.set("host", self.host);
         report.set("branch", self.branch.clone());
         report.set("remote", url.clone());
+        report.set("attempts", 0);
         let mut retry = Retry::new(self.deadline);
         let mut attempts: u32 = 0;
         let mut noticed = false;
