@@ -148,6 +148,13 @@ pub fn remote_kind(url: &str) -> RemoteKind {
     RemoteKind::Local(PathBuf::from(url))
 }
 
+/// Process-wide libgit2 settings, once. Objects read back are not hashed again:
+/// they were hashed when written, and a fetched pack is checked when indexed.
+fn settings() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| git2::opts::strict_hash_verification(false));
+}
+
 /// A commit author.
 #[derive(Debug, Clone)]
 pub struct Author {
@@ -165,6 +172,7 @@ pub struct Repo {
 impl Repo {
     /// Opens the repository at `path`; `None` when there is none there.
     pub fn open(path: &Path) -> Result<Option<Repo>, GitError> {
+        settings();
         match Repository::open(path) {
             Ok(repo) => Ok(Some(Repo { repo })),
             Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
@@ -175,6 +183,7 @@ impl Repo {
     /// Makes a repository at `path` whose HEAD names `branch` (or opens the one
     /// that a concurrent run just made).
     pub fn init(path: &Path, branch: &str) -> Result<Repo, GitError> {
+        settings();
         let mut opts = RepositoryInitOptions::new();
         opts.initial_head(branch).mkpath(true);
         let repo = match Repository::init_opts(path, &opts) {
@@ -465,13 +474,11 @@ impl Repo {
             )));
         }
         writer.commit().map_err(other)?;
-        let refname = format!("refs/heads/{branch}");
-        let message = "memory-backup: push";
-        let moved = match expected {
-            Some(old) => remote.reference_matching(&refname, new.0, true, old.0, message),
-            None => remote.reference(&refname, new.0, false, message),
+        let expect = match expected {
+            Some(old) => Expect::Is(old.0),
+            None => Expect::Absent,
         };
-        moved.map(drop).map_err(|e| match classify(&e) {
+        swap_ref(&remote, &format!("refs/heads/{branch}"), new.0, expect).map_err(|e| match e {
             GitError::Rejected(m) | GitError::Transient(m) | GitError::Other(m) => {
                 GitError::Rejected(format!("{}: {m}", path.display()))
             }
@@ -479,68 +486,27 @@ impl Repo {
         })
     }
 
-    /// Moves the local branch from `expected` to `new`; a stale lock left by a
-    /// killed run is removed first. Err(Rejected) when the branch moved meanwhile.
+    /// Moves the local branch from `expected` to `new`. Err(Rejected) when the
+    /// branch moved meanwhile, or another process holds its lock.
     pub fn move_branch(
         &self,
         branch: &str,
         new: CommitId,
         expected: Option<CommitId>,
     ) -> Result<(), GitError> {
-        let refname = format!("refs/heads/{branch}");
-        let message = "memory-backup: backup";
-        for _ in 0..2 {
-            let moved = match expected {
-                Some(old) => self
-                    .repo
-                    .reference_matching(&refname, new.0, true, old.0, message),
-                None => self.repo.reference(&refname, new.0, false, message),
-            };
-            match moved {
-                Ok(_) => return Ok(()),
-                Err(e) if e.code() == ErrorCode::Locked && self.remove_stale_lock(&refname) => {
-                    continue;
-                }
-                Err(e) => {
-                    return Err(match e.code() {
-                        ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked => {
-                            GitError::Rejected(e.message().to_string())
-                        }
-                        _ => other(e),
-                    });
-                }
-            }
-        }
-        Err(GitError::Rejected(format!("{refname} is locked")))
-    }
-
-    /// Removes `<ref>.lock` if it is older than [`STALE_REF_LOCK`]; says whether it did.
-    fn remove_stale_lock(&self, refname: &str) -> bool {
-        let lock = self.repo.path().join(format!("{refname}.lock"));
-        let old = std::fs::metadata(&lock)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age > STALE_REF_LOCK);
-        if old && std::fs::remove_file(&lock).is_ok() {
-            tracing::warn!(
-                "{}: removed a lock file left by a killed process",
-                lock.display()
-            );
-            return true;
-        }
-        false
+        let expect = match expected {
+            Some(old) => Expect::Is(old.0),
+            None => Expect::Absent,
+        };
+        swap_ref(&self.repo, &format!("refs/heads/{branch}"), new.0, expect)
     }
 
     /// Best effort: records the remote tip as `refs/remotes/origin/<branch>`, for
     /// `status`. A concurrent run holding its lock costs nothing.
     pub fn note_remote_tip(&self, branch: &str, tip: CommitId) {
         let refname = format!("refs/remotes/{REMOTE_NAME}/{branch}");
-        if let Err(e) = self
-            .repo
-            .reference(&refname, tip.0, true, "memory-backup: remote tip")
-        {
-            tracing::debug!("{refname} not updated: {}", e.message());
+        if let Err(e) = swap_ref(&self.repo, &refname, tip.0, Expect::Any) {
+            tracing::debug!("{refname} not updated: {e}");
         }
     }
 
@@ -548,10 +514,14 @@ impl Repo {
     /// replaced atomically and the index by a rename, so no lock file is taken;
     /// it repeats until the tip did not move while writing, so that of two
     /// concurrent runs the last to finish leaves the newest tip.
+    /// `known` saves reading back the files of a commit this run just wrote.
+    /// The files are a view of the commit, rebuilt by every run: they are
+    /// replaced by a rename but not synced to disk.
     pub fn sync_worktree(
         &self,
         branch: &str,
         keep: impl Fn(&str) -> bool + Copy,
+        known: Option<(CommitId, &Files)>,
     ) -> Result<(), GitError> {
         let Some(dir) = self.repo.workdir().map(Path::to_path_buf) else {
             return Ok(());
@@ -562,13 +532,20 @@ impl Repo {
             let Some(tip) = self.local_tip(branch)? else {
                 return Ok(());
             };
-            let files = self.read_files(tip, keep)?;
-            for (name, bytes) in &files {
+            let read;
+            let files = match known {
+                Some((id, files)) if id == tip => files,
+                _ => {
+                    read = self.read_files(tip, keep)?;
+                    &read
+                }
+            };
+            for (name, bytes) in files {
                 let path = dir.join(name);
                 if std::fs::read(&path).is_ok_and(|b| &b == bytes) {
                     continue;
                 }
-                crate::files::atomic_write(&path, |w| w.write_all(bytes)).map_err(|e| {
+                replace_file(&dir, &path, bytes).map_err(|e| {
                     GitError::Other(format!("{}: write failed: {e}", path.display()))
                 })?;
             }
@@ -609,6 +586,147 @@ impl Repo {
         }
         written
     }
+}
+
+/// What a ref must hold for [`swap_ref`] to move it.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Any,
+    Absent,
+    Is(Oid),
+}
+
+/// A lock file that no memory-backup process holds and that is older than this
+/// was left by a killed process: git and libgit2 hold a ref's lock for the
+/// milliseconds of one update.
+pub const STALE_UNHELD_LOCK: Duration = Duration::from_secs(2);
+
+/// Moves a ref with git's own protocol, so that git and libgit2 respect it:
+/// create `<ref>.lock` exclusively, check the ref's value, write the new one into
+/// the lock and rename it over the ref. The lock file is also `flock`ed while it
+/// exists, so a later run can tell one left by a killed run (nobody holds it)
+/// from one in use, and remove it: a kill -9 never blocks later runs.
+fn swap_ref(repo: &Repository, refname: &str, new: Oid, expect: Expect) -> Result<(), GitError> {
+    use std::fs::OpenOptions;
+    use std::io::ErrorKind;
+    let path = repo.path().join(refname);
+    let lock = PathBuf::from(format!("{}.lock", path.display()));
+    let io = |e: std::io::Error| GitError::Other(format!("{}: {e}", lock.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let create = || OpenOptions::new().write(true).create_new(true).open(&lock);
+    let mut file = match create() {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            if !take_stale_lock(&lock) {
+                return Err(GitError::Rejected(format!(
+                    "{} is held by another process",
+                    lock.display()
+                )));
+            }
+            create().map_err(|e| GitError::Rejected(format!("{}: {e}", lock.display())))?
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let mut held = LockFile {
+        path: &lock,
+        armed: true,
+    };
+    hold(&file);
+    let current = match repo.refname_to_id(refname) {
+        Ok(id) => Some(id),
+        Err(e) if e.code() == ErrorCode::NotFound => None,
+        Err(e) => return Err(other(e)),
+    };
+    let expected = match expect {
+        Expect::Any => true,
+        Expect::Absent => current.is_none(),
+        Expect::Is(old) => current == Some(old),
+    };
+    if !expected {
+        return Err(GitError::Rejected(format!(
+            "{refname} moved: it is now {}",
+            current.map_or("absent".to_string(), |c| c.to_string())
+        )));
+    }
+    file.write_all(format!("{new}\n").as_bytes()).map_err(io)?;
+    std::fs::rename(&lock, &path).map_err(io)?;
+    held.armed = false;
+    Ok(())
+}
+
+/// Removes the lock file on every way out but success (where it became the ref).
+struct LockFile<'a> {
+    path: &'a Path,
+    armed: bool,
+}
+
+impl Drop for LockFile<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
+/// Takes an advisory lock on a lock file we created, for as long as it is open.
+#[cfg(unix)]
+fn hold(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor that `file` owns for this whole call.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(not(unix))]
+fn hold(_file: &std::fs::File) -> bool {
+    true
+}
+
+/// Removes `lock` if it is stale: older than [`STALE_UNHELD_LOCK`] and held by no
+/// process. Says whether it is gone.
+fn take_stale_lock(lock: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(lock) else {
+        return true;
+    };
+    let old = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > STALE_UNHELD_LOCK);
+    if !old || !hold(&file) {
+        return false;
+    }
+    // Remove it only if the path still names the file we hold.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let same = match (file.metadata(), std::fs::metadata(lock)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if !same {
+            return false;
+        }
+    }
+    if std::fs::remove_file(lock).is_ok() {
+        tracing::warn!(
+            "{}: removed a lock file left by a killed process",
+            lock.display()
+        );
+    }
+    true
+}
+
+/// Replaces `path` by a rename: a reader sees the old file or the new one.
+fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_FILE_PREFIX)
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
 }
 
 /// Names of this tool's temporary files: an index being written, and a file of

@@ -42,6 +42,7 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     let memory_path = crate::memory_path(args.memory.as_deref());
     // Bad input stops here, before anything is written.
     let memory = read_memory(&memory_path, report)?;
+    tracing::debug!("memory read at {:?}", started.elapsed());
     let repo =
         match Repo::open(&cx.repo).map_err(|e| git_error(e, &cx.repo.display().to_string()))? {
             Some(r) => r,
@@ -65,6 +66,7 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
         id_field: &args.id.id_field,
         cx,
         deadline: started + max_elapsed,
+        started,
     };
     let result = run.run(report);
     warn_if_slow(started, report);
@@ -81,6 +83,7 @@ struct Run<'a> {
     id_field: &'a str,
     cx: &'a Context,
     deadline: Instant,
+    started: Instant,
 }
 
 /// The state to commit, computed on a remote tip and a local tip.
@@ -124,20 +127,23 @@ impl Run<'_> {
                     Err(e) => return Err(git_error(e, url)),
                 },
             };
+            tracing::debug!("fetched at {:?}", self.started.elapsed());
             let p = self.prepare(local, remote_tip, &mut noticed, report)?;
+            tracing::debug!("merged at {:?}", self.started.elapsed());
             let target = match (p.unchanged, p.parents.first()) {
                 (true, Some(&base)) => base,
                 _ => self.commit(&p)?,
             };
+            tracing::debug!("committed at {:?}", self.started.elapsed());
             let Some(url) = &url else {
                 if local == Some(target) {
-                    self.sync_worktree();
+                    self.sync_worktree(None);
                     self.finish(&p, None, report, "nothing changed");
                     return Ok(());
                 }
                 match self.repo.move_branch(&self.branch, target, local) {
                     Ok(()) => {
-                        self.sync_worktree();
+                        self.sync_worktree(Some((target, &p.files)));
                         let how = format!(
                             "committed {} locally; {}",
                             target.short(),
@@ -161,7 +167,7 @@ impl Run<'_> {
                 }
             };
             if remote_tip == Some(target) {
-                self.adopt(target, local);
+                self.adopt(target, local, &p.files);
                 report.set("attempts", attempts);
                 self.finish(&p, None, report, "nothing changed");
                 return Ok(());
@@ -176,7 +182,9 @@ impl Run<'_> {
                         "push attempt {attempts} to {url}: {} pushed",
                         target.short()
                     );
-                    self.adopt(target, local);
+                    tracing::debug!("pushed at {:?}", self.started.elapsed());
+                    self.adopt(target, local, &p.files);
+                    tracing::debug!("working tree at {:?}", self.started.elapsed());
                     report.set("attempts", attempts);
                     if attempts > MANY_ATTEMPTS {
                         report.warn(format!(
@@ -253,6 +261,7 @@ impl Run<'_> {
             Some(o) => repo.read_files(o, keep).map_err(g)?,
             None => Files::new(),
         };
+        tracing::debug!("read trees at {:?}", self.started.elapsed());
         let base_label = if remote.is_some() {
             format!("the remote {}", self.remote.as_deref().unwrap_or(""))
         } else {
@@ -307,6 +316,7 @@ impl Run<'_> {
                 }
             }
         }
+        tracing::debug!("parsed at {:?}", self.started.elapsed());
         let known = crdt::merge_owned(&unified_copies);
         let own = files::host_file_name(self.host);
         let previous = parsed
@@ -323,6 +333,7 @@ impl Run<'_> {
                 known: &known,
             },
         );
+        tracing::debug!("stamped at {:?}", self.started.elapsed());
         if !*noticed {
             report_notices(self.memory_path, &stamped, report);
         }
@@ -397,7 +408,7 @@ impl Run<'_> {
 
     /// After a push: the local branch moves to the pushed commit unless a
     /// concurrent run already moved it past it; then the working tree follows.
-    fn adopt(&self, pushed: CommitId, mut local: Option<CommitId>) {
+    fn adopt(&self, pushed: CommitId, mut local: Option<CommitId>, files: &Files) {
         for _ in 0..LOCAL_MOVES {
             if local == Some(pushed) {
                 break;
@@ -422,7 +433,7 @@ impl Run<'_> {
             }
         }
         self.repo.note_remote_tip(&self.branch, pushed);
-        self.sync_worktree();
+        self.sync_worktree(Some((pushed, files)));
     }
 
     /// A commit that could not be pushed goes on the local branch, so that the
@@ -462,12 +473,12 @@ impl Run<'_> {
                 Err(e) => return Err(git_error(e, &self.branch)),
             }
         }
-        self.sync_worktree();
+        self.sync_worktree(None);
         Ok(commit)
     }
 
-    fn sync_worktree(&self) {
-        if let Err(e) = self.repo.sync_worktree(&self.branch, is_backup_file) {
+    fn sync_worktree(&self, known: Option<(CommitId, &Files)>) {
+        if let Err(e) = self.repo.sync_worktree(&self.branch, is_backup_file, known) {
             tracing::warn!("the working tree was not updated: {e}");
         }
     }

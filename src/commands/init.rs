@@ -54,7 +54,8 @@ pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()
                 Ok(Some(tip)) => {
                     repo.move_branch(&branch, tip, None).map_err(g)?;
                     repo.note_remote_tip(&branch, tip);
-                    repo.sync_worktree(&branch, is_backup_file).map_err(g)?;
+                    repo.sync_worktree(&branch, is_backup_file, None)
+                        .map_err(g)?;
                     changes.push(format!("checked out {url} {branch} at {}", tip.short()));
                 }
                 Ok(None) => {}
