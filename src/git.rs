@@ -184,16 +184,39 @@ impl Repo {
     /// that a concurrent run just made).
     pub fn init(path: &Path, branch: &str) -> Result<Repo, GitError> {
         settings();
+        let io = |e: std::io::Error| GitError::Other(format!("{}: {e}", path.display()));
         let mut opts = RepositoryInitOptions::new();
         opts.initial_head(branch).mkpath(true);
-        let repo = match Repository::init_opts(path, &opts) {
-            Ok(r) => r,
-            // Another run made it at the same instant.
-            Err(e) => Repository::open(path).map_err(|_| other(e))?,
+        let occupied = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
+        if occupied {
+            // A folder of the user's: the repository is made inside it.
+            let repo = Repository::init_opts(path, &opts).map_err(other)?;
+            let r = Repo { repo };
+            r.exclude_temporary_files();
+            return Ok(r);
+        }
+        // Made complete beside it, then renamed into place: two runs that both
+        // find no repository never see each other's half-made one.
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
         };
-        let r = Repo { repo };
-        r.exclude_temporary_files();
-        Ok(r)
+        std::fs::create_dir_all(parent).map_err(io)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".memory-backup-repo-")
+            .tempdir_in(parent)
+            .map_err(io)?;
+        let made = Repo {
+            repo: Repository::init_opts(tmp.path(), &opts).map_err(other)?,
+        };
+        made.exclude_temporary_files();
+        drop(made);
+        if std::fs::rename(tmp.path(), path).is_ok() {
+            let _ = tmp.keep();
+        }
+        // Ours, or the one another run put there first.
+        let repo = Repository::open(path).map_err(other)?;
+        Ok(Repo { repo })
     }
 
     /// Temporary files of an interrupted atomic write are not the user's business.

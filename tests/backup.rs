@@ -773,3 +773,24 @@ fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
     let local = env.git_in(&env.path("r"), &["show", "main:memory-h.json"]);
     assert_eq!(unique_ids(&local).len(), 1);
 }
+
+#[test]
+fn first_runs_at_once_make_one_repository_and_all_succeed() {
+    let env = Env::new();
+    let children: Vec<Child> = (0..4)
+        .map(|i| {
+            let memory = env.memory_of(&format!("m{i}.json"), &[format!("x{i}")], "x");
+            spawn_backup(&env, "new/repo", "h", &memory, &[])
+        })
+        .collect();
+    for c in children {
+        assert_code(&c.wait_with_output().unwrap(), 0);
+    }
+    let unified = env.git_in(&env.path("new/repo"), &["show", "main:unified-memory.json"]);
+    assert_eq!(ids(&unified), ["x0", "x1", "x2", "x3"]);
+    let left: Vec<_> = std::fs::read_dir(env.path("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["repo"], "temporary repositories left behind");
+}

@@ -46,11 +46,8 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     let repo =
         match Repo::open(&cx.repo).map_err(|e| git_error(e, &cx.repo.display().to_string()))? {
             Some(r) => r,
-            None => {
-                std::fs::create_dir_all(&cx.repo).map_err(|e| Error::write(&cx.repo, e))?;
-                Repo::init(&cx.repo, git::DEFAULT_BRANCH)
-                    .map_err(|e| git_error(e, &cx.repo.display().to_string()))?
-            }
+            None => Repo::init(&cx.repo, git::DEFAULT_BRANCH)
+                .map_err(|e| git_error(e, &cx.repo.display().to_string()))?,
         };
     let run = Run {
         repo: &repo,

@@ -21,7 +21,6 @@ pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()
     let repo = match Repo::open(&cx.repo).map_err(g)? {
         Some(r) => r,
         None => {
-            std::fs::create_dir_all(&cx.repo).map_err(|e| Error::write(&cx.repo, e))?;
             let branch = args.branch.as_deref().unwrap_or(git::DEFAULT_BRANCH);
             changes.push(format!("made the repository {path} on branch {branch}"));
             Repo::init(&cx.repo, branch).map_err(g)?
