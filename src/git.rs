@@ -93,8 +93,8 @@ fn classify(e: &git2::Error) -> GitError {
     let lower = msg.to_lowercase();
     if e.code() == ErrorCode::Auth
         || lower.contains("authentication")
-        || lower.contains("401")
-        || lower.contains("403")
+        || lower.contains("status code: 401")
+        || lower.contains("status code: 403")
     {
         return GitError::Auth(msg);
     }
@@ -110,7 +110,7 @@ fn classify(e: &git2::Error) -> GitError {
         || lower.contains("repository not found")
         || lower.contains("not appear to be a git repository")
         || lower.contains("could not find repository")
-        || lower.contains("404")
+        || lower.contains("status code: 404")
     {
         return GitError::NotFound(msg);
     }

@@ -794,3 +794,20 @@ fn first_runs_at_once_make_one_repository_and_all_succeed() {
         .collect();
     assert_eq!(left, ["repo"], "temporary repositories left behind");
 }
+
+#[test]
+fn a_remote_path_that_is_not_a_repository_gives_78_at_once() {
+    let env = Env::new();
+    let folder = env.path("just-a-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(
+        &env.run("r", "h", &["init", "--remote", folder.to_str().unwrap()]),
+        78,
+    );
+    let started = Instant::now();
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 78);
+    assert!(started.elapsed() < Duration::from_secs(5), "it retried");
+    assert!(stderr(&out).contains("just-a-folder"), "{}", stderr(&out));
+}
