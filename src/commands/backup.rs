@@ -277,6 +277,7 @@ impl Run<'_> {
             .chain(other_files.keys())
             .map(String::as_str)
             .collect();
+        let mut jobs: Vec<(&str, &str, &[u8])> = Vec::new();
         for name in names {
             let mut copies: Vec<(&str, &[u8])> = Vec::new();
             for (label, files) in sides {
@@ -289,28 +290,33 @@ impl Run<'_> {
             if other_ahead && copies.len() == 2 && name != UNIFIED_FILE {
                 copies.remove(0);
             }
-            for (label, bytes) in copies {
-                match files::parse_stamped(bytes) {
-                    Ok(s) => {
-                        if !*noticed {
-                            for (line, cause) in &s.skipped {
-                                report.warn(format!(
-                                    "{name}:{line} in {label}: entry skipped: {cause}"
-                                ));
-                            }
-                        }
-                        if name == UNIFIED_FILE {
-                            unified_copies.extend(s.entries);
-                        } else {
-                            parsed.entry(name).or_default().push(s.entries);
+            jobs.extend(
+                copies
+                    .into_iter()
+                    .map(|(label, bytes)| (name, label, bytes)),
+            );
+        }
+        let results = parse_all(&jobs);
+        for ((name, label, _), result) in jobs.iter().zip(results) {
+            match result {
+                Ok(s) => {
+                    if !*noticed {
+                        for (line, cause) in &s.skipped {
+                            report
+                                .warn(format!("{name}:{line} in {label}: entry skipped: {cause}"));
                         }
                     }
-                    Err(e) if !*noticed => report.warn(format!(
-                        "{name}:{}:{} in {label}: {}; file skipped, its entries kept in {UNIFIED_FILE}",
-                        e.line, e.column, e.cause
-                    )),
-                    Err(_) => {}
+                    if *name == UNIFIED_FILE {
+                        unified_copies.extend(s.entries);
+                    } else {
+                        parsed.entry(name).or_default().push(s.entries);
+                    }
                 }
+                Err(e) if !*noticed => report.warn(format!(
+                    "{name}:{}:{} in {label}: {}; file skipped, its entries kept in {UNIFIED_FILE}",
+                    e.line, e.column, e.cause
+                )),
+                Err(_) => {}
             }
         }
         tracing::debug!("parsed at {:?}", self.started.elapsed());
@@ -502,6 +508,43 @@ impl Run<'_> {
         report.set("commit", commit.map(|c| c.to_string()));
         report.set("pushed", self.remote.is_some() && commit.is_some());
     }
+}
+
+/// Parses the copies of host and unified files on all cores, in the order given.
+fn parse_all(
+    jobs: &[(&str, &str, &[u8])],
+) -> Vec<std::result::Result<files::Stamped, crate::memory::ParseError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len());
+    if workers <= 1 {
+        return jobs.iter().map(|j| files::parse_stamped(j.2)).collect();
+    }
+    // Largest first, dealt out in turn, so that the workers finish together.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].2.len()));
+    let mut results: Vec<Option<_>> = (0..jobs.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let mine: Vec<usize> = order.iter().copied().skip(w).step_by(workers).collect();
+                scope.spawn(move || {
+                    mine.into_iter()
+                        .map(|i| (i, files::parse_stamped(jobs[i].2)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().expect("a parser does not panic") {
+                results[i] = Some(r);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every job was parsed"))
+        .collect()
 }
 
 /// The files a backup reads and writes: host files and the unified file.
