@@ -198,10 +198,15 @@ fn an_unreachable_git_daemon_keeps_the_commit_and_the_next_run_pushes_it() {
     assert_eq!(unique_ids(&local).len(), 2);
     assert_eq!(unique_ids(&env.show(&bare, "unified-memory.json")).len(), 1);
 
+    let kept = env.git_in(&env.path("r"), &["rev-parse", "main"]);
+
     let _daemon = Daemon::start_on(&env, &srv, port);
     let out = env.run("r", "h", &["backup", "--memory", &memory]);
     assert_code(&out, 0);
     assert_eq!(unique_ids(&env.show(&bare, "unified-memory.json")).len(), 2);
+    // The kept commit itself was pushed: no extra merge commit.
+    let pushed = stdout(&env.git(&["--git-dir", bare.to_str().unwrap(), "rev-parse", "main"]));
+    assert_eq!(pushed, kept);
 }
 
 #[test]

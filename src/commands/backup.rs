@@ -374,14 +374,21 @@ impl Run<'_> {
                 }
             }
         }
-        let unchanged = base.is_some()
+        let mut parents: Vec<CommitId> = base.into_iter().chain(other).collect();
+        let mut unchanged = base.is_some()
             && other.is_none()
             && out.iter().all(|(k, v)| base_files.get(k) == Some(v));
+        // The local tip, ahead of the remote, already holds this state (a commit
+        // an earlier run could not push): it is pushed as it is, history stays linear.
+        if other_ahead && out.iter().all(|(k, v)| other_files.get(k) == Some(v)) {
+            parents = other.into_iter().collect();
+            unchanged = true;
+        }
         Ok(Prepared {
             host_files: hosts.len() + 1,
             unified: unified.len(),
             files: out,
-            parents: base.into_iter().chain(other).collect(),
+            parents,
             unchanged,
             new: stamped.new,
             changed: stamped.changed,
