@@ -29,6 +29,8 @@ pub const MAX_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Key files tried after the ssh-agent, in `~/.ssh`.
 pub const SSH_KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 const FILE_MODE_BLOB: i32 = 0o100_644;
+/// Below this many bytes, blobs are written on one thread.
+const PARALLEL_BLOBS_BYTES: usize = 1 << 20;
 
 /// Top-level files of a commit: name to content.
 pub type Files = BTreeMap<String, Vec<u8>>;
@@ -338,8 +340,7 @@ impl Repo {
             None => None,
         };
         let mut builder = self.repo.treebuilder(base.as_ref()).map_err(other)?;
-        for (name, bytes) in files {
-            let blob = self.repo.blob(bytes).map_err(other)?;
+        for (name, blob) in self.write_blobs(files)? {
             builder.insert(name, blob, FILE_MODE_BLOB).map_err(other)?;
         }
         let tree_id = builder.write().map_err(other)?;
@@ -351,6 +352,56 @@ impl Repo {
             .commit(None, &sig, &sig, message, &tree, &parent_refs)
             .map(CommitId)
             .map_err(other)
+    }
+
+    /// Writes the blobs of `files`, hashing and compressing the large ones on a
+    /// second thread (with its own handle on the repository) meanwhile.
+    fn write_blobs<'f>(&self, files: &'f Files) -> Result<Vec<(&'f str, Oid)>, GitError> {
+        let mut by_size: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        by_size.sort_by_key(|(_, b)| std::cmp::Reverse(b.len()));
+        let total: usize = by_size.iter().map(|(_, b)| b.len()).sum();
+        if by_size.len() < 2 || total < PARALLEL_BLOBS_BYTES {
+            return by_size
+                .into_iter()
+                .map(|(n, b)| self.repo.blob(b).map(|id| (n, id)).map_err(other))
+                .collect();
+        }
+        // Two groups of about equal size, largest first.
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        let (mut a, mut b) = (0, 0);
+        for f in by_size {
+            if a <= b {
+                a += f.1.len();
+                mine.push(f);
+            } else {
+                b += f.1.len();
+                theirs.push(f);
+            }
+        }
+        let path = self.repo.path().to_path_buf();
+        std::thread::scope(|scope| {
+            let helper = scope.spawn(move || {
+                let repo = Repository::open(&path)?;
+                theirs
+                    .into_iter()
+                    .map(|(n, b)| repo.blob(b).map(|id| (n, id)))
+                    .collect::<Result<Vec<_>, git2::Error>>()
+            });
+            let mut out = mine
+                .into_iter()
+                .map(|(n, b)| self.repo.blob(b).map(|id| (n, id)))
+                .collect::<Result<Vec<_>, git2::Error>>()
+                .map_err(other)?;
+            let more = helper
+                .join()
+                .map_err(|_| GitError::Other("a blob writer panicked".into()))?
+                .map_err(other)?;
+            out.extend(more);
+            Ok(out)
+        })
     }
 
     /// Fetches `branch` of `url` into the object database, writing no ref; returns
