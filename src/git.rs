@@ -895,6 +895,7 @@ struct Credentials {
     url: String,
     config: Option<git2::Config>,
     tried: Rc<RefCell<Vec<String>>>,
+    username: bool,
     agent: bool,
     key_files: usize,
     url_userpass: bool,
@@ -908,6 +909,7 @@ impl Credentials {
             url: url.to_string(),
             config,
             tried: Rc::default(),
+            username: false,
             agent: false,
             key_files: 0,
             url_userpass: false,
@@ -928,7 +930,8 @@ impl Credentials {
         allowed: CredentialType,
     ) -> Result<Cred, git2::Error> {
         let user = username.unwrap_or("git").to_string();
-        if allowed.contains(CredentialType::USERNAME) {
+        if allowed.contains(CredentialType::USERNAME) && !self.username {
+            self.username = true;
             return Cred::username(&user);
         }
         if allowed.contains(CredentialType::SSH_KEY) {
