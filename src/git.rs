@@ -150,6 +150,86 @@ pub fn remote_kind(url: &str) -> RemoteKind {
     RemoteKind::Local(PathBuf::from(url))
 }
 
+/// libgit2 starts OpenSSL at its first use, and OpenSSL then parses the whole CA
+/// bundle: about 35 ms, most of a small run, even when no TLS connection follows.
+/// Whether this run may connect over TLS: the remote (`url`, else the one in the
+/// repository's config) is `http(s)://`, or some git config could rewrite URLs
+/// (`insteadOf`, includes) or cannot be read. A run that makes no TLS connection
+/// does not need the bundle, whichever one the user chose.
+pub fn may_need_tls(repo: &Path, url: Option<&str>) -> bool {
+    let repo_config = repo.join(".git").join("config");
+    let mut configs = vec![repo_config.clone()];
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match std::env::var_os("GIT_CONFIG_GLOBAL") {
+        Some(g) => configs.push(PathBuf::from(g)),
+        None => {
+            if let Some(h) = &home {
+                configs.push(h.join(".gitconfig"));
+            }
+            let xdg = std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".config")));
+            if let Some(x) = xdg {
+                configs.push(x.join("git").join("config"));
+            }
+        }
+    }
+    if std::env::var_os("GIT_CONFIG_NOSYSTEM").is_none() {
+        configs.push(PathBuf::from("/etc/gitconfig"));
+    }
+    let mut own = String::new();
+    for path in &configs {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return true,
+        };
+        let lower = text.to_lowercase();
+        if lower.contains("insteadof") || lower.contains("[include") {
+            return true;
+        }
+        if *path == repo_config {
+            own = text;
+        }
+    }
+    let url = url.map(str::to_string).or_else(|| origin_url(&own));
+    url.is_some_and(|u| {
+        let u = u.to_lowercase();
+        u.starts_with("https://") || u.starts_with("http://")
+    })
+}
+
+/// The `url` of `[remote "origin"]` in a git config file's text.
+fn origin_url(config: &str) -> Option<String> {
+    let mut in_origin = false;
+    for line in config.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_origin =
+                line.replace(char::is_whitespace, "") == format!("[remote\"{REMOTE_NAME}\"]");
+            continue;
+        }
+        if in_origin {
+            if let Some((key, value)) = line.split_once('=') {
+                if key.trim().eq_ignore_ascii_case("url") {
+                    return Some(value.trim().trim_matches('"').to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Points OpenSSL at an empty CA bundle, so that starting libgit2 costs nothing.
+/// Only for runs that [`may_need_tls`] says make no TLS connection.
+///
+/// # Safety
+/// No other thread may be running: it changes the process's environment.
+pub unsafe fn skip_tls_setup() {
+    // SAFETY: the caller guarantees that this process runs one thread.
+    unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
+}
+
 /// Process-wide libgit2 settings, once. Objects read back are not hashed again:
 /// they were hashed when written, and a fetched pack is checked when indexed.
 fn settings() {
@@ -1041,6 +1121,13 @@ mod tests {
             RemoteKind::Network
         );
         assert_eq!(remote_kind("https://h/x.git"), RemoteKind::Network);
+    }
+
+    #[test]
+    fn origin_urls_from_config_text() {
+        let text = "[core]\n\tbare = false\n[remote \"up\"]\n\turl = https://x\n[remote \"origin\"]\n\turl = git://h/r.git\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n";
+        assert_eq!(origin_url(text).as_deref(), Some("git://h/r.git"));
+        assert_eq!(origin_url("[core]\n"), None);
     }
 
     #[test]

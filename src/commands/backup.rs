@@ -43,6 +43,11 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     // Bad input stops here, before anything is written.
     let memory = read_memory(&memory_path, report)?;
     tracing::debug!("memory read at {:?}", started.elapsed());
+    if args.no_push || !git::may_need_tls(&cx.repo, None) {
+        // SAFETY: commands run on the main thread, and no other thread has been
+        // started yet (the memory file is read on this one).
+        unsafe { git::skip_tls_setup() };
+    }
     let repo =
         match Repo::open(&cx.repo).map_err(|e| git_error(e, &cx.repo.display().to_string()))? {
             Some(r) => r,

@@ -18,6 +18,10 @@ pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()
     let path = cx.repo.display().to_string();
     let g = |e: GitError| git_error(e, &path);
     let mut changes: Vec<String> = Vec::new();
+    if !git::may_need_tls(&cx.repo, args.remote.as_deref()) {
+        // SAFETY: commands run on the main thread, before any other starts.
+        unsafe { git::skip_tls_setup() };
+    }
     let repo = match Repo::open(&cx.repo).map_err(g)? {
         Some(r) => r,
         None => {
