@@ -503,7 +503,7 @@ impl Repo {
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(creds.callback());
         let wrap = |e: git2::Error| auth_context(classify(&e), url, &tried);
-        let conn = remote
+        let mut conn = remote
             .connect_auth(Direction::Fetch, Some(callbacks), None)
             .map_err(wrap)?;
         let tip = conn
@@ -512,9 +512,9 @@ impl Repo {
             .iter()
             .find(|h| h.name() == refname)
             .map(|h| h.oid());
-        drop(conn);
         let Some(tip) = tip else { return Ok(None) };
         if !self.has_commit(tip) {
+            // On the same connection: one round of the server's start-up less.
             let creds = Credentials::new(url, self.repo.config().ok());
             let mut callbacks = RemoteCallbacks::new();
             callbacks.credentials(creds.callback());
@@ -522,10 +522,10 @@ impl Repo {
             opts.remote_callbacks(callbacks)
                 .update_fetchhead(false)
                 .download_tags(git2::AutotagOption::None);
-            remote
+            conn.remote()
                 .download(&[format!("+{refname}")], Some(&mut opts))
                 .map_err(wrap)?;
-            let _ = remote.disconnect();
+            drop(conn);
             if !self.has_commit(tip) {
                 return Err(GitError::Transient(format!(
                     "the fetch of {refname} did not bring its tip {tip}"
