@@ -390,13 +390,24 @@ impl Repo {
             .and_then(|c| c.tree())
             .map_err(other)?;
         let mut out = Files::new();
+        // With one host, its file and the unified file are the same blob.
+        let mut seen: std::collections::HashMap<Oid, String> = Default::default();
         for item in tree.iter() {
             let Ok(name) = item.name() else { continue };
             if item.kind() != Some(ObjectType::Blob) || !keep(name) {
                 continue;
             }
-            let blob = self.repo.find_blob(item.id()).map_err(other)?;
-            out.insert(name.to_string(), blob.content().to_vec());
+            let bytes = match seen.get(&item.id()).and_then(|n| out.get(n)) {
+                Some(b) => b.clone(),
+                None => self
+                    .repo
+                    .find_blob(item.id())
+                    .map_err(other)?
+                    .content()
+                    .to_vec(),
+            };
+            seen.insert(item.id(), name.to_string());
+            out.insert(name.to_string(), bytes);
         }
         Ok(out)
     }
