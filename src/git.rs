@@ -116,10 +116,9 @@ fn classify(e: &git2::Error) -> GitError {
     {
         return GitError::NotFound(msg);
     }
-    match e.class() {
-        ErrorClass::Repository if lower.contains("not found") => GitError::NotFound(msg),
-        _ => GitError::Transient(msg),
-    }
+    // Anything else from talking to a remote (an object the push expected to find
+    // missing because the tip moved, a reset connection) is worth another try.
+    GitError::Transient(msg)
 }
 
 /// Where a remote is: a folder on this machine, or a server.
