@@ -39,6 +39,10 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Make the backup repository (a clone of the remote when it has commits)
+    Init(InitArgs),
+    /// Stamp the memory file, merge every host's file, commit and push
+    Backup(BackupArgs),
     /// Stamp a memory file into a host file, against that file's previous content
     Stamp(StampArgs),
     /// Merge a folder's host files into the unified file (no git)
@@ -80,3 +84,31 @@ pub struct VerifyArgs {
     /// The folder to check [default: the repository]
     pub dir: Option<PathBuf>,
 }
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The remote to push to: a path, file://, git://, ssh:// or https:// URL
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// The branch to use [default: main, or the existing repository's]
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The memory file [default: $MEMORY_BACKUP_MEMORY, else $MEMORY_FILE_PATH, else ./memory.json]
+    #[arg(long, value_name = "FILE")]
+    pub memory: Option<PathBuf>,
+    /// Commit locally only: no fetch, no push
+    #[arg(long)]
+    pub no_push: bool,
+    /// Give up pushing after this many seconds of wall time (the commit stays local)
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_ELAPSED_SECS)]
+    pub max_elapsed: f64,
+    #[command(flatten)]
+    pub id: IdArgs,
+}
+
+/// How long `backup` keeps retrying a push.
+pub const DEFAULT_MAX_ELAPSED_SECS: f64 = 120.0;

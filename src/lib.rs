@@ -12,6 +12,7 @@ pub mod entry;
 pub mod error;
 pub mod files;
 pub mod fold;
+pub mod git;
 pub mod json;
 pub mod logging;
 pub mod memory;

@@ -1,6 +1,7 @@
 //! CLI and end-to-end tests, in one binary so that they share one build.
 
 mod atomic;
+mod backup;
 mod cli;
 mod common;
 mod golden;

@@ -2,6 +2,8 @@
 //! system git config, none of the developer's MEMORY_BACKUP_* settings, a fixed
 //! host name and, where a test asks, a fixed clock.
 
+pub mod git;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

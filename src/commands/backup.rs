@@ -1,0 +1,623 @@
+//! `backup`: stamp the memory file, merge every host's file with the remote's,
+//! commit on the remote tip and push; a rejected push backs off, fetches and
+//! redoes the merge on the new tip. No lock anywhere: every step either writes
+//! only new objects or moves one ref with a compare-and-swap.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+use crate::cli::BackupArgs;
+use crate::commands::stamp::{read_memory, report_notices};
+use crate::crdt;
+use crate::entry::Entry;
+use crate::error::{Error, Result};
+use crate::files::{self, UNIFIED_FILE};
+use crate::git::{self, Author, CommitId, Files, GitError, Repo};
+use crate::memory::Located;
+use crate::report::Report;
+use crate::stamp;
+use crate::{Context, commands::merge::warn_if_slow};
+
+/// First backoff delay, its growth and its cap (before full jitter).
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const BACKOFF_FACTOR: f32 = 2.0;
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A push that needed more attempts than this gets a warning.
+pub const MANY_ATTEMPTS: u32 = 3;
+/// Attempts at moving the local branch when concurrent runs move it too.
+const LOCAL_MOVES: usize = 8;
+
+pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Result<()> {
+    let started = Instant::now();
+    let max_elapsed = Duration::try_from_secs_f64(args.max_elapsed).map_err(|_| {
+        Error::Usage(format!(
+            "--max-elapsed {}: not a duration",
+            args.max_elapsed
+        ))
+    })?;
+    let host = cx.host()?;
+    let memory_path = crate::memory_path(args.memory.as_deref());
+    // Bad input stops here, before anything is written.
+    let memory = read_memory(&memory_path, report)?;
+    tracing::debug!("memory read at {:?}", started.elapsed());
+    if args.no_push || !git::may_need_tls(&cx.repo, None) {
+        // SAFETY: commands run on the main thread, and no other thread has been
+        // started yet (the memory file is read on this one).
+        unsafe { git::skip_tls_setup() };
+    }
+    let repo =
+        match Repo::open(&cx.repo).map_err(|e| git_error(e, &cx.repo.display().to_string()))? {
+            Some(r) => r,
+            None => Repo::init(&cx.repo, git::DEFAULT_BRANCH)
+                .map_err(|e| git_error(e, &cx.repo.display().to_string()))?,
+        };
+    let run = Run {
+        repo: &repo,
+        branch: repo.branch().map_err(|e| Error::Config(e.to_string()))?,
+        remote: if args.no_push {
+            None
+        } else {
+            repo.remote_url()
+        },
+        host: &host,
+        records: &memory.records,
+        memory_path: &memory_path,
+        id_field: &args.id.id_field,
+        cx,
+        deadline: started + max_elapsed,
+        started,
+    };
+    let result = run.run(report);
+    warn_if_slow(started, report);
+    result
+}
+
+struct Run<'a> {
+    repo: &'a Repo,
+    branch: String,
+    remote: Option<String>,
+    host: &'a str,
+    records: &'a [Located],
+    memory_path: &'a Path,
+    id_field: &'a str,
+    cx: &'a Context,
+    deadline: Instant,
+    started: Instant,
+}
+
+/// The state to commit, computed on a remote tip and a local tip.
+struct Prepared {
+    files: Files,
+    parents: Vec<CommitId>,
+    /// The first parent already holds exactly these files and there is no second.
+    unchanged: bool,
+    new: usize,
+    changed: usize,
+    unified: usize,
+    host_files: usize,
+}
+
+impl Run<'_> {
+    fn run(&self, report: &mut Report) -> Result<()> {
+        let url = self.remote.clone();
+        report.set("host", self.host);
+        report.set("branch", self.branch.clone());
+        report.set("remote", url.clone());
+        report.set("attempts", 0);
+        let mut retry = Retry::new(self.deadline);
+        let mut attempts: u32 = 0;
+        let mut noticed = false;
+        let result: std::result::Result<(), (Prepared, CommitId, GitError)> = loop {
+            let local = self.local_tip()?;
+            let remote_tip = match &url {
+                None => None,
+                Some(url) => match self.repo.fetch(url, &self.branch, retry.remaining()) {
+                    Ok(tip) => tip,
+                    Err(e) if e.is_retryable() => {
+                        tracing::info!("fetch from {url} failed: {e}");
+                        if retry.wait() {
+                            continue;
+                        }
+                        // Never reached: commit on the local tip for the next run.
+                        let p = self.prepare(local, None, &mut noticed, report)?;
+                        let commit = self.keep_local(&p, local, report)?;
+                        break Err((p, commit, e));
+                    }
+                    Err(e) => return Err(git_error(e, url)),
+                },
+            };
+            tracing::debug!("fetched at {:?}", self.started.elapsed());
+            let p = self.prepare(local, remote_tip, &mut noticed, report)?;
+            tracing::debug!("merged at {:?}", self.started.elapsed());
+            let target = match (p.unchanged, p.parents.first()) {
+                (true, Some(&base)) => base,
+                _ => self.commit(&p)?,
+            };
+            tracing::debug!("committed at {:?}", self.started.elapsed());
+            let Some(url) = &url else {
+                if local == Some(target) {
+                    self.sync_worktree(None);
+                    self.finish(&p, None, report, "nothing changed");
+                    return Ok(());
+                }
+                match self.repo.move_branch(&self.branch, target, local) {
+                    Ok(()) => {
+                        self.sync_worktree(Some((target, &p.files)));
+                        let how = format!(
+                            "committed {} locally; {}",
+                            target.short(),
+                            if self.remote.is_none() && self.repo.remote_url().is_none() {
+                                "no remote set (add one with `memory-backup init --remote URL`)"
+                            } else {
+                                "not pushed (--no-push)"
+                            }
+                        );
+                        self.finish(&p, Some(target), report, &how);
+                        return Ok(());
+                    }
+                    // A concurrent run moved the branch: redo on its tip.
+                    Err(e) if e.is_retryable() => {
+                        if retry.wait() {
+                            continue;
+                        }
+                        return Err(Error::Other(format!("the local branch kept moving: {e}")));
+                    }
+                    Err(e) => return Err(git_error(e, &self.branch)),
+                }
+            };
+            if remote_tip == Some(target) {
+                self.adopt(target, local, &p.files);
+                report.set("attempts", attempts);
+                self.finish(&p, None, report, "nothing changed");
+                return Ok(());
+            }
+            attempts += 1;
+            match self
+                .repo
+                .push(url, &self.branch, target, remote_tip, retry.remaining())
+            {
+                Ok(()) => {
+                    tracing::info!(
+                        "push attempt {attempts} to {url}: {} pushed",
+                        target.short()
+                    );
+                    tracing::debug!("pushed at {:?}", self.started.elapsed());
+                    self.adopt(target, local, &p.files);
+                    tracing::debug!("working tree at {:?}", self.started.elapsed());
+                    report.set("attempts", attempts);
+                    if attempts > MANY_ATTEMPTS {
+                        report.warn(format!(
+                            "the push to {url} needed {attempts} attempts, over the alert threshold of {MANY_ATTEMPTS}"
+                        ));
+                    }
+                    let how = format!("pushed {} to {url}", target.short());
+                    self.finish(&p, Some(target), report, &how);
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::info!("push attempt {attempts} to {url}: {e}");
+                    if retry.wait() {
+                        continue;
+                    }
+                    let commit = self.keep_local(&p, local, report)?;
+                    break Err((p, commit, e));
+                }
+                Err(e) => {
+                    tracing::info!("push attempt {attempts} to {url}: {e}");
+                    report.set("attempts", attempts);
+                    if local != Some(target) {
+                        let _ = self.keep_local(&p, local, report);
+                    }
+                    return Err(git_error(e, url));
+                }
+            }
+        };
+        report.set("attempts", attempts);
+        let (p, commit, cause) = result.expect_err("the loop only breaks when not pushed");
+        let remote = url.unwrap_or_default();
+        let how = format!("committed {} locally, not pushed", commit.short());
+        self.finish(&p, Some(commit), report, &how);
+        report.set("pushed", false);
+        Err(Error::NotPushed {
+            remote,
+            cause: format!("{cause} (gave up after {attempts} push attempt(s))"),
+        })
+    }
+
+    fn local_tip(&self) -> Result<Option<CommitId>> {
+        self.repo
+            .local_tip(&self.branch)
+            .map_err(|e| git_error(e, &self.branch))
+    }
+
+    /// Step 3 of the pipeline: the state on `remote` (the first parent) and
+    /// `local` (a second parent when it holds commits the remote lacks).
+    fn prepare(
+        &self,
+        local: Option<CommitId>,
+        remote: Option<CommitId>,
+        noticed: &mut bool,
+        report: &mut Report,
+    ) -> Result<Prepared> {
+        let repo = self.repo;
+        let g = |e: GitError| git_error(e, &self.branch);
+        let base = remote.or(local);
+        let other = match (local, base) {
+            (Some(l), Some(b)) if !repo.contains(b, l).map_err(g)? => Some(l),
+            _ => None,
+        };
+        // Local ahead of the remote: its copies are the newer ones.
+        let other_ahead = match (other, base) {
+            (Some(o), Some(b)) => repo.contains(o, b).map_err(g)?,
+            _ => false,
+        };
+        let keep = is_backup_file;
+        let base_files = match base {
+            Some(b) => repo.read_files(b, keep).map_err(g)?,
+            None => Files::new(),
+        };
+        let other_files = match other {
+            Some(o) => repo.read_files(o, keep).map_err(g)?,
+            None => Files::new(),
+        };
+        tracing::debug!("read trees at {:?}", self.started.elapsed());
+        let base_label = if remote.is_some() {
+            format!("the remote {}", self.remote.as_deref().unwrap_or(""))
+        } else {
+            "the local branch".to_string()
+        };
+        let sides = [
+            (base_label.as_str(), &base_files),
+            ("the local branch", &other_files),
+        ];
+
+        // Every copy that parses, by file name.
+        let mut parsed: BTreeMap<&str, Vec<Vec<Entry>>> = BTreeMap::new();
+        let mut unified_copies: Vec<Entry> = Vec::new();
+        let names: std::collections::BTreeSet<&str> = base_files
+            .keys()
+            .chain(other_files.keys())
+            .map(String::as_str)
+            .collect();
+        let mut jobs: Vec<(&str, &str, &[u8])> = Vec::new();
+        for name in names {
+            let mut copies: Vec<(&str, &[u8])> = Vec::new();
+            for (label, files) in sides {
+                if let Some(b) = files.get(name) {
+                    if !copies.iter().any(|(_, c)| *c == b.as_slice()) {
+                        copies.push((label, b));
+                    }
+                }
+            }
+            if other_ahead && copies.len() == 2 && name != UNIFIED_FILE {
+                copies.remove(0);
+            }
+            jobs.extend(
+                copies
+                    .into_iter()
+                    .map(|(label, bytes)| (name, label, bytes)),
+            );
+        }
+        let results = parse_all(&jobs);
+        for ((name, label, _), result) in jobs.iter().zip(results) {
+            match result {
+                Ok(s) => {
+                    if !*noticed {
+                        for (line, cause) in &s.skipped {
+                            report
+                                .warn(format!("{name}:{line} in {label}: entry skipped: {cause}"));
+                        }
+                    }
+                    if *name == UNIFIED_FILE {
+                        unified_copies.extend(s.entries);
+                    } else {
+                        parsed.entry(name).or_default().push(s.entries);
+                    }
+                }
+                Err(e) if !*noticed => report.warn(format!(
+                    "{name}:{}:{} in {label}: {}; file skipped, its entries kept in {UNIFIED_FILE}",
+                    e.line, e.column, e.cause
+                )),
+                Err(_) => {}
+            }
+        }
+        tracing::debug!("parsed at {:?}", self.started.elapsed());
+        let known = crdt::merge_owned(&unified_copies);
+        let own = files::host_file_name(self.host);
+        let previous = parsed
+            .get(own.as_str())
+            .map(|copies| crdt::merge_owned(copies.iter().flatten()))
+            .unwrap_or_default();
+        let stamped = stamp::stamp(
+            self.records.to_vec(),
+            &stamp::Context {
+                host: self.host,
+                now: self.cx.clock.now(),
+                id_field: self.id_field,
+                previous: &previous,
+                known: &known,
+            },
+        );
+        tracing::debug!("stamped at {:?}", self.started.elapsed());
+        if !*noticed {
+            report_notices(self.memory_path, &stamped, report);
+        }
+        *noticed = true;
+
+        let mut out = Files::new();
+        let mut hosts: Vec<Vec<&Entry>> = Vec::new();
+        for (name, copies) in &parsed {
+            if *name != own {
+                let merged = crdt::merge(copies.iter().flatten());
+                out.insert(name.to_string(), files::render(merged.iter().copied()));
+                hosts.push(merged);
+            }
+        }
+        out.insert(own.clone(), files::render(&stamped.entries));
+        let unified = crdt::merge(
+            hosts
+                .iter()
+                .flatten()
+                .copied()
+                .chain(&stamped.entries)
+                .chain(&known),
+        );
+        out.insert(
+            UNIFIED_FILE.to_string(),
+            files::render(unified.iter().copied()),
+        );
+        if let (Some(o), Some(b)) = (other, base) {
+            // Files of the local side that are not backup files (added by hand)
+            // and that the remote lacks go into the merge too.
+            let theirs = repo.read_files(b, |_| true).map_err(g)?;
+            for (name, bytes) in repo.read_files(o, |n| !is_backup_file(n)).map_err(g)? {
+                if !theirs.contains_key(&name) {
+                    out.insert(name, bytes);
+                }
+            }
+        }
+        let mut parents: Vec<CommitId> = base.into_iter().chain(other).collect();
+        let mut unchanged = base.is_some()
+            && other.is_none()
+            && out.iter().all(|(k, v)| base_files.get(k) == Some(v));
+        // The local tip, ahead of the remote, already holds this state (a commit
+        // an earlier run could not push): it is pushed as it is, history stays linear.
+        if other_ahead && out.iter().all(|(k, v)| other_files.get(k) == Some(v)) {
+            parents = other.into_iter().collect();
+            unchanged = true;
+        }
+        Ok(Prepared {
+            host_files: hosts.len() + 1,
+            unified: unified.len(),
+            files: out,
+            parents,
+            unchanged,
+            new: stamped.new,
+            changed: stamped.changed,
+        })
+    }
+
+    fn commit(&self, p: &Prepared) -> Result<CommitId> {
+        let message = format!(
+            "backup from {}: {} new, {} changed; unified {} entries",
+            self.host, p.new, p.changed, p.unified
+        );
+        self.repo
+            .write_commit(&p.files, &p.parents, &self.author(), &message)
+            .map_err(|e| git_error(e, &self.branch))
+    }
+
+    /// git's `user.name` and `user.email` where set, else one made of the host.
+    fn author(&self) -> Author {
+        let name = self.repo.config_string("user.name");
+        let email = self.repo.config_string("user.email");
+        Author {
+            name: name.unwrap_or_else(|| "memory-backup".to_string()),
+            email: email.unwrap_or_else(|| format!("memory-backup@{}", self.host)),
+            time: self.cx.clock.now().micros().div_euclid(1_000_000),
+        }
+    }
+
+    /// After a push: the local branch moves to the pushed commit unless a
+    /// concurrent run already moved it past it; then the working tree follows.
+    fn adopt(&self, pushed: CommitId, mut local: Option<CommitId>, files: &Files) {
+        for _ in 0..LOCAL_MOVES {
+            if local == Some(pushed) {
+                break;
+            }
+            if let Some(l) = local {
+                // Already past it, or holding a commit of a run that did not push:
+                // that run's next backup merges it.
+                if !self.repo.contains(pushed, l).unwrap_or(false) {
+                    break;
+                }
+            }
+            match self.repo.move_branch(&self.branch, pushed, local) {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => match self.repo.local_tip(&self.branch) {
+                    Ok(l) => local = l,
+                    Err(_) => break,
+                },
+                Err(e) => {
+                    tracing::warn!("the local branch {} was not moved: {e}", self.branch);
+                    break;
+                }
+            }
+        }
+        self.repo.note_remote_tip(&self.branch, pushed);
+        self.sync_worktree(Some((pushed, files)));
+    }
+
+    /// A commit that could not be pushed goes on the local branch, so that the
+    /// next run pushes it; if a concurrent run moved the branch meanwhile, a merge
+    /// commit of both goes there instead. Returns what the branch holds.
+    fn keep_local(
+        &self,
+        p: &Prepared,
+        mut local: Option<CommitId>,
+        report: &mut Report,
+    ) -> Result<CommitId> {
+        let mut commit = match (p.unchanged, p.parents.first()) {
+            (true, Some(&base)) => base,
+            _ => self.commit(p)?,
+        };
+        let mut noticed = true;
+        for _ in 0..LOCAL_MOVES {
+            if local == Some(commit) {
+                break;
+            }
+            match self.repo.move_branch(&self.branch, commit, local) {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    local = self.local_tip()?;
+                    if let Some(l) = local {
+                        if !self
+                            .repo
+                            .contains(commit, l)
+                            .map_err(|e| git_error(e, &self.branch))?
+                        {
+                            let merged =
+                                self.prepare(Some(l), Some(commit), &mut noticed, report)?;
+                            commit = self.commit(&merged)?;
+                        }
+                    }
+                }
+                Err(e) => return Err(git_error(e, &self.branch)),
+            }
+        }
+        self.sync_worktree(None);
+        Ok(commit)
+    }
+
+    fn sync_worktree(&self, known: Option<(CommitId, &Files)>) {
+        if let Err(e) = self.repo.sync_worktree(&self.branch, is_backup_file, known) {
+            tracing::warn!("the working tree was not updated: {e}");
+        }
+    }
+
+    fn finish(&self, p: &Prepared, commit: Option<CommitId>, report: &mut Report, how: &str) {
+        let changes = if commit.is_none() {
+            "nothing changed".to_string()
+        } else {
+            format!("{} new, {} changed", p.new, p.changed)
+        };
+        let how = if how == "nothing changed" {
+            String::new()
+        } else {
+            format!("; {how}")
+        };
+        report.summary = format!(
+            "backup from {}: {changes}; unified {} entries{how}",
+            self.host, p.unified
+        );
+        report.set("new", p.new);
+        report.set("changed", p.changed);
+        report.set("unified_entries", p.unified);
+        report.set("host_files", p.host_files);
+        report.set("commit", commit.map(|c| c.to_string()));
+        report.set("pushed", self.remote.is_some() && commit.is_some());
+    }
+}
+
+/// Parses the copies of host and unified files on all cores, in the order given.
+fn parse_all(
+    jobs: &[(&str, &str, &[u8])],
+) -> Vec<std::result::Result<files::Stamped, crate::memory::ParseError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len());
+    if workers <= 1 {
+        return jobs.iter().map(|j| files::parse_stamped(j.2)).collect();
+    }
+    // Largest first, dealt out in turn, so that the workers finish together.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].2.len()));
+    let mut results: Vec<Option<_>> = (0..jobs.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let mine: Vec<usize> = order.iter().copied().skip(w).step_by(workers).collect();
+                scope.spawn(move || {
+                    mine.into_iter()
+                        .map(|i| (i, files::parse_stamped(jobs[i].2)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().expect("a parser does not panic") {
+                results[i] = Some(r);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every job was parsed"))
+        .collect()
+}
+
+/// The files a backup reads and writes: host files and the unified file.
+pub fn is_backup_file(name: &str) -> bool {
+    name == UNIFIED_FILE || files::host_of_file_name(name).is_some()
+}
+
+/// Maps a git failure to the exit codes of section 9.
+pub fn git_error(e: GitError, remote: &str) -> Error {
+    match e {
+        GitError::Auth(cause) => Error::Auth {
+            remote: remote.to_string(),
+            cause,
+        },
+        GitError::NotFound(m) => Error::Config(format!("{remote}: repository not found: {m}")),
+        GitError::Rejected(m) | GitError::Transient(m) => Error::NotPushed {
+            remote: remote.to_string(),
+            cause: m,
+        },
+        GitError::Other(m) => Error::Other(format!("git: {m}")),
+    }
+}
+
+/// Exponential backoff from 100 ms, factor 2, capped at 10 s, with full jitter,
+/// within a wall-clock deadline. backon gives the capped exponential; its own
+/// jitter adds up to one more delay on top, so the full jitter (a uniform draw
+/// between zero and the delay) is drawn here. The deadline is wall time, not the
+/// sum of sleeps that backon's `with_total_delay` counts.
+struct Retry {
+    deadline: Instant,
+    delays: ExponentialBackoff,
+    rng: fastrand::Rng,
+}
+
+impl Retry {
+    fn new(deadline: Instant) -> Retry {
+        Retry {
+            deadline,
+            delays: ExponentialBuilder::default()
+                .with_min_delay(BACKOFF_MIN)
+                .with_factor(BACKOFF_FACTOR)
+                .with_max_delay(BACKOFF_MAX)
+                .without_max_times()
+                .build(),
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// What is left of the deadline.
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Sleeps before the next attempt; false when the deadline has passed.
+    fn wait(&mut self) -> bool {
+        let remaining = self.remaining();
+        if remaining.is_zero() {
+            return false;
+        }
+        let envelope = self.delays.next().unwrap_or(BACKOFF_MAX);
+        std::thread::sleep(envelope.mul_f64(self.rng.f64()).min(remaining));
+        true
+    }
+}

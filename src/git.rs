@@ -1,0 +1,1165 @@
+//! The only module that sees git2. It turns git objects into owned data (a
+//! commit's top-level files as a map of name to bytes) and offers what `backup`
+//! and `init` need without writing any local ref while fetching, merging or
+//! pushing: objects go straight into the object database, a commit is pushed by
+//! its id, and the local branch moves afterwards with a compare-and-swap.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use git2::{
+    Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions, ObjectType, Oid,
+    PushOptions, RemoteCallbacks, Repository, RepositoryInitOptions, Signature, Time,
+};
+
+/// The remote's name in the repository's config.
+pub const REMOTE_NAME: &str = "origin";
+/// The branch a new repository gets.
+pub const DEFAULT_BRANCH: &str = "main";
+/// A local ref's lock file older than this was left by a killed process: taking
+/// and releasing a ref lock takes microseconds.
+pub const STALE_REF_LOCK: Duration = Duration::from_secs(600);
+/// Cap on one network read or connect, so that no run hangs.
+pub const MAX_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Key files tried after the ssh-agent, in `~/.ssh`.
+pub const SSH_KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
+const FILE_MODE_BLOB: i32 = 0o100_644;
+/// Below this many bytes, blobs are written on one thread.
+const PARALLEL_BLOBS_BYTES: usize = 1 << 20;
+
+/// Top-level files of a commit: name to content.
+pub type Files = BTreeMap<String, Vec<u8>>;
+
+/// A commit's id, owned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommitId(Oid);
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl CommitId {
+    /// The first 10 hex digits, for messages.
+    pub fn short(&self) -> String {
+        self.0.to_string()[..10].to_string()
+    }
+}
+
+/// Why a git operation failed, sorted by what the caller should do.
+#[derive(Debug, Clone)]
+pub enum GitError {
+    /// Credentials refused or none left to try: stop at once.
+    Auth(String),
+    /// The remote repository does not exist (the server answered): stop at once.
+    NotFound(String),
+    /// Another host moved the remote branch first: fetch and redo.
+    Rejected(String),
+    /// The network, a timeout, an unreachable path: back off and retry.
+    Transient(String),
+    /// Anything else (a local failure): stop.
+    Other(String),
+}
+
+impl fmt::Display for GitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GitError::Auth(m)
+            | GitError::NotFound(m)
+            | GitError::Rejected(m)
+            | GitError::Transient(m)
+            | GitError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl GitError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, GitError::Rejected(_) | GitError::Transient(_))
+    }
+}
+
+fn other(e: git2::Error) -> GitError {
+    GitError::Other(e.message().to_string())
+}
+
+/// Sorts an error from talking to a remote.
+fn classify(e: &git2::Error) -> GitError {
+    let msg = e.message().to_string();
+    let lower = msg.to_lowercase();
+    if e.code() == ErrorCode::Auth
+        || lower.contains("authentication")
+        || lower.contains("status code: 401")
+        || lower.contains("status code: 403")
+    {
+        return GitError::Auth(msg);
+    }
+    if e.code() == ErrorCode::NotFastForward
+        || e.code() == ErrorCode::Modified
+        || e.code() == ErrorCode::Exists
+        || e.code() == ErrorCode::Locked
+        || lower.contains("rejected")
+    {
+        return GitError::Rejected(msg);
+    }
+    if lower.contains("not exported")
+        || lower.contains("repository not found")
+        || lower.contains("not appear to be a git repository")
+        || lower.contains("could not find repository")
+        || lower.contains("status code: 404")
+    {
+        return GitError::NotFound(msg);
+    }
+    // Anything else from talking to a remote (an object the push expected to find
+    // missing because the tip moved, a reset connection) is worth another try.
+    GitError::Transient(msg)
+}
+
+/// Where a remote is: a folder on this machine, or a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// A path or `file://` URL. libgit2 would write such a remote's refs without
+    /// the check a server makes, so pushes to it are done here, as a compare-and-swap.
+    Local(PathBuf),
+    /// `git://`, `ssh://`, `https://`, scp-like `user@host:path`.
+    Network,
+}
+
+/// Tells a local remote from a network one.
+pub fn remote_kind(url: &str) -> RemoteKind {
+    if let Some(rest) = url.strip_prefix("file://") {
+        return RemoteKind::Local(PathBuf::from(rest));
+    }
+    if url.contains("://") {
+        return RemoteKind::Network;
+    }
+    // scp-like: a colon before any slash, and not a Windows drive letter.
+    if let Some(colon) = url.find(':') {
+        let slash = url.find('/').unwrap_or(usize::MAX);
+        if colon < slash && colon > 1 {
+            return RemoteKind::Network;
+        }
+    }
+    RemoteKind::Local(PathBuf::from(url))
+}
+
+/// libgit2 starts OpenSSL at its first use, and OpenSSL then parses the whole CA
+/// bundle: about 35 ms, most of a small run, even when no TLS connection follows.
+/// Whether this run may connect over TLS: the remote (`url`, else the one in the
+/// repository's config) is `http(s)://`, or some git config could rewrite URLs
+/// (`insteadOf`, includes) or cannot be read. A run that makes no TLS connection
+/// does not need the bundle, whichever one the user chose.
+pub fn may_need_tls(repo: &Path, url: Option<&str>) -> bool {
+    let repo_config = repo.join(".git").join("config");
+    let mut configs = vec![repo_config.clone()];
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match std::env::var_os("GIT_CONFIG_GLOBAL") {
+        Some(g) => configs.push(PathBuf::from(g)),
+        None => {
+            if let Some(h) = &home {
+                configs.push(h.join(".gitconfig"));
+            }
+            let xdg = std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".config")));
+            if let Some(x) = xdg {
+                configs.push(x.join("git").join("config"));
+            }
+        }
+    }
+    if std::env::var_os("GIT_CONFIG_NOSYSTEM").is_none() {
+        configs.push(PathBuf::from("/etc/gitconfig"));
+    }
+    let mut own = String::new();
+    for path in &configs {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return true,
+        };
+        let lower = text.to_lowercase();
+        if lower.contains("insteadof") || lower.contains("[include") {
+            return true;
+        }
+        if *path == repo_config {
+            own = text;
+        }
+    }
+    let url = url.map(str::to_string).or_else(|| origin_url(&own));
+    url.is_some_and(|u| {
+        let u = u.to_lowercase();
+        u.starts_with("https://") || u.starts_with("http://")
+    })
+}
+
+/// The `url` of `[remote "origin"]` in a git config file's text.
+fn origin_url(config: &str) -> Option<String> {
+    let mut in_origin = false;
+    for line in config.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_origin =
+                line.replace(char::is_whitespace, "") == format!("[remote\"{REMOTE_NAME}\"]");
+            continue;
+        }
+        if in_origin {
+            if let Some((key, value)) = line.split_once('=') {
+                if key.trim().eq_ignore_ascii_case("url") {
+                    return Some(value.trim().trim_matches('"').to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Points OpenSSL at an empty CA bundle, so that starting libgit2 costs nothing.
+/// Only for runs that [`may_need_tls`] says make no TLS connection.
+///
+/// # Safety
+/// No other thread may be running: it changes the process's environment.
+pub unsafe fn skip_tls_setup() {
+    // SAFETY: the caller guarantees that this process runs one thread.
+    unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
+}
+
+/// Process-wide libgit2 settings, once. Objects read back are not hashed again:
+/// they were hashed when written, and a fetched pack is checked when indexed.
+fn settings() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| git2::opts::strict_hash_verification(false));
+}
+
+/// A commit author.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+}
+
+/// The backup repository: a non-bare repository whose HEAD names the branch.
+pub struct Repo {
+    repo: Repository,
+}
+
+impl Repo {
+    /// Opens the repository at `path`; `None` when there is none there.
+    pub fn open(path: &Path) -> Result<Option<Repo>, GitError> {
+        settings();
+        match Repository::open(path) {
+            Ok(repo) => Ok(Some(Repo { repo })),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// Makes a repository at `path` whose HEAD names `branch` (or opens the one
+    /// that a concurrent run just made).
+    pub fn init(path: &Path, branch: &str) -> Result<Repo, GitError> {
+        settings();
+        let io = |e: std::io::Error| GitError::Other(format!("{}: {e}", path.display()));
+        let mut opts = RepositoryInitOptions::new();
+        opts.initial_head(branch).mkpath(true);
+        let occupied = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
+        if occupied {
+            // A folder of the user's: the repository is made inside it.
+            let repo = Repository::init_opts(path, &opts).map_err(other)?;
+            let r = Repo { repo };
+            r.exclude_temporary_files();
+            return Ok(r);
+        }
+        // Made complete beside it, then renamed into place: two runs that both
+        // find no repository never see each other's half-made one.
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(parent).map_err(io)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".memory-backup-repo-")
+            .tempdir_in(parent)
+            .map_err(io)?;
+        let made = Repo {
+            repo: Repository::init_opts(tmp.path(), &opts).map_err(other)?,
+        };
+        made.exclude_temporary_files();
+        drop(made);
+        if std::fs::rename(tmp.path(), path).is_ok() {
+            let _ = tmp.keep();
+        }
+        // Ours, or the one another run put there first.
+        let repo = Repository::open(path).map_err(other)?;
+        Ok(Repo { repo })
+    }
+
+    /// Temporary files of an interrupted atomic write are not the user's business.
+    fn exclude_temporary_files(&self) {
+        let path = self.repo.path().join("info").join("exclude");
+        let line = ".memory-backup-*";
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        if !old.lines().any(|l| l == line) {
+            let _ = std::fs::create_dir_all(self.repo.path().join("info"));
+            let _ = std::fs::write(&path, format!("{old}{line}\n"));
+        }
+    }
+
+    /// The working folder.
+    pub fn workdir(&self) -> Option<&Path> {
+        self.repo.workdir()
+    }
+
+    /// The branch that HEAD names.
+    pub fn branch(&self) -> Result<String, GitError> {
+        let head = self.repo.find_reference("HEAD").map_err(other)?;
+        let target = head
+            .symbolic_target()
+            .ok()
+            .flatten()
+            .ok_or_else(|| GitError::Other("HEAD is detached; check out a branch".into()))?;
+        Ok(target
+            .strip_prefix("refs/heads/")
+            .unwrap_or(target)
+            .to_string())
+    }
+
+    /// Points HEAD at `branch`.
+    pub fn set_branch(&self, branch: &str) -> Result<(), GitError> {
+        self.repo
+            .set_head(&format!("refs/heads/{branch}"))
+            .map_err(other)
+    }
+
+    /// The remote's URL, if one is set.
+    pub fn remote_url(&self) -> Option<String> {
+        let remote = self.repo.find_remote(REMOTE_NAME).ok()?;
+        remote.url().ok().map(str::to_string)
+    }
+
+    /// Sets the remote's URL (adding the remote if there is none).
+    pub fn set_remote_url(&self, url: &str) -> Result<(), GitError> {
+        if self.repo.find_remote(REMOTE_NAME).is_ok() {
+            self.repo.remote_set_url(REMOTE_NAME, url).map_err(other)
+        } else {
+            self.repo.remote(REMOTE_NAME, url).map(drop).map_err(other)
+        }
+    }
+
+    /// A config value of the repository (and the user's git config).
+    pub fn config_string(&self, key: &str) -> Option<String> {
+        let config = self.repo.config().ok()?;
+        config.get_string(key).ok().filter(|s| !s.trim().is_empty())
+    }
+
+    /// Where the local branch points now.
+    pub fn local_tip(&self, branch: &str) -> Result<Option<CommitId>, GitError> {
+        match self.repo.refname_to_id(&format!("refs/heads/{branch}")) {
+            Ok(id) => Ok(Some(CommitId(id))),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// Whether `ancestor` is `commit` or one of its ancestors.
+    pub fn contains(&self, commit: CommitId, ancestor: CommitId) -> Result<bool, GitError> {
+        if commit == ancestor {
+            return Ok(true);
+        }
+        self.repo
+            .graph_descendant_of(commit.0, ancestor.0)
+            .map_err(other)
+    }
+
+    /// The top-level files of a commit whose names `keep` accepts.
+    pub fn read_files(
+        &self,
+        commit: CommitId,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Files, GitError> {
+        let tree = self
+            .repo
+            .find_commit(commit.0)
+            .and_then(|c| c.tree())
+            .map_err(other)?;
+        let mut out = Files::new();
+        // With one host, its file and the unified file are the same blob.
+        let mut seen: std::collections::HashMap<Oid, String> = Default::default();
+        for item in tree.iter() {
+            let Ok(name) = item.name() else { continue };
+            if item.kind() != Some(ObjectType::Blob) || !keep(name) {
+                continue;
+            }
+            let bytes = match seen.get(&item.id()).and_then(|n| out.get(n)) {
+                Some(b) => b.clone(),
+                None => self
+                    .repo
+                    .find_blob(item.id())
+                    .map_err(other)?
+                    .content()
+                    .to_vec(),
+            };
+            seen.insert(item.id(), name.to_string());
+            out.insert(name.to_string(), bytes);
+        }
+        Ok(out)
+    }
+
+    /// Writes a commit straight into the object database: the tree of the first
+    /// parent (or an empty one) with `files` put in, and `parents`. No ref moves.
+    pub fn write_commit(
+        &self,
+        files: &Files,
+        parents: &[CommitId],
+        author: &Author,
+        message: &str,
+    ) -> Result<CommitId, GitError> {
+        let parents: Vec<git2::Commit<'_>> = parents
+            .iter()
+            .map(|p| self.repo.find_commit(p.0))
+            .collect::<Result<_, _>>()
+            .map_err(other)?;
+        let base = match parents.first() {
+            Some(p) => Some(p.tree().map_err(other)?),
+            None => None,
+        };
+        let mut builder = self.repo.treebuilder(base.as_ref()).map_err(other)?;
+        for (name, blob) in self.write_blobs(files)? {
+            builder.insert(name, blob, FILE_MODE_BLOB).map_err(other)?;
+        }
+        let tree_id = builder.write().map_err(other)?;
+        let tree = self.repo.find_tree(tree_id).map_err(other)?;
+        let sig = Signature::new(&author.name, &author.email, &Time::new(author.time, 0))
+            .map_err(other)?;
+        let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        self.repo
+            .commit(None, &sig, &sig, message, &tree, &parent_refs)
+            .map(CommitId)
+            .map_err(other)
+    }
+
+    /// Writes the blobs of `files`, hashing and compressing the large ones on a
+    /// second thread (with its own handle on the repository) meanwhile.
+    fn write_blobs<'f>(&self, files: &'f Files) -> Result<Vec<(&'f str, Oid)>, GitError> {
+        let mut by_size: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        by_size.sort_by_key(|(_, b)| std::cmp::Reverse(b.len()));
+        let total: usize = by_size.iter().map(|(_, b)| b.len()).sum();
+        if by_size.len() < 2 || total < PARALLEL_BLOBS_BYTES {
+            return by_size
+                .into_iter()
+                .map(|(n, b)| self.repo.blob(b).map(|id| (n, id)).map_err(other))
+                .collect();
+        }
+        // Two groups of about equal size, largest first.
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        let (mut a, mut b) = (0, 0);
+        for f in by_size {
+            if a <= b {
+                a += f.1.len();
+                mine.push(f);
+            } else {
+                b += f.1.len();
+                theirs.push(f);
+            }
+        }
+        let path = self.repo.path().to_path_buf();
+        std::thread::scope(|scope| {
+            let helper = scope.spawn(move || {
+                let repo = Repository::open(&path)?;
+                theirs
+                    .into_iter()
+                    .map(|(n, b)| repo.blob(b).map(|id| (n, id)))
+                    .collect::<Result<Vec<_>, git2::Error>>()
+            });
+            let mut out = mine
+                .into_iter()
+                .map(|(n, b)| self.repo.blob(b).map(|id| (n, id)))
+                .collect::<Result<Vec<_>, git2::Error>>()
+                .map_err(other)?;
+            let more = helper
+                .join()
+                .map_err(|_| GitError::Other("a blob writer panicked".into()))?
+                .map_err(other)?;
+            out.extend(more);
+            Ok(out)
+        })
+    }
+
+    /// Fetches `branch` of `url` into the object database, writing no ref; returns
+    /// the remote tip (none when the remote has no such branch).
+    pub fn fetch(
+        &self,
+        url: &str,
+        branch: &str,
+        timeout: Duration,
+    ) -> Result<Option<CommitId>, GitError> {
+        if let RemoteKind::Local(path) = remote_kind(url) {
+            check_local_remote(&path)?;
+        }
+        set_timeouts(timeout);
+        let refname = format!("refs/heads/{branch}");
+        let mut remote = self.repo.remote_anonymous(url).map_err(other)?;
+        let creds = Credentials::new(url, self.repo.config().ok());
+        let tried = creds.tried.clone();
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.credentials(creds.callback());
+        let wrap = |e: git2::Error| auth_context(classify(&e), url, &tried);
+        let mut conn = remote
+            .connect_auth(Direction::Fetch, Some(callbacks), None)
+            .map_err(wrap)?;
+        let tip = conn
+            .list()
+            .map_err(wrap)?
+            .iter()
+            .find(|h| h.name() == refname)
+            .map(|h| h.oid());
+        let Some(tip) = tip else { return Ok(None) };
+        if !self.has_commit(tip) {
+            // On the same connection: one round of the server's start-up less.
+            let creds = Credentials::new(url, self.repo.config().ok());
+            let mut callbacks = RemoteCallbacks::new();
+            callbacks.credentials(creds.callback());
+            let mut opts = FetchOptions::new();
+            opts.remote_callbacks(callbacks)
+                .update_fetchhead(false)
+                .download_tags(git2::AutotagOption::None);
+            conn.remote()
+                .download(&[format!("+{refname}")], Some(&mut opts))
+                .map_err(wrap)?;
+            drop(conn);
+            if !self.has_commit(tip) {
+                return Err(GitError::Transient(format!(
+                    "the fetch of {refname} did not bring its tip {tip}"
+                )));
+            }
+        }
+        Ok(Some(CommitId(tip)))
+    }
+
+    fn has_commit(&self, id: Oid) -> bool {
+        self.repo.find_commit(id).is_ok()
+    }
+
+    /// Pushes `new` to `branch` of `url`, only if that branch still points at
+    /// `expected` (none: only if it does not exist).
+    pub fn push(
+        &self,
+        url: &str,
+        branch: &str,
+        new: CommitId,
+        expected: Option<CommitId>,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
+        match remote_kind(url) {
+            RemoteKind::Local(path) => self.push_local(&path, branch, new, expected),
+            RemoteKind::Network => self.push_network(url, branch, new, timeout),
+        }
+    }
+
+    /// Over the git protocol the server compares the ref with the old id we send
+    /// and refuses if it moved; libgit2 refuses a non-fast-forward before that.
+    fn push_network(
+        &self,
+        url: &str,
+        branch: &str,
+        new: CommitId,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
+        set_timeouts(timeout);
+        let mut remote = self.repo.remote_anonymous(url).map_err(other)?;
+        let creds = Credentials::new(url, self.repo.config().ok());
+        let tried = creds.tried.clone();
+        let refused: Rc<RefCell<Option<String>>> = Rc::default();
+        let refused_cb = refused.clone();
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.credentials(creds.callback());
+        callbacks.push_update_reference(move |refname, status| {
+            if let Some(s) = status {
+                *refused_cb.borrow_mut() = Some(format!("{refname}: {s}"));
+            }
+            Ok(())
+        });
+        let mut opts = PushOptions::new();
+        opts.remote_callbacks(callbacks);
+        let spec = format!("{}:refs/heads/{branch}", new.0);
+        remote
+            .push(&[spec], Some(&mut opts))
+            .map_err(|e| auth_context(classify(&e), url, &tried))?;
+        if let Some(why) = refused.borrow_mut().take() {
+            return Err(GitError::Rejected(format!(
+                "the remote refused the push: {why}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A compare-and-swap on a repository on this machine: copy the objects,
+    /// then move the ref only if it still points where we saw it.
+    fn push_local(
+        &self,
+        path: &Path,
+        branch: &str,
+        new: CommitId,
+        expected: Option<CommitId>,
+    ) -> Result<(), GitError> {
+        check_local_remote(path)?;
+        let remote = Repository::open(path).map_err(|e| classify_open(&e, path))?;
+        let mut walk = self.repo.revwalk().map_err(other)?;
+        walk.push(new.0).map_err(other)?;
+        if let Some(old) = expected {
+            walk.hide(old.0).map_err(other)?;
+        }
+        let mut pack = self.repo.packbuilder().map_err(other)?;
+        pack.insert_walk(&mut walk).map_err(other)?;
+        let odb = remote.odb().map_err(other)?;
+        let mut writer = odb.packwriter().map_err(other)?;
+        let mut failed = None;
+        pack.foreach(|buf| match writer.write_all(buf) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })
+        .map_err(other)?;
+        if let Some(e) = failed {
+            return Err(GitError::Transient(format!(
+                "{}: cannot write objects: {e}",
+                path.display()
+            )));
+        }
+        writer.commit().map_err(other)?;
+        let expect = match expected {
+            Some(old) => Expect::Is(old.0),
+            None => Expect::Absent,
+        };
+        swap_ref(&remote, &format!("refs/heads/{branch}"), new.0, expect).map_err(|e| match e {
+            GitError::Rejected(m) | GitError::Transient(m) | GitError::Other(m) => {
+                GitError::Rejected(format!("{}: {m}", path.display()))
+            }
+            g => g,
+        })
+    }
+
+    /// Moves the local branch from `expected` to `new`. Err(Rejected) when the
+    /// branch moved meanwhile, or another process holds its lock.
+    pub fn move_branch(
+        &self,
+        branch: &str,
+        new: CommitId,
+        expected: Option<CommitId>,
+    ) -> Result<(), GitError> {
+        let expect = match expected {
+            Some(old) => Expect::Is(old.0),
+            None => Expect::Absent,
+        };
+        swap_ref(&self.repo, &format!("refs/heads/{branch}"), new.0, expect)
+    }
+
+    /// Best effort: records the remote tip as `refs/remotes/origin/<branch>`, for
+    /// `status`. A concurrent run holding its lock costs nothing.
+    pub fn note_remote_tip(&self, branch: &str, tip: CommitId) {
+        let refname = format!("refs/remotes/{REMOTE_NAME}/{branch}");
+        if let Err(e) = swap_ref(&self.repo, &refname, tip.0, Expect::Any) {
+            tracing::debug!("{refname} not updated: {e}");
+        }
+    }
+
+    /// Makes the working tree and the index show the branch tip. Each file is
+    /// replaced atomically and the index by a rename, so no lock file is taken;
+    /// it repeats until the tip did not move while writing, so that of two
+    /// concurrent runs the last to finish leaves the newest tip.
+    /// `known` saves reading back the files of a commit this run just wrote.
+    /// The files are a view of the commit, rebuilt by every run: they are
+    /// replaced by a rename but not synced to disk.
+    pub fn sync_worktree(
+        &self,
+        branch: &str,
+        keep: impl Fn(&str) -> bool + Copy,
+        known: Option<(CommitId, &Files)>,
+    ) -> Result<(), GitError> {
+        let Some(dir) = self.repo.workdir().map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        remove_stale_temporaries(self.repo.path(), TEMP_INDEX_PREFIX);
+        remove_stale_temporaries(&dir, TEMP_FILE_PREFIX);
+        for _ in 0..5 {
+            let Some(tip) = self.local_tip(branch)? else {
+                return Ok(());
+            };
+            let read;
+            let files = match known {
+                Some((id, files)) if id == tip => files,
+                _ => {
+                    read = self.read_files(tip, keep)?;
+                    &read
+                }
+            };
+            for (name, bytes) in files {
+                let path = dir.join(name);
+                if std::fs::read(&path).is_ok_and(|b| &b == bytes) {
+                    continue;
+                }
+                replace_file(&dir, &path, bytes).map_err(|e| {
+                    GitError::Other(format!("{}: write failed: {e}", path.display()))
+                })?;
+            }
+            self.write_index(tip)?;
+            if self.local_tip(branch)? == Some(tip) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn write_index(&self, tip: CommitId) -> Result<(), GitError> {
+        let tree = self
+            .repo
+            .find_commit(tip.0)
+            .and_then(|c| c.tree())
+            .map_err(other)?;
+        let gitdir = self.repo.path();
+        // A fresh name: libgit2 writes it through its own `.lock`, which no one
+        // else takes, and the rename puts it in place without `index.lock`.
+        let tmp = gitdir.join(format!(
+            "{TEMP_INDEX_PREFIX}{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let written = git2::Index::open(&tmp)
+            .and_then(|mut index| {
+                index.read_tree(&tree)?;
+                index.write()
+            })
+            .map_err(other)
+            .and_then(|()| {
+                std::fs::rename(&tmp, gitdir.join("index"))
+                    .map_err(|e| GitError::Other(format!("{}: {e}", gitdir.display())))
+            });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+}
+
+/// What a ref must hold for [`swap_ref`] to move it.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Any,
+    Absent,
+    Is(Oid),
+}
+
+/// A lock file that no memory-backup process holds and that is older than this
+/// was left by a killed process: git and libgit2 hold a ref's lock for the
+/// milliseconds of one update.
+pub const STALE_UNHELD_LOCK: Duration = Duration::from_secs(2);
+
+/// Moves a ref with git's own protocol, so that git and libgit2 respect it:
+/// create `<ref>.lock` exclusively, check the ref's value, write the new one into
+/// the lock and rename it over the ref. The lock file is also `flock`ed while it
+/// exists, so a later run can tell one left by a killed run (nobody holds it)
+/// from one in use, and remove it: a kill -9 never blocks later runs.
+fn swap_ref(repo: &Repository, refname: &str, new: Oid, expect: Expect) -> Result<(), GitError> {
+    use std::fs::OpenOptions;
+    use std::io::ErrorKind;
+    let path = repo.path().join(refname);
+    let lock = PathBuf::from(format!("{}.lock", path.display()));
+    let io = |e: std::io::Error| GitError::Other(format!("{}: {e}", lock.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let create = || OpenOptions::new().write(true).create_new(true).open(&lock);
+    let mut file = match create() {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            if !take_stale_lock(&lock) {
+                return Err(GitError::Rejected(format!(
+                    "{} is held by another process",
+                    lock.display()
+                )));
+            }
+            create().map_err(|e| GitError::Rejected(format!("{}: {e}", lock.display())))?
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let mut held = LockFile {
+        path: &lock,
+        armed: true,
+    };
+    hold(&file);
+    let current = match repo.refname_to_id(refname) {
+        Ok(id) => Some(id),
+        Err(e) if e.code() == ErrorCode::NotFound => None,
+        Err(e) => return Err(other(e)),
+    };
+    let expected = match expect {
+        Expect::Any => true,
+        Expect::Absent => current.is_none(),
+        Expect::Is(old) => current == Some(old),
+    };
+    if !expected {
+        return Err(GitError::Rejected(format!(
+            "{refname} moved: it is now {}",
+            current.map_or("absent".to_string(), |c| c.to_string())
+        )));
+    }
+    file.write_all(format!("{new}\n").as_bytes()).map_err(io)?;
+    std::fs::rename(&lock, &path).map_err(io)?;
+    held.armed = false;
+    Ok(())
+}
+
+/// Removes the lock file on every way out but success (where it became the ref).
+struct LockFile<'a> {
+    path: &'a Path,
+    armed: bool,
+}
+
+impl Drop for LockFile<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
+/// Takes an advisory lock on a lock file we created, for as long as it is open.
+#[cfg(unix)]
+fn hold(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor that `file` owns for this whole call.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(not(unix))]
+fn hold(_file: &std::fs::File) -> bool {
+    true
+}
+
+/// Removes `lock` if it is stale: older than [`STALE_UNHELD_LOCK`] and held by no
+/// process. Says whether it is gone.
+fn take_stale_lock(lock: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(lock) else {
+        return true;
+    };
+    let old = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > STALE_UNHELD_LOCK);
+    if !old || !hold(&file) {
+        return false;
+    }
+    // Remove it only if the path still names the file we hold.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let same = match (file.metadata(), std::fs::metadata(lock)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if !same {
+            return false;
+        }
+    }
+    if std::fs::remove_file(lock).is_ok() {
+        tracing::warn!(
+            "{}: removed a lock file left by a killed process",
+            lock.display()
+        );
+    }
+    true
+}
+
+/// Replaces `path` by a rename: a reader sees the old file or the new one.
+fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_FILE_PREFIX)
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
+}
+
+/// Names of this tool's temporary files: an index being written, and a file of
+/// the working tree being replaced (see `files::atomic_write`).
+const TEMP_INDEX_PREFIX: &str = "index.memory-backup-";
+const TEMP_FILE_PREFIX: &str = ".memory-backup-";
+
+/// Removes this tool's temporary files (and their lock files) that a killed run
+/// left behind: a run holds one for milliseconds, so one older than
+/// [`STALE_REF_LOCK`] belongs to no running process.
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > STALE_REF_LOCK);
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A local remote that is not there is unreachable (an unmounted disk): worth a
+/// retry. One that is there but is not a repository is a configuration error.
+fn check_local_remote(path: &Path) -> Result<(), GitError> {
+    if !path.exists() {
+        return Err(GitError::Transient(format!(
+            "{}: no such folder",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn classify_open(e: &git2::Error, path: &Path) -> GitError {
+    if e.code() == ErrorCode::NotFound {
+        GitError::NotFound(format!("{}: not a git repository", path.display()))
+    } else {
+        GitError::Transient(format!("{}: {}", path.display(), e.message()))
+    }
+}
+
+/// Sets libgit2's connect and read timeouts. They are process-wide; git
+/// operations run on one thread only, so nothing else reads them meanwhile.
+fn set_timeouts(limit: Duration) {
+    let ms = limit
+        .min(MAX_NETWORK_TIMEOUT)
+        .max(Duration::from_millis(200))
+        .as_millis();
+    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+    // SAFETY: no other thread uses libgit2 while these are set.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
+    }
+}
+
+/// Names the methods tried in an authentication failure.
+fn auth_context(e: GitError, url: &str, tried: &Rc<RefCell<Vec<String>>>) -> GitError {
+    let tried = tried.borrow();
+    match e {
+        GitError::Auth(m) => {
+            let methods = if tried.is_empty() {
+                "none".to_string()
+            } else {
+                tried.join(", ")
+            };
+            GitError::Auth(format!("{url}: {m} (tried: {methods})"))
+        }
+        // Credentials were asked for, all tried, and the server still said no.
+        GitError::Other(m) | GitError::Transient(m) if m.contains(NO_MORE_CREDENTIALS) => {
+            GitError::Auth(format!("{url}: {m} (tried: {})", tried.join(", ")))
+        }
+        e => e,
+    }
+}
+
+const NO_MORE_CREDENTIALS: &str = "no more credentials to try";
+
+/// libgit2 calls the credentials callback again after each refused attempt; this
+/// remembers what was tried and gives each method once.
+struct Credentials {
+    url: String,
+    config: Option<git2::Config>,
+    tried: Rc<RefCell<Vec<String>>>,
+    username: bool,
+    agent: bool,
+    key_files: usize,
+    url_userpass: bool,
+    helper: bool,
+    default: bool,
+}
+
+impl Credentials {
+    fn new(url: &str, config: Option<git2::Config>) -> Credentials {
+        Credentials {
+            url: url.to_string(),
+            config,
+            tried: Rc::default(),
+            username: false,
+            agent: false,
+            key_files: 0,
+            url_userpass: false,
+            helper: false,
+            default: false,
+        }
+    }
+
+    fn callback(
+        mut self,
+    ) -> impl FnMut(&str, Option<&str>, CredentialType) -> Result<Cred, git2::Error> {
+        move |_url, username, allowed| self.next(username, allowed)
+    }
+
+    fn next(
+        &mut self,
+        username: Option<&str>,
+        allowed: CredentialType,
+    ) -> Result<Cred, git2::Error> {
+        let user = username.unwrap_or("git").to_string();
+        if allowed.contains(CredentialType::USERNAME) && !self.username {
+            self.username = true;
+            return Cred::username(&user);
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            if !self.agent {
+                self.agent = true;
+                if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+                    self.tried.borrow_mut().push("ssh-agent".into());
+                    return Cred::ssh_key_from_agent(&user);
+                }
+            }
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            while let Some(name) = SSH_KEY_FILES.get(self.key_files) {
+                self.key_files += 1;
+                let Some(home) = &home else { break };
+                let key = home.join(".ssh").join(name);
+                if key.is_file() {
+                    self.tried.borrow_mut().push(format!("~/.ssh/{name}"));
+                    return Cred::ssh_key(&user, None, &key, None);
+                }
+            }
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            if !self.url_userpass {
+                self.url_userpass = true;
+                if let Some((u, p)) = userpass_of(&self.url) {
+                    self.tried
+                        .borrow_mut()
+                        .push("the URL's user and password".into());
+                    return Cred::userpass_plaintext(&u, &p);
+                }
+            }
+            if !self.helper {
+                self.helper = true;
+                if let Some(config) = &self.config {
+                    if let Ok(c) = Cred::credential_helper(config, &self.url, username) {
+                        self.tried.borrow_mut().push("git credential helper".into());
+                        return Ok(c);
+                    }
+                }
+            }
+        }
+        if allowed.contains(CredentialType::DEFAULT) && !self.default {
+            self.default = true;
+            self.tried.borrow_mut().push("default".into());
+            return Cred::default();
+        }
+        Err(git2::Error::new(
+            ErrorCode::Auth,
+            ErrorClass::Callback,
+            format!("authentication refused, {NO_MORE_CREDENTIALS}"),
+        ))
+    }
+}
+
+/// `user:password` given in a URL, percent-decoded.
+fn userpass_of(url: &str) -> Option<(String, String)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (u, p) = userinfo.split_once(':')?;
+    Some((percent_decode(u), percent_decode(p)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_kinds() {
+        assert_eq!(
+            remote_kind("/srv/backup.git"),
+            RemoteKind::Local("/srv/backup.git".into())
+        );
+        assert_eq!(
+            remote_kind("file:///srv/backup.git"),
+            RemoteKind::Local("/srv/backup.git".into())
+        );
+        assert_eq!(
+            remote_kind("relative/dir"),
+            RemoteKind::Local("relative/dir".into())
+        );
+        assert_eq!(
+            remote_kind("git://127.0.0.1:9418/r.git"),
+            RemoteKind::Network
+        );
+        assert_eq!(
+            remote_kind("git@github.com:me/mem.git"),
+            RemoteKind::Network
+        );
+        assert_eq!(remote_kind("https://h/x.git"), RemoteKind::Network);
+    }
+
+    #[test]
+    fn origin_urls_from_config_text() {
+        let text = "[core]\n\tbare = false\n[remote \"up\"]\n\turl = https://x\n[remote \"origin\"]\n\turl = git://h/r.git\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n";
+        assert_eq!(origin_url(text).as_deref(), Some("git://h/r.git"));
+        assert_eq!(origin_url("[core]\n"), None);
+    }
+
+    #[test]
+    fn userpass_from_urls() {
+        assert_eq!(
+            userpass_of("https://me:p%40ss@h/x.git"),
+            Some(("me".into(), "p@ss".into()))
+        );
+        assert_eq!(userpass_of("https://me@h/x.git"), None);
+        assert_eq!(userpass_of("https://h/x.git"), None);
+    }
+
+    #[test]
+    fn credentials_end_instead_of_looping() {
+        let mut c = Credentials::new("https://h/x.git", None);
+        let mut n = 0;
+        while c
+            .next(Some("me"), CredentialType::USER_PASS_PLAINTEXT)
+            .is_ok()
+        {
+            n += 1;
+            assert!(n < 10, "the callback never gives up");
+        }
+    }
+}

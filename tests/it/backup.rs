@@ -1,0 +1,816 @@
+//! End-to-end tests of `init` and `backup` against remotes by path, `file://`
+//! and `git://` (a git daemon on 127.0.0.1 that each test starts and stops).
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::git::*;
+
+/// Three hosts back up to `url`; the remote then holds every host file and a
+/// unified file equal to what `merge` makes of them.
+fn three_hosts_back_up(env: &Env, bare: &Path, url: &str) {
+    let memories = [
+        env.memory("m1.json", r#"[{"id":"a","content":"one"},{"id":"b","content":"two"}]"#),
+        env.memory(
+            "m2.json",
+            "{\"type\":\"entity\",\"name\":\"Ada\",\"entityType\":\"person\",\"observations\":[\"likes Rust\"]}\n",
+        ),
+        env.memory("m3.json", r#"[{"id":"c","content":"three"}]"#),
+    ];
+    for (i, memory) in memories.iter().enumerate() {
+        let (repo, host) = (format!("r{i}"), format!("h{i}"));
+        assert_code(&env.run(&repo, &host, &["init", "--remote", url]), 0);
+        let out = env.run(&repo, &host, &["backup", "--memory", memory]);
+        assert_code(&out, 0);
+        assert!(stdout(&out).contains("pushed"), "{}", stdout(&out));
+    }
+    // The first host again: it picks up the others' files.
+    assert_code(
+        &env.run("r0", "h0", &["backup", "--memory", &memories[0]]),
+        0,
+    );
+
+    let check = env.path("check");
+    std::fs::create_dir_all(&check).unwrap();
+    for h in ["h0", "h1", "h2"] {
+        let name = format!("memory-{h}.json");
+        std::fs::write(check.join(&name), env.show(bare, &name)).unwrap();
+    }
+    let merged = env.path("merged.json");
+    let out = env.run(
+        "none",
+        "h0",
+        &[
+            "merge",
+            check.to_str().unwrap(),
+            "-o",
+            merged.to_str().unwrap(),
+        ],
+    );
+    assert_code(&out, 0);
+    let unified = env.show(bare, "unified-memory.json");
+    assert_eq!(unified, std::fs::read_to_string(&merged).unwrap());
+    assert_eq!(unique_ids(&unified).len(), 4);
+    // Every host's working tree shows the same unified file after its last run.
+    let local = std::fs::read_to_string(env.path("r0/unified-memory.json")).unwrap();
+    assert_eq!(local, unified);
+    fsck(env, bare);
+}
+
+fn fsck(env: &Env, repo: &Path) {
+    let out = env.git(&["--git-dir", repo.to_str().unwrap(), "fsck", "--no-dangling"]);
+    assert!(out.status.success(), "fsck: {}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("error") && !stdout(&out).contains("missing"),
+        "fsck: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn hosts_back_up_to_a_bare_repository_by_path() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    three_hosts_back_up(&env, &bare, bare.to_str().unwrap());
+}
+
+#[test]
+fn hosts_back_up_to_a_file_url() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    three_hosts_back_up(&env, &bare, &format!("file://{}", bare.display()));
+}
+
+#[test]
+fn hosts_back_up_to_a_git_daemon() {
+    let env = Env::new();
+    let srv = env.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let bare = env.bare("srv/remote.git");
+    let daemon = Daemon::start(&env, &srv);
+    three_hosts_back_up(&env, &bare, &daemon.url("remote.git"));
+}
+
+fn commit_count(env: &Env, bare: &Path) -> usize {
+    let out = env.git(&[
+        "--git-dir",
+        bare.to_str().unwrap(),
+        "rev-list",
+        "--count",
+        "main",
+    ]);
+    stdout(&out).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn an_unchanged_memory_makes_no_commit_and_an_edit_is_a_one_line_change() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let ids: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+    let memory = env.memory_of("m.json", &ids, "note");
+    assert_code(&env.run("r", "laptop", &["init", "--remote", url]), 0);
+    assert_code(&env.run("r", "laptop", &["backup", "--memory", &memory]), 0);
+    assert_eq!(commit_count(&env, &bare), 1);
+
+    let out = env.run("r", "laptop", &["backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("nothing changed"), "{}", stdout(&out));
+    assert_eq!(
+        commit_count(&env, &bare),
+        1,
+        "an unchanged memory made a commit"
+    );
+
+    let text = std::fs::read_to_string(&memory).unwrap();
+    std::fs::write(&memory, text.replace("note n7", "edited n7")).unwrap();
+    let out = env
+        .mb("r", "laptop")
+        .env("MEMORY_BACKUP_NOW", "2026-11-21T11:00:00Z")
+        .args(["backup", "--memory", &memory])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("0 new, 1 changed"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(commit_count(&env, &bare), 2);
+    // One entry out, one in; the comma of the line that was last may move.
+    let lines = |rev: &str| -> Vec<String> {
+        let text = stdout(&env.git(&[
+            "--git-dir",
+            url,
+            "show",
+            &format!("{rev}:memory-laptop.json"),
+        ]));
+        text.lines()
+            .map(|l| l.trim_end_matches(',').to_string())
+            .collect()
+    };
+    let (old, new) = (lines("main~1"), lines("main"));
+    let gone: Vec<_> = old.iter().filter(|l| !new.contains(l)).collect();
+    let added: Vec<_> = new.iter().filter(|l| !old.contains(l)).collect();
+    assert_eq!((gone.len(), added.len()), (1, 1), "{gone:?} {added:?}");
+    assert!(gone[0].contains("note n7") && added[0].contains("edited n7"));
+    let host_file = env.show(&bare, "memory-laptop.json");
+    assert!(host_file.contains(r#""version":2},"content":"edited n7""#));
+}
+
+#[test]
+fn an_unreachable_git_daemon_keeps_the_commit_and_the_next_run_pushes_it() {
+    let env = Env::new();
+    let srv = env.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let bare = env.bare("srv/remote.git");
+    let mut daemon = Daemon::start(&env, &srv);
+    let port = daemon.port;
+    let url = daemon.url("remote.git");
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+    daemon.stop();
+
+    let memory = env.memory(
+        "m.json",
+        r#"[{"id":"a","content":"one"},{"id":"b","content":"two"}]"#,
+    );
+    let started = Instant::now();
+    let out = env.run(
+        "r",
+        "h",
+        &["backup", "--memory", &memory, "--max-elapsed", "1"],
+    );
+    assert_code(&out, 75);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        stderr(&out).contains("the next run pushes it"),
+        "{}",
+        stderr(&out)
+    );
+    // The commit is on the local branch, not on the remote.
+    let local = env.git_in(&env.path("r"), &["show", "main:unified-memory.json"]);
+    assert_eq!(unique_ids(&local).len(), 2);
+    assert_eq!(unique_ids(&env.show(&bare, "unified-memory.json")).len(), 1);
+
+    let kept = env.git_in(&env.path("r"), &["rev-parse", "main"]);
+
+    let _daemon = Daemon::start_on(&env, &srv, port);
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    assert_eq!(unique_ids(&env.show(&bare, "unified-memory.json")).len(), 2);
+    // The kept commit itself was pushed: no extra merge commit.
+    let pushed = stdout(&env.git(&["--git-dir", bare.to_str().unwrap(), "rev-parse", "main"]));
+    assert_eq!(pushed, kept);
+}
+
+#[test]
+fn a_remote_path_that_is_gone_gives_75_and_keeps_the_commit() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap().to_string();
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+    let moved = env.path("moved.git");
+    std::fs::rename(&bare, &moved).unwrap();
+    let out = env.run(
+        "r",
+        "h",
+        &["backup", "--memory", &memory, "--max-elapsed", "0.5"],
+    );
+    assert_code(&out, 75);
+    assert!(
+        stderr(&out).contains("the next run pushes it"),
+        "{}",
+        stderr(&out)
+    );
+    let local = env.git_in(&env.path("r"), &["show", "main:memory-h.json"]);
+    assert_eq!(unique_ids(&local).len(), 1);
+    std::fs::rename(&moved, &bare).unwrap();
+    assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+    assert_eq!(unique_ids(&env.show(&bare, "memory-h.json")).len(), 1);
+}
+
+#[test]
+fn a_repository_the_daemon_does_not_have_stops_at_once_with_78() {
+    let env = Env::new();
+    let srv = env.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let daemon = Daemon::start(&env, &srv);
+    let memory = env.memory("m.json", "[]");
+    assert_code(&env.run("r", "h", &["init"]), 0);
+    let url = daemon.url("nothing-here.git");
+    let out = env.git_in(&env.path("r"), &["remote", "add", "origin", &url]);
+    assert!(out.is_empty());
+    let started = Instant::now();
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 78);
+    assert!(started.elapsed() < Duration::from_secs(5), "it retried");
+}
+
+#[test]
+fn a_first_backup_needs_no_setup_and_a_later_remote_gets_both_sides() {
+    let env = Env::new();
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    // No repository, no --repo: the default under XDG_DATA_HOME.
+    let data = env.path("data");
+    let mut cmd = std::process::Command::new(BIN);
+    env.hermetic(&mut cmd);
+    let out = cmd
+        .env("XDG_DATA_HOME", &data)
+        .args(["--host", "h", "--log-dir"])
+        .arg(env.path("logs"))
+        .args(["backup", "--memory", &memory])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("no remote set"), "{}", stdout(&out));
+    let repo = data.join("memory-backup/repo");
+    assert!(repo.join("memory-h.json").is_file());
+    assert!(repo.join(".git").is_dir());
+
+    // Another host already backs up to a remote.
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let other = env.memory("o.json", r#"[{"id":"b","content":"two"}]"#);
+    assert_code(&env.run("o", "other", &["init", "--remote", url]), 0);
+    assert_code(&env.run("o", "other", &["backup", "--memory", &other]), 0);
+
+    let repo_arg = repo.to_str().unwrap();
+    let mut init = std::process::Command::new(BIN);
+    env.hermetic(&mut init);
+    let out = init
+        .args(["--repo", repo_arg, "--host", "h", "--log-dir"])
+        .arg(env.path("logs"))
+        .args(["init", "--remote", url])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let mut backup = std::process::Command::new(BIN);
+    env.hermetic(&mut backup);
+    let out = backup
+        .args(["--repo", repo_arg, "--host", "h", "--log-dir"])
+        .arg(env.path("logs"))
+        .args(["backup", "--memory", &memory])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let unified = env.show(&bare, "unified-memory.json");
+    assert_eq!(ids(&unified), ["a", "b"]);
+    // The local commit made before the remote existed is in the remote's history.
+    let log = stdout(&env.git(&["--git-dir", url, "log", "--format=%s", "main"]));
+    assert_eq!(log.lines().count(), 3, "{log}");
+}
+
+#[test]
+fn init_again_changes_nothing_and_a_new_remote_is_set() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let out = env.run("r", "h", &["init", "--remote", url]);
+    assert_code(&out, 0);
+    let config = std::fs::read(env.path("r/.git/config")).unwrap();
+    let out = env.run("r", "h", &["init", "--remote", url]);
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("nothing changed"), "{}", stdout(&out));
+    assert_eq!(std::fs::read(env.path("r/.git/config")).unwrap(), config);
+    let other = env.bare("other.git");
+    let out = env.run("r", "h", &["init", "--remote", other.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("remote changed from"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn init_clones_a_remote_that_has_commits() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r1", "h1", &["init", "--remote", url]), 0);
+    assert_code(&env.run("r1", "h1", &["backup", "--memory", &memory]), 0);
+    let out = env.run("r2", "h2", &["init", "--remote", url]);
+    assert_code(&out, 0);
+    assert!(env.path("r2/memory-h1.json").is_file());
+    let status = env.git_in(&env.path("r2"), &["status", "--porcelain"]);
+    assert_eq!(status, "", "the clone's working tree is not clean");
+}
+
+#[test]
+fn commits_get_an_author_without_any_git_identity() {
+    let env = Env::new();
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(
+        &env.run("r", "ci-runner", &["backup", "--memory", &memory]),
+        0,
+    );
+    let who = env.git_in(&env.path("r"), &["log", "-1", "--format=%an <%ae>|%s"]);
+    assert_eq!(
+        who.trim(),
+        "memory-backup <memory-backup@ci-runner>|backup from ci-runner: 1 new, 0 changed; unified 1 entries"
+    );
+    // With an identity set in the repository, that one is used.
+    env.git_in(&env.path("r"), &["config", "user.name", "Ada"]);
+    env.git_in(&env.path("r"), &["config", "user.email", "ada@example.org"]);
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"two"}]"#);
+    assert_code(
+        &env.run("r", "ci-runner", &["backup", "--memory", &memory]),
+        0,
+    );
+    let who = env.git_in(&env.path("r"), &["log", "-1", "--format=%an <%ae>"]);
+    assert_eq!(who.trim(), "Ada <ada@example.org>");
+    let status = env.git_in(&env.path("r"), &["status", "--porcelain"]);
+    assert_eq!(status, "", "the working tree does not show the commit");
+}
+
+#[test]
+fn output_summary_json_quiet_log_file_and_last_run() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["-q", "init", "--remote", url]), 0);
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    let summary = stdout(&out);
+    assert_eq!(summary.lines().count(), 1);
+    assert!(summary.starts_with("backup from h: 1 new, 0 changed; unified 1 entries; pushed "));
+    assert_eq!(stderr(&out), "");
+
+    let memory = env.memory(
+        "m.json",
+        r#"[{"id":"a","content":"one"},{"id":"b","content":"x"}]"#,
+    );
+    let out = env.run("r", "h", &["-q", "backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "", "-q printed on success");
+    assert_eq!(stderr(&out), "");
+
+    let out = env.run("r", "h", &["--json", "backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["command"], "backup");
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["unified_entries"], 2);
+    assert_eq!(v["attempts"], 0);
+
+    let logs = env.path("logs-h");
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(logs.join("last-run.json")).unwrap()).unwrap();
+    assert_eq!(last["command"], "backup");
+    assert_eq!(last["ok"], true);
+    let log: String = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().ends_with(".log"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(log.contains("push attempt 1 to"), "{log}");
+    assert!(log.contains("backup from h: 1 new"), "{log}");
+}
+
+#[test]
+fn bad_memory_writes_nothing() {
+    let env = Env::new();
+    let memory = env.memory("m.json", "[{\"id\":\"a\"},\n 3]");
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 65);
+    assert!(!env.path("r").exists(), "a repository was made");
+    let out = env.run("r", "h", &["backup", "--memory", "/nonexistent/m.json"]);
+    assert_code(&out, 66);
+}
+
+#[test]
+fn local_commits_that_the_remote_lacks_stay_in_history() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let m1 = env.memory("m1.json", r#"[{"id":"a","content":"one"}]"#);
+    let m2 = env.memory("m2.json", r#"[{"id":"b","content":"two"}]"#);
+    assert_code(&env.run("r1", "h1", &["init", "--remote", url]), 0);
+    assert_code(&env.run("r2", "h2", &["init", "--remote", url]), 0);
+    assert_code(&env.run("r1", "h1", &["backup", "--memory", &m1]), 0);
+    // h2 commits locally (as a run that could not push would), and by hand.
+    assert_code(
+        &env.run("r2", "h2", &["backup", "--no-push", "--memory", &m2]),
+        0,
+    );
+    let r2 = env.path("r2");
+    std::fs::write(r2.join("notes.txt"), "by hand\n").unwrap();
+    env.git_in(&r2, &["add", "notes.txt"]);
+    env.git_in(
+        &r2,
+        &[
+            "-c",
+            "user.name=me",
+            "-c",
+            "user.email=me@x",
+            "commit",
+            "-qm",
+            "manual",
+        ],
+    );
+    let local_tip = env.git_in(&r2, &["rev-parse", "main"]);
+    // h1 pushes again meanwhile.
+    let m1 = env.memory(
+        "m1.json",
+        r#"[{"id":"a","content":"one"},{"id":"c","content":"3"}]"#,
+    );
+    assert_code(&env.run("r1", "h1", &["backup", "--memory", &m1]), 0);
+
+    let out = env.run("r2", "h2", &["backup", "--memory", &m2]);
+    assert_code(&out, 0);
+    let parents = stdout(&env.git(&["--git-dir", url, "log", "-1", "--format=%P", "main"]));
+    assert_eq!(parents.split_whitespace().count(), 2, "not a merge commit");
+    let merged = env.git(&[
+        "--git-dir",
+        url,
+        "merge-base",
+        "--is-ancestor",
+        local_tip.trim(),
+        "main",
+    ]);
+    assert!(merged.status.success(), "the local commits were dropped");
+    assert_eq!(env.show(&bare, "notes.txt"), "by hand\n");
+    assert_eq!(
+        ids(&env.show(&bare, "unified-memory.json")),
+        ["a", "b", "c"]
+    );
+}
+
+#[test]
+fn a_corrupt_host_file_on_the_remote_is_skipped_and_its_entries_survive() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let evil = env.memory("e.json", r#"[{"id":"e1","content":"evil one"}]"#);
+    assert_code(&env.run("re", "evil", &["init", "--remote", url]), 0);
+    assert_code(&env.run("re", "evil", &["backup", "--memory", &evil]), 0);
+    // Someone pushes a broken memory-evil.json.
+    let clone = env.path("clone");
+    let out = env.git(&["clone", "-q", "-b", "main", url, clone.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(clone.join("memory-evil.json"), "[{\"broken\": \n").unwrap();
+    env.git_in(
+        &clone,
+        &[
+            "-c",
+            "user.name=x",
+            "-c",
+            "user.email=x@x",
+            "commit",
+            "-qam",
+            "break",
+        ],
+    );
+    env.git_in(&clone, &["push", "-q", "origin", "main"]);
+
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("memory-evil.json"),
+        "{}",
+        stderr(&out)
+    );
+    let unified = env.show(&bare, "unified-memory.json");
+    assert_eq!(ids(&unified), ["a", "e1"]);
+    // The broken file is left as it is, not overwritten.
+    assert_eq!(env.show(&bare, "memory-evil.json"), "[{\"broken\": \n");
+}
+
+#[test]
+fn an_edit_from_a_host_whose_clock_is_behind_still_wins() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let fast = env.memory("fast.json", r#"[{"id":"n","content":"original"}]"#);
+    assert_code(&env.run("rf", "fast", &["init", "--remote", url]), 0);
+    let out = env
+        .mb("rf", "fast")
+        .env("MEMORY_BACKUP_NOW", "2026-11-21T12:00:00Z")
+        .args(["backup", "--memory", &fast])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    // The slow host restores the entry with its metadata and edits it.
+    let unified = env.show(&bare, "unified-memory.json");
+    let line = unified.lines().find(|l| l.contains("original")).unwrap();
+    let slow = env.memory(
+        "slow.json",
+        &format!("[{}]", line.replace("original", "edited")),
+    );
+    assert_code(&env.run("rs", "slow", &["init", "--remote", url]), 0);
+    let out = env
+        .mb("rs", "slow")
+        .env("MEMORY_BACKUP_NOW", "2026-11-21T11:00:00Z")
+        .args(["backup", "--memory", &slow])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    // The fast host backs up its unchanged memory again.
+    let out = env
+        .mb("rf", "fast")
+        .env("MEMORY_BACKUP_NOW", "2026-11-21T12:30:00Z")
+        .args(["backup", "--memory", &fast])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    for unified in [
+        env.show(&bare, "unified-memory.json"),
+        std::fs::read_to_string(env.path("rf/unified-memory.json")).unwrap(),
+        std::fs::read_to_string(env.path("rs/unified-memory.json")).unwrap_or_default(),
+    ] {
+        if unified.is_empty() {
+            continue;
+        }
+        assert_eq!(unique_ids(&unified).len(), 1);
+        assert!(unified.contains("\"content\":\"edited\""), "{unified}");
+        assert!(
+            unified.contains("\"host\":\"slow\",\"timestamp\":\"2026-11-21T12:00:00.000001Z\"")
+        );
+        assert!(unified.contains("\"version\":2"));
+    }
+}
+
+fn spawn_backup(env: &Env, repo: &str, host: &str, memory: &str, extra: &[&str]) -> Child {
+    env.mb(repo, host)
+        .args(["backup", "--memory", memory])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn runs_at_once_on_one_host_all_succeed() {
+    let env = Env::new();
+    let srv = env.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let bare = env.bare("srv/remote.git");
+    let daemon = Daemon::start(&env, &srv);
+    assert_code(
+        &env.run("r", "h", &["init", "--remote", &daemon.url("remote.git")]),
+        0,
+    );
+    let mut all = Vec::new();
+    for round in 0..3 {
+        let children: Vec<Child> = (0..4)
+            .map(|i| {
+                let id = format!("r{round}-run{i}");
+                let memory = env.memory_of(
+                    &format!("m{round}-{i}.json"),
+                    std::slice::from_ref(&id),
+                    "x",
+                );
+                all.push(id);
+                spawn_backup(&env, "r", "h", &memory, &[])
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert_code(&out, 0);
+        }
+    }
+    let mut unified = ids(&env.show(&bare, "unified-memory.json"));
+    unified.sort();
+    all.sort();
+    assert_eq!(unified, all, "an entry was lost");
+    fsck(&env, &bare);
+    fsck(&env, &env.path("r/.git"));
+}
+
+/// 20 hosts, 3 rounds, every round started at once: all exit 0, nothing lost,
+/// fsck clean, and every run logs its push attempts.
+fn race(env: &Env, bare: &Path, url: &str) -> Vec<u64> {
+    const HOSTS: usize = 20;
+    for h in 0..HOSTS {
+        let host = format!("h{h}");
+        assert_code(&env.run(&host, &host, &["-q", "init", "--remote", url]), 0);
+    }
+    let mut attempts = Vec::new();
+    for round in 0..3 {
+        let children: Vec<Child> = (0..HOSTS)
+            .map(|h| {
+                let host = format!("h{h}");
+                let ids: Vec<String> = (0..=round).map(|r| format!("{host}-r{r}")).collect();
+                let memory = env.memory_of(&format!("{host}.json"), &ids, "x");
+                spawn_backup(env, &host, &host, &memory, &["--json"])
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert_code(&out, 0);
+            let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+            attempts.push(v["attempts"].as_u64().unwrap());
+        }
+    }
+    let unified = ids(&env.show(bare, "unified-memory.json"));
+    assert_eq!(unified.len(), HOSTS * 3, "an entry was lost: {unified:?}");
+    for h in 0..HOSTS {
+        let host_file = ids(&env.show(bare, &format!("memory-h{h}.json")));
+        assert_eq!(host_file.len(), 3);
+        let log: String = std::fs::read_dir(env.path(&format!("logs-h{h}")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert!(log.matches("push attempt").count() >= 3, "h{h}: {log}");
+    }
+    fsck(env, bare);
+    attempts
+}
+
+#[test]
+fn race_of_20_hosts_over_git_daemon() {
+    let env = Env::new();
+    let srv = env.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let bare = env.bare("srv/remote.git");
+    let daemon = Daemon::start(&env, &srv);
+    let attempts = race(&env, &bare, &daemon.url("remote.git"));
+    eprintln!("git:// push attempts per run: {attempts:?}");
+}
+
+#[test]
+fn race_of_20_hosts_over_a_path() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let attempts = race(&env, &bare, bare.to_str().unwrap());
+    eprintln!("path push attempts per run: {attempts:?}");
+}
+
+/// Lock files that would block a later git operation: those of refs, HEAD, the
+/// index, the config. A killed pack indexer leaves a randomly named temporary
+/// pack and its `.lock` under `objects/pack`, and a killed run its randomly named
+/// temporary index and that one's `.lock`: they block nothing.
+fn lock_files(dir: &Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().is_some_and(|n| n == "objects") {
+            continue;
+        }
+        if p.is_dir() {
+            lock_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "lock")
+            && !p.to_string_lossy().contains("index.memory-backup-")
+        {
+            out.push(p.display().to_string());
+        }
+    }
+}
+
+#[test]
+fn runs_killed_at_random_instants_leave_a_usable_repository() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
+    let mut ids_so_far: Vec<String> = Vec::new();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..25 {
+        ids_so_far.push(format!("k{i}"));
+        let memory = env.memory_of("m.json", &ids_so_far, "x");
+        let mut child = spawn_backup(&env, "r", "h", &memory, &[]);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 60_000));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if i % 5 == 4 {
+            let out = env.run("r", "h", &["backup", "--memory", &memory]);
+            assert_code(&out, 0);
+            assert_eq!(
+                ids(&env.show(&bare, "unified-memory.json")).len(),
+                ids_so_far.len()
+            );
+        }
+    }
+    // A lock file left by a kill is taken as stale once it is 2 s old and held
+    // by no process; the next run that needs it removes it.
+    std::thread::sleep(Duration::from_millis(2100));
+    let memory = env.memory_of("m.json", &ids_so_far, "x");
+    assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+    let mut locks = Vec::new();
+    lock_files(&env.path("r/.git"), &mut locks);
+    lock_files(&bare, &mut locks);
+    assert!(locks.is_empty(), "leftover lock files: {locks:?}");
+    fsck(&env, &bare);
+    fsck(&env, &env.path("r/.git"));
+}
+
+#[test]
+fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
+    let env = Env::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s); // accepted, never answered
+        }
+    });
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    let url = format!("git://127.0.0.1:{port}/r.git");
+    assert_code(&env.run("r", "h", &["init"]), 0);
+    env.git_in(&env.path("r"), &["remote", "add", "origin", &url]);
+    let started = Instant::now();
+    let out = env.run(
+        "r",
+        "h",
+        &["backup", "--memory", &memory, "--max-elapsed", "2"],
+    );
+    let took = started.elapsed();
+    assert_code(&out, 75);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let local = env.git_in(&env.path("r"), &["show", "main:memory-h.json"]);
+    assert_eq!(unique_ids(&local).len(), 1);
+}
+
+#[test]
+fn first_runs_at_once_make_one_repository_and_all_succeed() {
+    let env = Env::new();
+    let children: Vec<Child> = (0..4)
+        .map(|i| {
+            let memory = env.memory_of(&format!("m{i}.json"), &[format!("x{i}")], "x");
+            spawn_backup(&env, "new/repo", "h", &memory, &[])
+        })
+        .collect();
+    for c in children {
+        assert_code(&c.wait_with_output().unwrap(), 0);
+    }
+    let unified = env.git_in(&env.path("new/repo"), &["show", "main:unified-memory.json"]);
+    assert_eq!(ids(&unified), ["x0", "x1", "x2", "x3"]);
+    let left: Vec<_> = std::fs::read_dir(env.path("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["repo"], "temporary repositories left behind");
+}
+
+#[test]
+fn a_remote_path_that_is_not_a_repository_gives_78_at_once() {
+    let env = Env::new();
+    let folder = env.path("just-a-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(
+        &env.run("r", "h", &["init", "--remote", folder.to_str().unwrap()]),
+        78,
+    );
+    let started = Instant::now();
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 78);
+    assert!(started.elapsed() < Duration::from_secs(5), "it retried");
+    assert!(stderr(&out).contains("just-a-folder"), "{}", stderr(&out));
+}

@@ -1,0 +1,230 @@
+//! Helpers for the backup tests: a hermetic environment (temporary HOME, no git
+//! config, no MEMORY_BACKUP_* from outside, a fixed clock), bare remotes, and a
+//! git daemon on 127.0.0.1 that the test starts and stops.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use super::BIN;
+pub const NOW: &str = "2026-11-21T10:00:00Z";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        Env { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Sets the hermetic environment on a command.
+    pub fn hermetic(&self, cmd: &mut Command) {
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("MEMORY_BACKUP_")
+                || k.starts_with("GIT_")
+                || k.starts_with("XDG_")
+                || k == "MEMORY_FILE_PATH"
+                || k == "SSH_AUTH_SOCK"
+            {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("HOME", self.path("home"))
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("MEMORY_BACKUP_NOW", NOW)
+            .current_dir(self.dir.path());
+    }
+
+    /// `memory-backup --repo <repo> --host <host> --log-dir logs-<host> ...`.
+    pub fn mb(&self, repo: &str, host: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        self.hermetic(&mut cmd);
+        cmd.arg("--repo")
+            .arg(self.path(repo))
+            .arg("--host")
+            .arg(host)
+            .arg("--log-dir")
+            .arg(self.path(&format!("logs-{host}")));
+        cmd
+    }
+
+    pub fn run(&self, repo: &str, host: &str, args: &[&str]) -> Output {
+        self.mb(repo, host)
+            .args(args)
+            .output()
+            .expect("run memory-backup")
+    }
+
+    /// Writes a memory file and returns its path as a string.
+    pub fn memory(&self, name: &str, text: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write memory");
+        p.display().to_string()
+    }
+
+    /// A JSON-array memory of `ids` with `content` each.
+    pub fn memory_of(&self, name: &str, ids: &[String], content: &str) -> String {
+        let items: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{{\"id\":\"{id}\",\"content\":\"{content} {id}\"}}"))
+            .collect();
+        self.memory(name, &format!("[{}]", items.join(",")))
+    }
+
+    /// A bare repository, empty.
+    pub fn bare(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        let out = self.git(&["init", "-q", "--bare", &p.display().to_string()]);
+        assert!(out.status.success(), "git init: {out:?}");
+        p
+    }
+
+    pub fn git(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("git");
+        self.hermetic(&mut cmd);
+        cmd.args(args).output().expect("run git")
+    }
+
+    /// A file of a bare repository's `main` branch.
+    pub fn show(&self, bare: &Path, file: &str) -> String {
+        let out = self.git(&[
+            "--git-dir",
+            &bare.display().to_string(),
+            "show",
+            &format!("main:{file}"),
+        ]);
+        assert!(out.status.success(), "git show {file}: {}", stderr(&out));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    pub fn git_in(&self, dir: &Path, args: &[&str]) -> String {
+        let mut all = vec!["-C", dir.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        let out = self.git(&all);
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+pub fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// The `unique_id`s of a host or unified file's text.
+pub fn unique_ids(text: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(text).expect("a JSON array");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            e["_crdt_metadata"]["unique_id"]
+                .as_str()
+                .expect("uid")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The `id`s of a host or unified file's text.
+pub fn ids(text: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(text).expect("a JSON array");
+    let mut out: Vec<String> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `git daemon --enable=receive-pack` serving a folder; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl Daemon {
+    pub fn start(env: &Env, base: &Path) -> Daemon {
+        Daemon::start_on(env, base, free_port())
+    }
+
+    pub fn start_on(env: &Env, base: &Path, port: u16) -> Daemon {
+        // git-daemon itself, not `git daemon`, whose child would outlive a kill.
+        let exec_path = env.git(&["--exec-path"]);
+        let exec_path = String::from_utf8(exec_path.stdout).expect("utf-8");
+        let mut cmd = Command::new(Path::new(exec_path.trim()).join("git-daemon"));
+        env.hermetic(&mut cmd);
+        let child = cmd
+            .args([
+                "--enable=receive-pack",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "git daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, port }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
