@@ -5,4 +5,5 @@ mod backup;
 mod cli;
 mod common;
 mod golden;
+mod hooks;
 mod laws;
