@@ -417,9 +417,15 @@ fn atomic_write_file(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    // The replaced file keeps its mode; a new one gets the usual 0644 (less umask),
+    // not the temporary file's 0600.
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions())
+        .unwrap_or_else(|_| std::os::unix::fs::PermissionsExt::from_mode(0o644));
     let tmp = tempfile::Builder::new()
         .prefix(".memory-backup-")
         .suffix(".tmp")
+        .permissions(mode)
         .tempfile_in(dir)?;
     fill(tmp.as_file(), tmp.path())?;
     tmp.as_file().sync_all()?;

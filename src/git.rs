@@ -885,9 +885,12 @@ fn take_stale_lock(lock: &Path) -> bool {
 
 /// Replaces `path` by a rename: a reader sees the old file or the new one.
 fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // A file of the working tree has git's mode for a regular blob.
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_FILE_PREFIX)
         .suffix(".tmp")
+        .permissions(mode)
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.persist(path).map(drop).map_err(|e| e.error)

@@ -18,6 +18,20 @@ fn uids(path: &std::path::Path) -> Vec<String> {
 // ---- inputs and identity ----
 
 #[test]
+fn written_files_get_0644_and_keep_an_existing_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    env.write("m.json", r#"[{"id":"n1"}]"#);
+    env.stamp("m.json", "out.json");
+    let mode = |p: &str| std::fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("out.json") & 0o644, 0o644, "{:o}", mode("out.json"));
+    std::fs::set_permissions(env.path("out.json"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    env.write("m.json", r#"[{"id":"n1","c":1}]"#);
+    env.stamp("m.json", "out.json");
+    assert_eq!(mode("out.json"), 0o640);
+}
+
+#[test]
 fn a_json_array_is_stamped_by_id() {
     let env = TestEnv::new();
     env.write(
