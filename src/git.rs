@@ -377,6 +377,12 @@ impl Repo {
             .map_err(other)
     }
 
+    /// The first parent of `commit`, if it has one.
+    pub fn first_parent(&self, commit: CommitId) -> Result<Option<CommitId>, GitError> {
+        let c = self.repo.find_commit(commit.0).map_err(other)?;
+        Ok(c.parent_ids().next().map(CommitId))
+    }
+
     /// The top-level files of a commit whose names `keep` accepts.
     pub fn read_files(
         &self,

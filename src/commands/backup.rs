@@ -21,6 +21,9 @@ use crate::report::Report;
 use crate::stamp;
 use crate::{Context, commands::merge::warn_if_slow};
 
+/// How far back a damaged unified file is looked for in history.
+const HISTORY_DEPTH: usize = 1000;
+
 /// First backoff delay, its growth and its cap (before full jitter).
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_FACTOR: f32 = 2.0;
@@ -302,6 +305,14 @@ impl Run<'_> {
             );
         }
         let results = parse_all(&jobs);
+        // Files with a copy that does not parse or holds entries without valid
+        // metadata: never rewritten from what did parse, which would drop the rest.
+        let mut damaged: std::collections::BTreeSet<&str> = Default::default();
+        for ((name, _, _), result) in jobs.iter().zip(&results) {
+            if result.as_ref().map_or(true, |s| !s.skipped.is_empty()) {
+                damaged.insert(name);
+            }
+        }
         for ((name, label, _), result) in jobs.iter().zip(results) {
             match result {
                 Ok(s) => {
@@ -325,6 +336,13 @@ impl Run<'_> {
             }
         }
         tracing::debug!("parsed at {:?}", self.started.elapsed());
+        if damaged.contains(UNIFIED_FILE) {
+            // Entries that only unified still holds must not go with the damage:
+            // take them from the newest earlier unified file that parses whole.
+            for tip in base.into_iter().chain(other) {
+                unified_copies.extend(self.unified_from_history(tip, report)?);
+            }
+        }
         let known = crdt::merge_owned(&unified_copies);
         let own = files::host_file_name(self.host);
         let previous = parsed
@@ -352,7 +370,11 @@ impl Run<'_> {
         for (name, copies) in &parsed {
             if *name != own {
                 let merged = crdt::merge(copies.iter().flatten());
-                out.insert(name.to_string(), files::render(merged.iter().copied()));
+                // A damaged file stays as the remote has it, for its owner to mend
+                // and `verify` to report; what parsed of it still goes into unified.
+                if !damaged.contains(name) {
+                    out.insert(name.to_string(), files::render(merged.iter().copied()));
+                }
                 hosts.push(merged);
             }
         }
@@ -398,6 +420,33 @@ impl Run<'_> {
             new: stamped.new,
             changed: stamped.changed,
         })
+    }
+
+    /// The entries of the newest unified file in `tip`'s first-parent history
+    /// that parses whole (none within [`HISTORY_DEPTH`] commits: none).
+    fn unified_from_history(&self, tip: CommitId, report: &mut Report) -> Result<Vec<Entry>> {
+        let g = |e: GitError| git_error(e, &self.branch);
+        let mut at = self.repo.first_parent(tip).map_err(g)?;
+        for _ in 0..HISTORY_DEPTH {
+            let Some(commit) = at else { break };
+            let files = self
+                .repo
+                .read_files(commit, |n| n == UNIFIED_FILE)
+                .map_err(g)?;
+            if let Some(bytes) = files.get(UNIFIED_FILE) {
+                if let Ok(s) = files::parse_stamped(bytes) {
+                    if s.skipped.is_empty() {
+                        report.warn(format!(
+                            "{UNIFIED_FILE} is damaged; its entries are taken from commit {}",
+                            commit.short()
+                        ));
+                        return Ok(s.entries);
+                    }
+                }
+            }
+            at = self.repo.first_parent(commit).map_err(g)?;
+        }
+        Ok(Vec::new())
     }
 
     fn commit(&self, p: &Prepared) -> Result<CommitId> {

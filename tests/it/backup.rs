@@ -526,6 +526,74 @@ fn a_corrupt_host_file_on_the_remote_is_skipped_and_its_entries_survive() {
     assert_eq!(env.show(&bare, "memory-evil.json"), "[{\"broken\": \n");
 }
 
+/// Pushes `content` as `name` to the remote from a plain git clone.
+fn push_by_hand(env: &Env, url: &str, name: &str, content: &str) {
+    let clone = env.path("hand");
+    let _ = std::fs::remove_dir_all(&clone);
+    let out = env.git(&["clone", "-q", "-b", "main", url, clone.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(clone.join(name), content).unwrap();
+    env.git_in(&clone, &["add", name]);
+    env.git_in(
+        &clone,
+        &[
+            "-c",
+            "user.name=x",
+            "-c",
+            "user.email=x@x",
+            "commit",
+            "-qm",
+            "by hand",
+        ],
+    );
+    env.git_in(&clone, &["push", "-q", "origin", "main"]);
+}
+
+#[test]
+fn a_damaged_unified_file_on_the_remote_loses_nothing_it_held() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
+    let m = env.memory("m.json", r#"[{"id":"n1","c":"x"},{"id":"n2","c":"y"}]"#);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &m]), 0);
+    // n1 leaves the memory file: from now on only unified holds it.
+    let m = env.memory("m.json", r#"[{"id":"n2","c":"y"}]"#);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &m]), 0);
+    push_by_hand(&env, url, "unified-memory.json", "[\n{\"broken\n");
+    let m = env.memory("m.json", r#"[{"id":"n2","c":"y"},{"id":"n3","c":"z"}]"#);
+    let out = env.run("r", "h", &["backup", "--memory", &m]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("unified-memory.json"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        ids(&env.show(&bare, "unified-memory.json")),
+        ["n1", "n2", "n3"]
+    );
+}
+
+#[test]
+fn entries_without_metadata_in_another_host_file_are_not_deleted() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
+    let m = env.memory("m.json", r#"[{"id":"a","c":"x"}]"#);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &m]), 0);
+    let other = "[\n{\"_crdt_metadata\":{\"host\":\"b\",\"timestamp\":\"2026-11-20T10:00:00.000000Z\",\"unique_id\":\"b_b1_2026-11-20T10:00:00.000000Z\",\"version\":1},\"id\":\"b1\"},\n{\"content\":\"no metadata\",\"id\":\"b2\"}\n]\n";
+    push_by_hand(&env, url, "memory-b.json", other);
+    let m = env.memory("m.json", r#"[{"id":"a","c":"x2"}]"#);
+    let out = env.run("r", "h", &["backup", "--memory", &m]);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("memory-b.json:3"), "{}", stderr(&out));
+    // b's file is left as it is; what parsed of it is in unified.
+    assert_eq!(env.show(&bare, "memory-b.json"), other);
+    assert_eq!(ids(&env.show(&bare, "unified-memory.json")), ["a", "b1"]);
+}
+
 #[test]
 fn an_edit_from_a_host_whose_clock_is_behind_still_wins() {
     let env = Env::new();
