@@ -150,6 +150,10 @@ pub fn read_many(paths: &[PathBuf]) -> Vec<Result<Stamped, ReadError>> {
         .collect()
 }
 
+/// How a file with entries ends, and what follows `[` in one without.
+const END: &[u8] = b"\n]\n";
+const EMPTY_END: &[u8] = b"]\n";
+
 /// The canonical bytes of a file holding `entries` (already in file order).
 pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -172,7 +176,7 @@ pub fn write_canonical<'a>(
         e.write(&mut line);
         w.write_all(&line)?;
     }
-    w.write_all(b"\n]\n")
+    w.write_all(if first { EMPTY_END } else { END })
 }
 
 /// Writes `entries` (in file order) to `path` unless it already holds exactly
@@ -282,6 +286,9 @@ pub fn write_canonical_slice<E>(w: &mut impl Write, entries: &[E]) -> io::Result
 where
     E: Borrow<Entry> + Sync,
 {
+    if entries.is_empty() {
+        return w.write_all(b"[]\n");
+    }
     let chunks = entries.len().div_ceil(CHUNK);
     let workers = crate::cores().min(chunks);
     w.write_all(b"[")?;
@@ -291,7 +298,7 @@ where
             render_chunk(entries, i, &mut buf);
             w.write_all(&buf)?;
         }
-        return w.write_all(b"\n]\n");
+        return w.write_all(END);
     }
     std::thread::scope(|s| {
         let mut lanes = Vec::with_capacity(workers);
@@ -325,7 +332,7 @@ where
         }
         Ok::<(), io::Error>(())
     })?;
-    w.write_all(b"\n]\n")
+    w.write_all(END)
 }
 
 /// Renders chunk `i` of `entries` into `buf`, each entry after its separator.
@@ -471,6 +478,16 @@ mod tests {
         fs::write(&path, b"[\n]\n").unwrap();
         assert!(write_slice_if_changed(&path, &entries).unwrap());
         assert_eq!(fs::read(&path).unwrap(), render(&entries));
+    }
+
+    #[test]
+    fn an_empty_file_is_brackets_and_a_newline() {
+        let none: [&Entry; 0] = [];
+        assert_eq!(render(none), b"[]\n");
+        let mut out = Vec::new();
+        write_canonical_slice::<Entry>(&mut out, &[]).unwrap();
+        assert_eq!(out, b"[]\n");
+        assert!(parse_stamped(b"[]\n").unwrap().entries.is_empty());
     }
 
     #[test]

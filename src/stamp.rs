@@ -256,10 +256,17 @@ struct Item {
 }
 
 fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> Vec<Item> {
+    let records: Vec<(String, Located)> = records
+        .into_iter()
+        .map(|r| (memory::ident(&r.record, id_field), r))
+        .collect();
+    // A renamed identity must not be one that another entry has by its own right
+    // (an entry with the id `n1#2`), or two new entries would share a unique_id.
+    let natural: HashSet<String> = records.iter().map(|(b, _)| b.clone()).collect();
+    let mut taken: HashSet<String> = HashSet::new();
     let mut seen: HashMap<String, Vec<usize>> = HashMap::new();
     let mut items: Vec<Item> = Vec::with_capacity(records.len());
-    for Located { record, line } in records {
-        let base = memory::ident(&record, id_field);
+    for (base, Located { record, line }) in records {
         let same = seen.get(&base).is_some_and(|idx| {
             idx.iter().any(|&i| {
                 let other = &items[i].record;
@@ -273,7 +280,14 @@ fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> V
         let ident = if copies.is_empty() {
             base.clone()
         } else {
-            let renamed = format!("{base}#{}", copies.len() + 1);
+            let mut k = copies.len() + 1;
+            let renamed = loop {
+                let candidate = format!("{base}#{k}");
+                if !natural.contains(&candidate) && !taken.contains(&candidate) {
+                    break candidate;
+                }
+                k += 1;
+            };
             notices.push(Notice::DuplicateIdent {
                 line,
                 ident: base.clone(),
@@ -281,6 +295,7 @@ fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> V
             });
             renamed
         };
+        taken.insert(ident.clone());
         copies.push(items.len());
         items.push(Item {
             record,

@@ -454,9 +454,19 @@ impl Run<'_> {
             "backup from {}: {} new, {} changed; unified {} entries",
             self.host, p.new, p.changed, p.unified
         );
+        // Writing objects fails for want of room or rights, never for the remote:
+        // a write failure, and what is in the repository already is untouched.
         self.repo
             .write_commit(&p.files, &p.parents, &self.author(), &message)
-            .map_err(|e| git_error(e, &self.branch))
+            .map_err(|e| {
+                let cause = match e.to_string() {
+                    m if m.trim_end().ends_with("no error") => {
+                        "cannot write the commit's objects (is the disk full?)".to_string()
+                    }
+                    m => format!("cannot write the commit's objects: {m}"),
+                };
+                Error::write(&self.cx.repo, std::io::Error::other(cause))
+            })
     }
 
     /// git's `user.name` and `user.email` where set, else one made of the host.

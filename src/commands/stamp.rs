@@ -69,7 +69,16 @@ pub fn read_memory(path: &Path, report: &mut Report) -> Result<MemoryFile> {
 /// does not parse is an error: writing over it could lose what it holds.
 pub fn read_previous(path: &Path) -> Result<Vec<Entry>> {
     match files::read_stamped(path) {
-        Ok(s) => Ok(s.entries),
+        // Rewriting would drop the entries that did not parse.
+        Ok(s) => match s.skipped.first() {
+            Some((line, cause)) => Err(Error::Invalid {
+                path: path.to_path_buf(),
+                line: *line,
+                column: 1,
+                cause: format!("{cause} (in the previous host file; mend it or move it away)"),
+            }),
+            None => Ok(s.entries),
+        },
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(ReadError::Io(e)) => Err(Error::Read {
             path: path.to_path_buf(),

@@ -2,11 +2,10 @@
 //! file whole.
 
 use std::path::Path;
-use std::process::Command;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{TestEnv, entries};
+use crate::common::{SmallDisk, TestEnv, entries};
 
 /// `n` entries of a host, about 300 bytes each.
 fn host_file(host: &str, n: usize) -> String {
@@ -29,27 +28,6 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".tmp"))
         .collect()
-}
-
-/// Mounts a small tmpfs and unmounts it when dropped.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        ok.then(|| SmallDisk(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

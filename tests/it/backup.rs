@@ -595,6 +595,44 @@ fn entries_without_metadata_in_another_host_file_are_not_deleted() {
 }
 
 #[test]
+fn a_full_disk_while_committing_is_exit_74_and_the_repository_stays_usable() {
+    let env = Env::new();
+    let Some(_disk) = crate::common::SmallDisk::mount(&env.path("small"), "400k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let small = env.memory("s.json", r#"[{"id":"a","c":"x"}]"#);
+    assert_code(
+        &env.run("small/repo", "h", &["backup", "--memory", &small]),
+        0,
+    );
+    // Random text does not compress: about 900 KB of objects.
+    let mut seed = 1u64;
+    let big: Vec<String> = (0..600)
+        .map(|i| {
+            let text: String = (0..1500)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    char::from(b'a' + (seed >> 59) as u8 % 26)
+                })
+                .collect();
+            format!(r#"{{"id":"n{i}","c":"{text}"}}"#)
+        })
+        .collect();
+    let big = env.memory("b.json", &format!("[{}]", big.join(",")));
+    let out = env.run("small/repo", "h", &["backup", "--memory", &big]);
+    assert_code(&out, 74);
+    assert!(stderr(&out).contains("write failed"), "{}", stderr(&out));
+    // With the small memory again, the repository works as before.
+    assert_code(
+        &env.run("small/repo", "h", &["backup", "--memory", &small]),
+        0,
+    );
+}
+
+#[test]
 fn an_edit_from_a_host_whose_clock_is_behind_still_wins() {
     let env = Env::new();
     let bare = env.bare("remote.git");

@@ -101,7 +101,7 @@ fn an_empty_file_is_an_empty_memory() {
     let env = TestEnv::new();
     env.write("m.json", " \n\t\n");
     assert_eq!(env.stamp("m.json", "out.json").code, 0);
-    assert_eq!(env.read("out.json"), "[\n]\n");
+    assert_eq!(env.read("out.json"), "[]\n");
 }
 
 #[test]
@@ -236,6 +236,28 @@ fn duplicate_identities_count_once_when_identical_and_are_renamed_when_not() {
 }
 
 #[test]
+fn a_renamed_duplicate_never_takes_an_identity_another_entry_has() {
+    let env = TestEnv::new();
+    env.write(
+        "m.json",
+        r#"[{"id":"n1#2","c":"a"},{"id":"n1","c":"b"},{"id":"n1","c":"c"}]"#,
+    );
+    assert_eq!(env.stamp("m.json", "d/memory-testhost.json").code, 0);
+    let mut ids = uids(&env.path("d/memory-testhost.json"));
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "testhost_n1#2_2026-11-21T12:00:00.000000Z",
+            "testhost_n1#3_2026-11-21T12:00:00.000000Z",
+            "testhost_n1_2026-11-21T12:00:00.000000Z"
+        ]
+    );
+    assert_eq!(env.run(&["merge", "d"]).code, 0);
+    assert_eq!(entries(&env.path("d/unified-memory.json")).len(), 3);
+}
+
+#[test]
 fn entries_restored_with_metadata_keep_their_unique_id() {
     let env = TestEnv::new();
     let restored = r#"[{"_crdt_metadata":{"host":"other","timestamp":"2026-11-20T10:00:00.000000Z","unique_id":"other_n1_2026-11-20T10:00:00.000000Z","version":3},"id":"n1","c":"x"}]"#;
@@ -273,6 +295,23 @@ fn two_different_lines_of_one_restored_lineage_stay_two_entries() {
     // One copy per unique_id: the host file is canonical.
     assert_eq!(env.run(&["merge", "d"]).code, 0);
     assert_eq!(env.run(&["verify", "d"]).code, 0);
+}
+
+#[test]
+fn stamp_refuses_to_rewrite_a_host_file_with_entries_it_cannot_read() {
+    let env = TestEnv::new();
+    env.write("m.json", r#"[{"id":"n1"}]"#);
+    let damaged = "[\n{\"id\":\"hand-added\"}\n]\n";
+    env.write("out.json", damaged);
+    let r = env.stamp("m.json", "out.json");
+    assert_eq!(r.code, 65, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("out.json:2:1: entry has no _crdt_metadata"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.read("out.json"), damaged);
 }
 
 #[test]
@@ -447,7 +486,7 @@ fn host_line(host: &str, id: &str, ts: &str, version: u64, content: &str) -> Str
 
 fn host_file(lines: &[String]) -> String {
     if lines.is_empty() {
-        return "[\n]\n".into();
+        return "[]\n".into();
     }
     format!("[\n{}\n]\n", lines.join(",\n"))
 }

@@ -101,3 +101,24 @@ pub fn entries(path: &Path) -> Vec<serde_json::Value> {
 pub fn meta(e: &serde_json::Value) -> &serde_json::Value {
     &e["_crdt_metadata"]
 }
+
+/// Mounts a small tmpfs and unmounts it when dropped.
+pub struct SmallDisk(pub PathBuf);
+
+impl SmallDisk {
+    pub fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
