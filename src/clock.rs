@@ -22,10 +22,14 @@ impl Timestamp {
         self.0
     }
 
+    /// The last instant that RFC 3339 can write: 9999-12-31T23:59:59.999999Z.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
+
     /// The next representable instant: what a hybrid logical clock gives an edit of
-    /// a version stamped at `self`.
+    /// a version stamped at `self`. It stops at [`Timestamp::MAX`], so that what is
+    /// written can always be read back (the version still orders such edits).
     pub fn next(self) -> Self {
-        Timestamp(self.0.saturating_add(1))
+        Timestamp(self.0.saturating_add(1).min(Self::MAX.0))
     }
 
     /// Reads any RFC 3339 form; digits past the microsecond are dropped.
@@ -286,6 +290,14 @@ mod tests {
             assert_eq!(Timestamp::parse(s), Some(a), "{s}");
         }
         assert_eq!(Timestamp::parse("2026-11-21 22:12"), None);
+    }
+
+    #[test]
+    fn the_hybrid_clock_stops_at_the_last_writable_instant() {
+        let last = Timestamp::parse("9999-12-31T23:59:59.999999Z").unwrap();
+        assert_eq!(last, Timestamp::MAX);
+        assert_eq!(last.next(), last);
+        assert_eq!(Timestamp::parse(&last.next().to_string()), Some(last));
     }
 
     #[test]
