@@ -493,23 +493,7 @@ fn a_corrupt_host_file_on_the_remote_is_skipped_and_its_entries_survive() {
     assert_code(&env.run("re", "evil", &["init", "--remote", url]), 0);
     assert_code(&env.run("re", "evil", &["backup", "--memory", &evil]), 0);
     // Someone pushes a broken memory-evil.json.
-    let clone = env.path("clone");
-    let out = env.git(&["clone", "-q", "-b", "main", url, clone.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::write(clone.join("memory-evil.json"), "[{\"broken\": \n").unwrap();
-    env.git_in(
-        &clone,
-        &[
-            "-c",
-            "user.name=x",
-            "-c",
-            "user.email=x@x",
-            "commit",
-            "-qam",
-            "break",
-        ],
-    );
-    env.git_in(&clone, &["push", "-q", "origin", "main"]);
+    push_by_hand(&env, url, "memory-evil.json", "[{\"broken\": \n");
 
     let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
     assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
