@@ -484,6 +484,14 @@ fn host_line(host: &str, id: &str, ts: &str, version: u64, content: &str) -> Str
     )
 }
 
+/// Writes `path` as host `host`'s file holding one entry, version 1, at [`T`].
+fn write_host(env: &TestEnv, path: &str, host: &str, id: &str, content: &str) {
+    env.write(path, host_file(&[host_line(host, id, T, 1, content)]));
+}
+
+/// The instant of the entries those tests write.
+const T: &str = "2026-11-20T10:00:00.000000Z";
+
 fn host_file(lines: &[String]) -> String {
     if lines.is_empty() {
         return "[]\n".into();
@@ -494,20 +502,10 @@ fn host_file(lines: &[String]) -> String {
 #[test]
 fn merge_unites_host_files_and_keeps_the_previous_unified() {
     let env = TestEnv::new();
-    let t = "2026-11-20T10:00:00.000000Z";
-    env.write(
-        "d/memory-a.json",
-        host_file(&[host_line("a", "n1", t, 1, "x")]),
-    );
-    env.write(
-        "d/memory-b.json",
-        host_file(&[host_line("b", "n2", t, 1, "y")]),
-    );
+    write_host(&env, "d/memory-a.json", "a", "n1", "x");
+    write_host(&env, "d/memory-b.json", "b", "n2", "y");
     // An entry only the previous unified still has (its host dropped it).
-    env.write(
-        "d/unified-memory.json",
-        host_file(&[host_line("c", "n3", t, 1, "z")]),
-    );
+    write_host(&env, "d/unified-memory.json", "c", "n3", "z");
     env.write("d/notes.json", "not a host file");
     let r = env.run(&["merge", "d"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -522,11 +520,7 @@ fn merge_unites_host_files_and_keeps_the_previous_unified() {
 #[test]
 fn merge_output_goes_where_o_says_and_defaults_to_the_repository() {
     let env = TestEnv::new();
-    let t = "2026-11-20T10:00:00.000000Z";
-    env.write(
-        "repo/memory-a.json",
-        host_file(&[host_line("a", "n1", t, 1, "x")]),
-    );
+    write_host(&env, "repo/memory-a.json", "a", "n1", "x");
     assert_eq!(env.run(&["merge"]).code, 0);
     assert!(env.path("repo/unified-memory.json").exists());
     assert_eq!(env.run(&["merge", "repo", "-o", "elsewhere.json"]).code, 0);
@@ -539,15 +533,9 @@ fn merge_output_goes_where_o_says_and_defaults_to_the_repository() {
 #[test]
 fn a_corrupt_host_file_is_skipped_with_a_warning_and_its_entries_survive() {
     let env = TestEnv::new();
-    let t = "2026-11-20T10:00:00.000000Z";
-    env.write(
-        "d/memory-a.json",
-        host_file(&[host_line("a", "n1", t, 1, "x")]),
-    );
-    env.write(
-        "d/memory-b.json",
-        host_file(&[host_line("b", "n2", t, 1, "y")]),
-    );
+    let t = T;
+    write_host(&env, "d/memory-a.json", "a", "n1", "x");
+    write_host(&env, "d/memory-b.json", "b", "n2", "y");
     assert_eq!(env.run(&["merge", "d"]).code, 0);
     // b's file is damaged, and a has a new entry.
     env.write(
@@ -579,7 +567,7 @@ fn a_corrupt_host_file_is_skipped_with_a_warning_and_its_entries_survive() {
 #[test]
 fn an_entry_without_metadata_in_a_host_file_is_skipped_and_named() {
     let env = TestEnv::new();
-    let t = "2026-11-20T10:00:00.000000Z";
+    let t = T;
     env.write(
         "d/memory-a.json",
         format!(
@@ -600,11 +588,7 @@ fn an_entry_without_metadata_in_a_host_file_is_skipped_and_named() {
 #[test]
 fn a_corrupt_previous_unified_stops_the_merge_and_is_left_alone() {
     let env = TestEnv::new();
-    let t = "2026-11-20T10:00:00.000000Z";
-    env.write(
-        "d/memory-a.json",
-        host_file(&[host_line("a", "n1", t, 1, "x")]),
-    );
+    write_host(&env, "d/memory-a.json", "a", "n1", "x");
     env.write("d/unified-memory.json", "[\n{\"oops\"\n");
     let r = env.run(&["merge", "d"]);
     assert_eq!(r.code, 65, "{r:?}");
@@ -673,11 +657,7 @@ fn verify_lists_every_kind_of_problem() {
 #[test]
 fn verify_reports_a_missing_unified_file() {
     let env = TestEnv::new();
-    let t = "2026-11-20T10:00:00.000000Z";
-    env.write(
-        "d/memory-a.json",
-        host_file(&[host_line("a", "n1", t, 1, "x")]),
-    );
+    write_host(&env, "d/memory-a.json", "a", "n1", "x");
     let r = env.run(&["verify", "d"]);
     assert_eq!(r.code, 1);
     assert!(
