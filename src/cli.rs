@@ -49,6 +49,10 @@ pub enum Command {
     Merge(MergeArgs),
     /// Check that every host entry is in the unified file and every file is canonical
     Verify(VerifyArgs),
+    /// Show each host's entries and last change, the remote's state and the last run
+    Status(StatusArgs),
+    /// Write a memory file back from the backup (one entry per identity)
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +87,44 @@ pub struct MergeArgs {
 pub struct VerifyArgs {
     /// The folder to check [default: the repository]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Do not ask the remote; show what the last contact saw
+    #[arg(long)]
+    pub no_fetch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// `unified` (every host merged) or one host's name
+    #[arg(long, value_name = "unified|HOST")]
+    pub from: Option<String>,
+    /// A revision of the backup repository, or a date (RFC 3339, or YYYY-MM-DD for
+    /// the end of that day, UTC): the last backup at or before it [default: the tip]
+    #[arg(long, value_name = "REV|DATE")]
+    pub at: Option<String>,
+    /// The file to write [default: the memory file, as for backup]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// auto: the existing file's format, else JSON Lines for MCP entities and
+    /// relations, else a JSON array
+    #[arg(long, value_enum, default_value_t = RestoreFormat::Auto)]
+    pub format: RestoreFormat,
+    /// Keep each entry's `_crdt_metadata` (its lineage)
+    #[arg(long)]
+    pub keep_metadata: bool,
+    #[command(flatten)]
+    pub id: IdArgs,
+}
+
+/// The layout `restore` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestoreFormat {
+    Auto,
+    Jsonl,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -1113,6 +1113,72 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// History lookups for `restore` and `status`: they read, and write no ref.
+impl Repo {
+    /// The commit that a revision names (an id, a branch, a tag, `main~2`);
+    /// `None` when it names nothing.
+    pub fn resolve(&self, rev: &str) -> Result<Option<CommitId>, GitError> {
+        match self.repo.revparse_single(rev) {
+            Ok(obj) => match obj.peel_to_commit() {
+                Ok(c) => Ok(Some(CommitId(c.id()))),
+                Err(_) => Ok(None),
+            },
+            Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidSpec) => Ok(None),
+            Err(e) if e.class() == ErrorClass::Odb || e.class() == ErrorClass::Reference => {
+                Ok(None)
+            }
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// When `commit` was made, in seconds since the epoch (its committer time).
+    pub fn commit_time(&self, commit: CommitId) -> Result<i64, GitError> {
+        let c = self.repo.find_commit(commit.0).map_err(other)?;
+        Ok(c.committer().when().seconds())
+    }
+
+    /// Of the commits reachable from `tips`, the newest one made at or before
+    /// `secs` (committer time); the first in history order on a tie.
+    pub fn last_commit_at_or_before(
+        &self,
+        tips: &[CommitId],
+        secs: i64,
+    ) -> Result<Option<CommitId>, GitError> {
+        let mut walk = self.repo.revwalk().map_err(other)?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
+            .map_err(other)?;
+        for tip in tips {
+            walk.push(tip.0).map_err(other)?;
+        }
+        let mut best: Option<(i64, Oid)> = None;
+        for id in walk {
+            let id = id.map_err(other)?;
+            let time = self.commit_time(CommitId(id))?;
+            if time <= secs && best.is_none_or(|(t, _)| time > t) {
+                best = Some((time, id));
+            }
+        }
+        Ok(best.map(|(_, id)| CommitId(id)))
+    }
+
+    /// Commits that `local` has and `upstream` lacks, and the other way round.
+    pub fn ahead_behind(
+        &self,
+        local: CommitId,
+        upstream: CommitId,
+    ) -> Result<(usize, usize), GitError> {
+        self.repo
+            .graph_ahead_behind(local.0, upstream.0)
+            .map_err(other)
+    }
+
+    /// The remote tip that the last contact saw (`refs/remotes/origin/<branch>`).
+    pub fn noted_remote_tip(&self, branch: &str) -> Option<CommitId> {
+        let refname = format!("refs/remotes/{REMOTE_NAME}/{branch}");
+        self.repo.refname_to_id(&refname).ok().map(CommitId)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

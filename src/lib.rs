@@ -37,6 +37,18 @@ pub mod env {
 pub const DEFAULT_MEMORY_FILE: &str = "memory.json";
 /// Past this size a memory file gets a warning (the seed design's alert).
 pub const LARGE_FILE_BYTES: u64 = 50 * 1024 * 1024;
+/// The warning for a file of `bytes` past [`LARGE_FILE_BYTES`], naming it `what`.
+pub fn large_file_warning(what: &str, bytes: u64) -> Option<String> {
+    const MIB: u64 = 1024 * 1024;
+    (bytes > LARGE_FILE_BYTES).then(|| {
+        format!(
+            "{what}: {} MiB, over the {} MiB alert threshold",
+            bytes / MIB,
+            LARGE_FILE_BYTES / MIB
+        )
+    })
+}
+
 /// A merge slower than this gets a warning.
 pub const SLOW_MERGE_SECS: f64 = 5.0;
 
@@ -47,6 +59,8 @@ pub struct Context {
     /// The host name as given (`--host`, `MEMORY_BACKUP_HOST`), not yet sanitised.
     pub host: Option<String>,
     pub clock: Clock,
+    /// Where logs and `last-run.json` go.
+    pub log_dir: PathBuf,
 }
 
 impl Context {

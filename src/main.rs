@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             repo: g.repo.clone().unwrap_or_else(memory_backup::default_repo),
             host: g.host.clone(),
             clock,
+            log_dir: log_dir.clone(),
         };
         commands::run(&cli.command, &cx, &mut report)
     });

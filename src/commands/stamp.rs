@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::Context;
 use crate::cli::StampArgs;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
@@ -9,7 +10,6 @@ use crate::files::{self, ReadError};
 use crate::memory::{self, MemoryFile};
 use crate::report::Report;
 use crate::stamp::{self, Notice, Stamped};
-use crate::{Context, LARGE_FILE_BYTES};
 
 pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<()> {
     let host = cx.host()?;
@@ -54,13 +54,9 @@ pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<
 /// Reads the memory file, warning when it is larger than the alert threshold.
 pub fn read_memory(path: &Path, report: &mut Report) -> Result<MemoryFile> {
     let memory = memory::read_memory_file(path)?;
-    if memory.bytes > LARGE_FILE_BYTES {
-        report.warn(format!(
-            "{}: the memory file is {} MB, over the {} MB alert threshold",
-            path.display(),
-            memory.bytes / 1_000_000,
-            LARGE_FILE_BYTES / 1_000_000
-        ));
+    let what = format!("{} (the memory file)", path.display());
+    if let Some(w) = crate::large_file_warning(&what, memory.bytes) {
+        report.warn(w);
     }
     Ok(memory)
 }

@@ -442,20 +442,7 @@ fn local_commits_that_the_remote_lacks_stay_in_history() {
         0,
     );
     let r2 = env.path("r2");
-    std::fs::write(r2.join("notes.txt"), "by hand\n").unwrap();
-    env.git_in(&r2, &["add", "notes.txt"]);
-    env.git_in(
-        &r2,
-        &[
-            "-c",
-            "user.name=me",
-            "-c",
-            "user.email=me@x",
-            "commit",
-            "-qm",
-            "manual",
-        ],
-    );
+    env.commit_by_hand(&r2, &[("notes.txt", b"by hand\n")], "manual");
     let local_tip = env.git_in(&r2, &["rev-parse", "main"]);
     // h1 pushes again meanwhile.
     let m1 = env.memory(
@@ -516,20 +503,7 @@ fn push_by_hand(env: &Env, url: &str, name: &str, content: &str) {
     let _ = std::fs::remove_dir_all(&clone);
     let out = env.git(&["clone", "-q", "-b", "main", url, clone.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::write(clone.join(name), content).unwrap();
-    env.git_in(&clone, &["add", name]);
-    env.git_in(
-        &clone,
-        &[
-            "-c",
-            "user.name=x",
-            "-c",
-            "user.email=x@x",
-            "commit",
-            "-qm",
-            "by hand",
-        ],
-    );
+    env.commit_by_hand(&clone, &[(name, content.as_bytes())], "by hand");
     env.git_in(&clone, &["push", "-q", "origin", "main"]);
 }
 

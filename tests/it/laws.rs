@@ -148,7 +148,7 @@ proptest! {
             std::fs::write(dir_b.path().join(format!("memory-{}.json", names[i])), files::render(merged.iter().copied())).unwrap();
         }
         let run = |dir: &std::path::Path| {
-            let cx = Context { repo: dir.to_path_buf(), host: None, clock: Clock::System };
+            let cx = Context { repo: dir.to_path_buf(), host: None, clock: Clock::System, log_dir: dir.join("logs") };
             let args = MergeArgs { dir: Some(dir.to_path_buf()), output: None };
             commands::merge::cmd_merge(&args, &cx, &mut Report::default()).unwrap();
             std::fs::read(dir.join(files::UNIFIED_FILE)).unwrap()

@@ -7,3 +7,6 @@ mod common;
 mod golden;
 mod hooks;
 mod laws;
+mod mcp;
+mod restore;
+mod status;

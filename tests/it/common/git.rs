@@ -67,6 +67,15 @@ impl Env {
             .expect("run memory-backup")
     }
 
+    /// [`Env::run`] with the clock at `now`.
+    pub fn run_at(&self, repo: &str, host: &str, now: &str, args: &[&str]) -> Output {
+        self.mb(repo, host)
+            .env("MEMORY_BACKUP_NOW", now)
+            .args(args)
+            .output()
+            .expect("run memory-backup")
+    }
+
     /// Writes a memory file and returns its path as a string.
     pub fn memory(&self, name: &str, text: &str) -> String {
         let p = self.path(name);
@@ -107,6 +116,22 @@ impl Env {
         ]);
         assert!(out.status.success(), "git show {file}: {}", stderr(&out));
         String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Writes `files` (name, content) into the work tree `dir` and commits them by
+    /// hand, as a person with git would.
+    pub fn commit_by_hand(&self, dir: &Path, files: &[(&str, &[u8])], message: &str) {
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).unwrap();
+            self.git_in(dir, &["add", name]);
+        }
+        let id = [
+            "-c",
+            "user.name=someone",
+            "-c",
+            "user.email=someone@example.org",
+        ];
+        self.git_in(dir, &[&id[..], &["commit", "-qm", message]].concat());
     }
 
     pub fn git_in(&self, dir: &Path, args: &[&str]) -> String {
