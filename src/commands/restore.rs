@@ -84,10 +84,10 @@ pub fn cmd_restore(args: &RestoreArgs, cx: &Context, report: &mut Report) -> Res
     report.set("relations", count(Kind::Relation));
     report.set("other", count(Kind::Other));
     let what = format!(
-        "{} entries ({} entities, {} relations, {} other) from {file} at {}",
-        folded.len(),
-        count(Kind::Entity),
-        count(Kind::Relation),
+        "{} ({}, {}, {} other) from {file} at {}",
+        plural(folded.len(), "entry", "entries"),
+        plural(count(Kind::Entity), "entity", "entities"),
+        plural(count(Kind::Relation), "relation", "relations"),
         count(Kind::Other),
         at.join(" and ")
     );
@@ -101,6 +101,10 @@ pub fn cmd_restore(args: &RestoreArgs, cx: &Context, report: &mut Report) -> Res
                 Some(old) => Some(keep_old(&out, &old, cx.clock.now())?),
                 None => None,
             };
+            // On a new machine the memory file's folder may not exist yet.
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+            }
             files::atomic_write(&out, |w| std::io::Write::write_all(w, &text))
                 .map_err(|e| Error::write(&out, e))?;
             report.set("written", true);
@@ -116,6 +120,10 @@ pub fn cmd_restore(args: &RestoreArgs, cx: &Context, report: &mut Report) -> Res
         }
     }
     Ok(())
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The tips to restore from: the local branch and, when a remote is set and

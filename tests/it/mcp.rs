@@ -245,8 +245,8 @@ fn two_hosts_graphs_come_back_as_one_graph_through_the_real_server() {
 
     // A third host restores into a new file and reads it through the server.
     assert_code(&env.run("rc", "c", &["init", "--remote", &url]), 0);
-    let restored = env.path("c/memory.jsonl");
-    std::fs::create_dir_all(restored.parent().unwrap()).unwrap();
+    // Into a folder that does not exist yet, as on a new machine.
+    let restored = env.path("c/mcp/memory.jsonl");
     let out = env
         .mb("rc", "c")
         .env("MEMORY_FILE_PATH", &restored)
