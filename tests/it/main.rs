@@ -7,3 +7,4 @@ mod common;
 mod golden;
 mod hooks;
 mod laws;
+mod remote;
