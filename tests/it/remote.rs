@@ -276,3 +276,24 @@ fn a_password_in_the_url_works_and_is_never_shown() {
     assert!(stdout(&backup).contains(&format!("{HTTP_USER}:***@127.0.0.1")));
     assert_secret_kept(&env, &[&init, &backup]);
 }
+
+#[test]
+fn an_ssh_server_that_is_not_there_is_retried_then_75() {
+    let env = Env::new();
+    let bare = env.bare("ssh-remote.git");
+    // A port nobody listens on: connection refused, as when the server is down.
+    let url = format!("ssh://git@127.0.0.1:{}{}", free_port(), bare.display());
+    let memory = env.memory("memory.json", MEMORY);
+    assert_code(&env.run("repo", "h1", &["init", "--remote", &url]), 0);
+    let out = env.run(
+        "repo",
+        "h1",
+        &["backup", "--memory", &memory, "--max-elapsed", "1"],
+    );
+    assert_code(&out, 75);
+    assert!(
+        stderr(&out).contains("next run pushes it"),
+        "{}",
+        stderr(&out)
+    );
+}
