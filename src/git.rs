@@ -13,8 +13,9 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use git2::{
-    Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions, ObjectType, Oid,
-    PushOptions, RemoteCallbacks, Repository, RepositoryInitOptions, Signature, Time,
+    CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
+    ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, RepositoryInitOptions, Signature,
+    Time,
 };
 
 /// The remote's name in the repository's config.
@@ -59,6 +60,9 @@ pub enum GitError {
     Auth(String),
     /// The remote repository does not exist (the server answered): stop at once.
     NotFound(String),
+    /// The server is not the one we trust (an ssh host key not in known_hosts, or
+    /// changed; a TLS certificate that does not verify): stop at once.
+    Untrusted(String),
     /// Another host moved the remote branch first: fetch and redo.
     Rejected(String),
     /// The network, a timeout, an unreachable path: back off and retry.
@@ -72,6 +76,7 @@ impl fmt::Display for GitError {
         match self {
             GitError::Auth(m)
             | GitError::NotFound(m)
+            | GitError::Untrusted(m)
             | GitError::Rejected(m)
             | GitError::Transient(m)
             | GitError::Other(m) => f.write_str(m),
@@ -99,6 +104,9 @@ fn classify(e: &git2::Error) -> GitError {
         || lower.contains("status code: 403")
     {
         return GitError::Auth(msg);
+    }
+    if e.code() == ErrorCode::Certificate {
+        return GitError::Untrusted(msg);
     }
     if e.code() == ErrorCode::NotFastForward
         || e.code() == ErrorCode::Modified
@@ -514,11 +522,9 @@ impl Repo {
         set_timeouts(timeout);
         let refname = format!("refs/heads/{branch}");
         let mut remote = self.repo.remote_anonymous(url).map_err(other)?;
-        let creds = Credentials::new(url, self.repo.config().ok());
-        let tried = creds.tried.clone();
-        let mut callbacks = RemoteCallbacks::new();
-        callbacks.credentials(creds.callback());
-        let wrap = |e: git2::Error| auth_context(classify(&e), url, &tried);
+        let seen = SharedSeen::default();
+        let callbacks = remote_callbacks(url, self.credential_config(), &seen);
+        let wrap = |e: git2::Error| explain(classify(&e), url, &seen);
         let mut conn = remote
             .connect_auth(Direction::Fetch, Some(callbacks), None)
             .map_err(wrap)?;
@@ -531,9 +537,7 @@ impl Repo {
         let Some(tip) = tip else { return Ok(None) };
         if !self.has_commit(tip) {
             // On the same connection: one round of the server's start-up less.
-            let creds = Credentials::new(url, self.repo.config().ok());
-            let mut callbacks = RemoteCallbacks::new();
-            callbacks.credentials(creds.callback());
+            let callbacks = remote_callbacks(url, self.credential_config(), &seen);
             let mut opts = FetchOptions::new();
             opts.remote_callbacks(callbacks)
                 .update_fetchhead(false)
@@ -549,6 +553,17 @@ impl Repo {
             }
         }
         Ok(Some(CommitId(tip)))
+    }
+
+    /// The git config that credential helpers come from: the repository's, with
+    /// `GIT_CONFIG_GLOBAL` honoured as git honours it (libgit2 alone reads
+    /// `~/.gitconfig` whatever it says).
+    fn credential_config(&self) -> Option<git2::Config> {
+        let mut config = self.repo.config().ok()?;
+        if let Some(path) = std::env::var_os("GIT_CONFIG_GLOBAL") {
+            let _ = config.add_file(Path::new(&path), git2::ConfigLevel::Global, true);
+        }
+        Some(config)
     }
 
     fn has_commit(&self, id: Oid) -> bool {
@@ -582,12 +597,10 @@ impl Repo {
     ) -> Result<(), GitError> {
         set_timeouts(timeout);
         let mut remote = self.repo.remote_anonymous(url).map_err(other)?;
-        let creds = Credentials::new(url, self.repo.config().ok());
-        let tried = creds.tried.clone();
+        let seen = SharedSeen::default();
         let refused: Rc<RefCell<Option<String>>> = Rc::default();
         let refused_cb = refused.clone();
-        let mut callbacks = RemoteCallbacks::new();
-        callbacks.credentials(creds.callback());
+        let mut callbacks = remote_callbacks(url, self.credential_config(), &seen);
         callbacks.push_update_reference(move |refname, status| {
             if let Some(s) = status {
                 *refused_cb.borrow_mut() = Some(format!("{refname}: {s}"));
@@ -599,7 +612,7 @@ impl Repo {
         let spec = format!("{}:refs/heads/{branch}", new.0);
         remote
             .push(&[spec], Some(&mut opts))
-            .map_err(|e| auth_context(classify(&e), url, &tried))?;
+            .map_err(|e| explain(classify(&e), url, &seen))?;
         if let Some(why) = refused.borrow_mut().take() {
             return Err(GitError::Rejected(format!(
                 "the remote refused the push: {why}"
@@ -966,34 +979,177 @@ fn set_timeouts(limit: Duration) {
     }
 }
 
-/// Names the methods tried in an authentication failure.
-fn auth_context(e: GitError, url: &str, tried: &Rc<RefCell<Vec<String>>>) -> GitError {
-    let tried = tried.borrow();
-    match e {
-        GitError::Auth(m) => {
-            let methods = if tried.is_empty() {
-                "none".to_string()
-            } else {
-                tried.join(", ")
-            };
-            GitError::Auth(format!("{url}: {m} (tried: {methods})"))
+/// What one connection to a remote tried, for the messages of its failures.
+#[derive(Default)]
+struct Seen {
+    /// The credential methods offered to the server, in order.
+    tried: Vec<String>,
+    /// The server's ssh host key: its type and SHA-256 fingerprint.
+    host_key: Option<String>,
+}
+
+type SharedSeen = Rc<RefCell<Seen>>;
+
+/// The callbacks of one connection: credentials, each method once, and a look at
+/// the ssh host key, which libgit2 itself checks against `$HOME/.ssh/known_hosts`.
+fn remote_callbacks(
+    url: &str,
+    config: Option<git2::Config>,
+    seen: &SharedSeen,
+) -> RemoteCallbacks<'static> {
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(Credentials::new(url, config, seen.clone()).callback());
+    let seen = seen.clone();
+    callbacks.certificate_check(move |cert, _host| {
+        if let Some(key) = cert.as_hostkey() {
+            if let Some(hash) = key.hash_sha256() {
+                let kind = key.hostkey_type().map_or("unknown", |t| t.name());
+                seen.borrow_mut().host_key = Some(format!("{kind} SHA256:{}", base64(hash)));
+            }
         }
+        // libgit2's own verdict stands: known_hosts for ssh, the CA bundle for TLS.
+        Ok(CertificateCheckStatus::CertificatePassthrough)
+    });
+    callbacks
+}
+
+/// Adds what the user needs to act on a failure: the methods tried when
+/// credentials were refused, how to trust the server when its host key was.
+fn explain(e: GitError, url: &str, seen: &SharedSeen) -> GitError {
+    let seen = seen.borrow();
+    match e {
+        GitError::Auth(m) => GitError::Auth(refused(&m, url, &seen.tried)),
         // Credentials were asked for, all tried, and the server still said no.
         GitError::Other(m) | GitError::Transient(m) if m.contains(NO_MORE_CREDENTIALS) => {
-            GitError::Auth(format!("{url}: {m} (tried: {})", tried.join(", ")))
+            GitError::Auth(refused(&m, url, &seen.tried))
         }
+        GitError::Untrusted(m) => GitError::Untrusted(untrusted(&m, url, seen.host_key.as_deref())),
         e => e,
     }
 }
 
 const NO_MORE_CREDENTIALS: &str = "no more credentials to try";
 
+/// Why credentials were refused, and what was tried.
+fn refused(message: &str, url: &str, tried: &[String]) -> String {
+    let why = if message.contains(NO_MORE_CREDENTIALS) {
+        "the server accepted none".to_string()
+    } else {
+        message.to_string()
+    };
+    if tried.is_empty() {
+        let how = if ssh_host_port(url).is_some() {
+            "load your key into an ssh-agent (SSH_AUTH_SOCK) or put it in ~/.ssh/id_ed25519"
+        } else {
+            "set a git credential helper (credential.helper) that holds a password or token for it"
+        };
+        return format!("methods tried: none; {why}; {how}");
+    }
+    format!("methods tried: {}; {why}", tried.join(", "))
+}
+
+/// Why the server was not trusted, and how to trust it if it is the right one.
+fn untrusted(message: &str, url: &str, key: Option<&str>) -> String {
+    let Some((host, port)) = ssh_host_port(url) else {
+        return format!("{message}: the server's TLS certificate does not verify");
+    };
+    let name = if port == SSH_PORT {
+        host.clone()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    let file = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
+        .unwrap_or_else(|| PathBuf::from("~/.ssh/known_hosts"));
+    let known = std::fs::read_to_string(&file).is_ok_and(|text| names_host(&text, &name));
+    let key = key.map(|k| format!(" ({k})")).unwrap_or_default();
+    let scan = if port == SSH_PORT {
+        format!("ssh-keyscan {host}")
+    } else {
+        format!("ssh-keyscan -p {port} {host}")
+    };
+    if known {
+        format!(
+            "the ssh host key of {name}{key} differs from the one for it in {}: refused, it may be \
+             an attack; if the server's key really changed, remove the old line (ssh-keygen -R '{name}') \
+             and add the new one: {scan} >> ~/.ssh/known_hosts",
+            file.display()
+        )
+    } else {
+        format!(
+            "the ssh host key of {name}{key} is not in {}: refused; if this is your server, add \
+             its key (and check the fingerprint): {scan} >> ~/.ssh/known_hosts",
+            file.display()
+        )
+    }
+}
+
+const SSH_PORT: u16 = 22;
+
+/// Whether a known_hosts text has a plain (not hashed) line for `name`.
+fn names_host(known_hosts: &str, name: &str) -> bool {
+    known_hosts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let mut hosts = fields.next().unwrap_or("");
+        if hosts.starts_with('@') {
+            hosts = fields.next().unwrap_or("");
+        }
+        hosts.split(',').any(|h| h == name)
+    })
+}
+
+/// Host and port of an ssh remote: `ssh://[user@]host[:port]/path`, scp-like
+/// `[user@]host:path` (port 22), or `[user@host:port]:path`.
+fn ssh_host_port(url: &str) -> Option<(String, u16)> {
+    let split_port = |hostport: &str, default: u16| -> Option<(String, u16)> {
+        let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
+        match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !h.contains(':') => {
+                Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
+            }
+            _ => Some((hostport.trim_matches(['[', ']']).to_string(), default)),
+        }
+    };
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !matches!(scheme, "ssh" | "ssh+git" | "git+ssh") {
+            return None;
+        }
+        return split_port(rest.split('/').next()?, SSH_PORT);
+    }
+    if remote_kind(url) != RemoteKind::Network {
+        return None;
+    }
+    if let Some(inner) = url.strip_prefix('[') {
+        let (inside, _) = inner.split_once("]:")?;
+        return split_port(inside, SSH_PORT);
+    }
+    let (userhost, _) = url.split_once(':')?;
+    let host = userhost.rsplit_once('@').map_or(userhost, |(_, h)| h);
+    Some((host.to_string(), SSH_PORT))
+}
+
+/// Standard base64 without padding, as OpenSSH prints fingerprints.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
 /// libgit2 calls the credentials callback again after each refused attempt; this
 /// remembers what was tried and gives each method once.
 struct Credentials {
     url: String,
     config: Option<git2::Config>,
-    tried: Rc<RefCell<Vec<String>>>,
+    seen: SharedSeen,
     username: bool,
     agent: bool,
     key_files: usize,
@@ -1003,11 +1159,11 @@ struct Credentials {
 }
 
 impl Credentials {
-    fn new(url: &str, config: Option<git2::Config>) -> Credentials {
+    fn new(url: &str, config: Option<git2::Config>, seen: SharedSeen) -> Credentials {
         Credentials {
             url: url.to_string(),
             config,
-            tried: Rc::default(),
+            seen,
             username: false,
             agent: false,
             key_files: 0,
@@ -1021,6 +1177,10 @@ impl Credentials {
         mut self,
     ) -> impl FnMut(&str, Option<&str>, CredentialType) -> Result<Cred, git2::Error> {
         move |_url, username, allowed| self.next(username, allowed)
+    }
+
+    fn tried(&self, method: impl Into<String>) {
+        self.seen.borrow_mut().tried.push(method.into());
     }
 
     fn next(
@@ -1037,7 +1197,7 @@ impl Credentials {
             if !self.agent {
                 self.agent = true;
                 if std::env::var_os("SSH_AUTH_SOCK").is_some() {
-                    self.tried.borrow_mut().push("ssh-agent".into());
+                    self.tried("ssh-agent");
                     return Cred::ssh_key_from_agent(&user);
                 }
             }
@@ -1047,7 +1207,7 @@ impl Credentials {
                 let Some(home) = &home else { break };
                 let key = home.join(".ssh").join(name);
                 if key.is_file() {
-                    self.tried.borrow_mut().push(format!("~/.ssh/{name}"));
+                    self.tried(format!("~/.ssh/{name}"));
                     return Cred::ssh_key(&user, None, &key, None);
                 }
             }
@@ -1056,25 +1216,29 @@ impl Credentials {
             if !self.url_userpass {
                 self.url_userpass = true;
                 if let Some((u, p)) = userpass_of(&self.url) {
-                    self.tried
-                        .borrow_mut()
-                        .push("the URL's user and password".into());
+                    self.tried("the URL's user and password");
                     return Cred::userpass_plaintext(&u, &p);
                 }
             }
             if !self.helper {
                 self.helper = true;
                 if let Some(config) = &self.config {
-                    if let Ok(c) = Cred::credential_helper(config, &self.url, username) {
-                        self.tried.borrow_mut().push("git credential helper".into());
-                        return Ok(c);
+                    match Cred::credential_helper(config, &self.url, username) {
+                        Ok(c) => {
+                            self.tried("git credential helper");
+                            return Ok(c);
+                        }
+                        Err(_) if config.get_string("credential.helper").is_ok() => {
+                            self.tried("git credential helper (it had nothing for this URL)");
+                        }
+                        Err(_) => {}
                     }
                 }
             }
         }
         if allowed.contains(CredentialType::DEFAULT) && !self.default {
             self.default = true;
-            self.tried.borrow_mut().push("default".into());
+            self.tried("default");
             return Cred::default();
         }
         Err(git2::Error::new(
@@ -1082,6 +1246,23 @@ impl Credentials {
             ErrorClass::Callback,
             format!("authentication refused, {NO_MORE_CREDENTIALS}"),
         ))
+    }
+}
+
+/// `scheme://user:password@host/...` with the password replaced by `***`, for
+/// messages and logs: nothing secret is ever printed.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -1226,8 +1407,54 @@ mod tests {
     }
 
     #[test]
+    fn ssh_hosts_and_ports_of_urls() {
+        let hp = |u: &str| ssh_host_port(u);
+        assert_eq!(
+            hp("ssh://git@h.example:2222/r.git"),
+            Some(("h.example".into(), 2222))
+        );
+        assert_eq!(hp("ssh://h.example/r.git"), Some(("h.example".into(), 22)));
+        assert_eq!(
+            hp("git@github.com:me/mem.git"),
+            Some(("github.com".into(), 22))
+        );
+        assert_eq!(
+            hp("[me@127.0.0.1:2200]:/srv/r.git"),
+            Some(("127.0.0.1".into(), 2200))
+        );
+        assert_eq!(hp("https://h/x.git"), None);
+        assert_eq!(hp("/srv/backup.git"), None);
+    }
+
+    #[test]
+    fn known_hosts_lines_name_hosts_with_their_port() {
+        let text = "github.com,140.82.121.4 ssh-ed25519 AAAA\n[127.0.0.1]:2200 ssh-ed25519 AAAA\n@cert-authority gl.example ssh-rsa AAAA\n";
+        assert!(names_host(text, "github.com"));
+        assert!(names_host(text, "[127.0.0.1]:2200"));
+        assert!(names_host(text, "gl.example"));
+        assert!(!names_host(text, "127.0.0.1"));
+    }
+
+    #[test]
+    fn fingerprints_are_base64_without_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg");
+        assert_eq!(base64(b"fo"), "Zm8");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar!"), "Zm9vYmFyIQ");
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact("https://me:t0ken@h/x.git"), "https://me:***@h/x.git");
+        assert_eq!(redact("https://me@h/x.git"), "https://me@h/x.git");
+        assert_eq!(redact("git@github.com:me/m.git"), "git@github.com:me/m.git");
+        assert_eq!(redact("https://h/a:b@c"), "https://h/a:b@c");
+    }
+
+    #[test]
     fn credentials_end_instead_of_looping() {
-        let mut c = Credentials::new("https://h/x.git", None);
+        let mut c = Credentials::new("https://h/x.git", None, SharedSeen::default());
         let mut n = 0;
         while c
             .next(Some("me"), CredentialType::USER_PASS_PLAINTEXT)

@@ -106,9 +106,11 @@ struct Prepared {
 impl Run<'_> {
     fn run(&self, report: &mut Report) -> Result<()> {
         let url = self.remote.clone();
+        // What messages and logs show: no password.
+        let shown = url.as_deref().map(git::redact).unwrap_or_default();
         report.set("host", self.host);
         report.set("branch", self.branch.clone());
-        report.set("remote", url.clone());
+        report.set("remote", url.as_deref().map(git::redact));
         report.set("attempts", 0);
         let mut retry = Retry::new(self.deadline);
         let mut attempts: u32 = 0;
@@ -120,7 +122,7 @@ impl Run<'_> {
                 Some(url) => match self.repo.fetch(url, &self.branch, retry.remaining()) {
                     Ok(tip) => tip,
                     Err(e) if e.is_retryable() => {
-                        tracing::info!("fetch from {url} failed: {e}");
+                        tracing::info!("fetch from {shown} failed: {e}");
                         if retry.wait() {
                             continue;
                         }
@@ -184,7 +186,7 @@ impl Run<'_> {
             {
                 Ok(()) => {
                     tracing::info!(
-                        "push attempt {attempts} to {url}: {} pushed",
+                        "push attempt {attempts} to {shown}: {} pushed",
                         target.short()
                     );
                     tracing::debug!("pushed at {:?}", self.started.elapsed());
@@ -193,15 +195,15 @@ impl Run<'_> {
                     report.set("attempts", attempts);
                     if attempts > MANY_ATTEMPTS {
                         report.warn(format!(
-                            "the push to {url} needed {attempts} attempts, over the alert threshold of {MANY_ATTEMPTS}"
+                            "the push to {shown} needed {attempts} attempts, over the alert threshold of {MANY_ATTEMPTS}"
                         ));
                     }
-                    let how = format!("pushed {} to {url}", target.short());
+                    let how = format!("pushed {} to {shown}", target.short());
                     self.finish(&p, Some(target), report, &how);
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() => {
-                    tracing::info!("push attempt {attempts} to {url}: {e}");
+                    tracing::info!("push attempt {attempts} to {shown}: {e}");
                     if retry.wait() {
                         continue;
                     }
@@ -209,7 +211,7 @@ impl Run<'_> {
                     break Err((p, commit, e));
                 }
                 Err(e) => {
-                    tracing::info!("push attempt {attempts} to {url}: {e}");
+                    tracing::info!("push attempt {attempts} to {shown}: {e}");
                     report.set("attempts", attempts);
                     if local != Some(target) {
                         let _ = self.keep_local(&p, local, report);
@@ -220,7 +222,7 @@ impl Run<'_> {
         };
         report.set("attempts", attempts);
         let (p, commit, cause) = result.expect_err("the loop only breaks when not pushed");
-        let remote = url.unwrap_or_default();
+        let remote = shown;
         let how = format!("committed {} locally, not pushed", commit.short());
         self.finish(&p, Some(commit), report, &how);
         report.set("pushed", false);
@@ -268,7 +270,10 @@ impl Run<'_> {
         };
         tracing::debug!("read trees at {:?}", self.started.elapsed());
         let base_label = if remote.is_some() {
-            format!("the remote {}", self.remote.as_deref().unwrap_or(""))
+            format!(
+                "the remote {}",
+                git::redact(self.remote.as_deref().unwrap_or(""))
+            )
         } else {
             "the local branch".to_string()
         };
@@ -625,12 +630,14 @@ pub fn is_backup_file(name: &str) -> bool {
 
 /// Maps a git failure to the exit codes of section 9.
 pub fn git_error(e: GitError, remote: &str) -> Error {
+    let remote = &git::redact(remote);
     match e {
         GitError::Auth(cause) => Error::Auth {
             remote: remote.to_string(),
             cause,
         },
         GitError::NotFound(m) => Error::Config(format!("{remote}: repository not found: {m}")),
+        GitError::Untrusted(m) => Error::Config(format!("{remote}: {m}")),
         GitError::Rejected(m) | GitError::Transient(m) => Error::NotPushed {
             remote: remote.to_string(),
             cause: m,

@@ -44,8 +44,12 @@ pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()
             old => {
                 repo.set_remote_url(url).map_err(g)?;
                 changes.push(match old {
-                    Some(old) => format!("remote changed from {old} to {url}"),
-                    None => format!("remote set to {url}"),
+                    Some(old) => format!(
+                        "remote changed from {} to {}",
+                        git::redact(&old),
+                        git::redact(url)
+                    ),
+                    None => format!("remote set to {}", git::redact(url)),
                 });
             }
         }
@@ -59,11 +63,16 @@ pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()
                     repo.note_remote_tip(&branch, tip);
                     repo.sync_worktree(&branch, is_backup_file, None)
                         .map_err(g)?;
-                    changes.push(format!("checked out {url} {branch} at {}", tip.short()));
+                    changes.push(format!(
+                        "checked out {} {branch} at {}",
+                        git::redact(&url),
+                        tip.short()
+                    ));
                 }
                 Ok(None) => {}
                 Err(e) if e.is_retryable() => report.warn(format!(
-                    "cannot reach {url} now ({e}); the next backup fetches from it"
+                    "cannot reach {} now ({e}); the next backup fetches from it",
+                    git::redact(&url)
                 )),
                 Err(e) => return Err(git_error(e, &url)),
             }
@@ -71,7 +80,7 @@ pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()
     }
     report.set("repo", path.clone());
     report.set("branch", branch.clone());
-    report.set("remote", repo.remote_url());
+    report.set("remote", repo.remote_url().as_deref().map(git::redact));
     report.set("changed", !changes.is_empty());
     report.summary = if changes.is_empty() {
         format!("{path}: already set up (branch {branch}), nothing changed")

@@ -13,7 +13,7 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::files::{self, UNIFIED_FILE};
 use crate::fold::{self, Folded, Kind};
-use crate::git::{CommitId, GitError, Repo};
+use crate::git::{self, CommitId, GitError, Repo};
 use crate::report::Report;
 use crate::{Context, crdt, json};
 
@@ -139,7 +139,8 @@ fn tips(repo: &Repo, branch: &str, report: &mut Report) -> Result<Vec<CommitId>>
             }
             Ok(None) => {}
             Err(e) => report.warn(format!(
-                "cannot fetch from {url} ({e}); restoring from the local repository"
+                "cannot fetch from {} ({e}); restoring from the local repository",
+                git::redact(&url)
             )),
         }
     }

@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 use crate::commands::backup::{git_error, is_backup_file};
 use crate::error::Result;
 use crate::files::{self, UNIFIED_FILE};
-use crate::git::{CommitId, GitError};
+use crate::git::{self, CommitId, GitError};
 use crate::logging::LAST_RUN_FILE;
 use crate::report::Report;
 
@@ -40,8 +40,10 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
 
     // The remote: asked unless --no-fetch; else what the last contact saw.
     let url = repo.remote_url();
+    // Shown: a password in the URL is never printed.
+    let shown = url.as_deref().map(git::redact);
     let mut remote = Map::new();
-    remote.insert("url".into(), url.clone().into());
+    remote.insert("url".into(), shown.clone().into());
     let mut remote_tip = None;
     let mut remote_line = String::new();
     if let Some(url) = &url {
@@ -65,7 +67,8 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
                 remote.insert("error".into(), why.clone().into());
                 if !args.no_fetch {
                     report.warn(format!(
-                        "cannot ask {url} ({why}); ahead and behind are as of the last contact"
+                        "cannot ask {} ({why}); ahead and behind are as of the last contact",
+                        git::redact(url)
                     ));
                 }
                 remote_line = format!(" (not asked now: {why}; as of the last contact)");
@@ -132,7 +135,7 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
         lines.push(row("(unified)", u));
     }
     let tip = |c: Option<CommitId>| c.map_or("no commit".to_string(), |c| c.short());
-    lines.push(match &url {
+    lines.push(match &shown {
         None => format!("branch {branch} at {}; no remote set", tip(local)),
         Some(url) => format!(
             "branch {branch} at {}; {url} at {}: {} ahead, {} behind{remote_line}",

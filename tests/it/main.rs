@@ -8,5 +8,6 @@ mod golden;
 mod hooks;
 mod laws;
 mod mcp;
+mod remote;
 mod restore;
 mod status;

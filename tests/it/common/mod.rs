@@ -3,6 +3,7 @@
 //! host name and, where a test asks, a fixed clock.
 
 pub mod git;
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
