@@ -182,11 +182,17 @@ pub fn merge_owned<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<Entry
     merge(inputs).into_iter().cloned().collect()
 }
 
-/// A fast hash for `unique_id`s: SipHash took a large share of a merge. The seed
+/// A fast hash for `unique_id`s (and the identities of stamping): SipHash took a large share of a merge. The seed
 /// is random per process, so that colliding ids cannot be prepared in advance.
 #[derive(Clone, Copy)]
-struct IdHasher {
+pub(crate) struct IdHasher {
     seed: u64,
+}
+
+impl Default for IdHasher {
+    fn default() -> IdHasher {
+        IdHasher::new()
+    }
 }
 
 impl IdHasher {
@@ -208,7 +214,7 @@ const K: u64 = 0xf135_7aea_2e62_a9c5;
 
 /// Multiply-rotate over 8-byte words, and a folded multiply at the end to spread
 /// the bits over the whole word (the table uses both ends of it).
-struct IdHash(u64);
+pub(crate) struct IdHash(u64);
 
 impl IdHash {
     fn add(&mut self, word: u64) {

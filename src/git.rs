@@ -461,10 +461,33 @@ impl Repo {
     /// Writes the blobs of `files`, hashing and compressing the large ones on a
     /// second thread (with its own handle on the repository) meanwhile.
     fn write_blobs<'f>(&self, files: &'f Files) -> Result<Vec<(&'f str, Oid)>, GitError> {
-        let mut by_size: Vec<(&str, &[u8])> = files
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
+        // Files with the same bytes (with one host, its file and the unified file)
+        // are one blob: hashed and compressed once.
+        let mut same: Vec<(&str, &str)> = Vec::new();
+        let mut by_size: Vec<(&str, &[u8])> = Vec::new();
+        for (n, b) in files {
+            match by_size.iter().find(|(_, u)| u == b) {
+                Some(&(first, _)) => same.push((n.as_str(), first)),
+                None => by_size.push((n.as_str(), b.as_slice())),
+            }
+        }
+        let mut out = self.write_unique_blobs(by_size)?;
+        for (n, first) in same {
+            let id = out
+                .iter()
+                .find(|(u, _)| *u == first)
+                .map(|&(_, id)| id)
+                .expect("the first file of equal ones was written");
+            out.push((n, id));
+        }
+        Ok(out)
+    }
+
+    /// [`Repo::write_blobs`] of files with distinct contents.
+    fn write_unique_blobs<'f>(
+        &self,
+        mut by_size: Vec<(&'f str, &'f [u8])>,
+    ) -> Result<Vec<(&'f str, Oid)>, GitError> {
         by_size.sort_by_key(|(_, b)| std::cmp::Reverse(b.len()));
         let total: usize = by_size.iter().map(|(_, b)| b.len()).sum();
         if by_size.len() < 2 || total < PARALLEL_BLOBS_BYTES {

@@ -232,7 +232,29 @@ fn count_newlines(b: &[u8]) -> usize {
 /// an integer), `entity:<name>`, `relation:[from,relationType,to]`, or the SHA-256
 /// of its canonical JSON.
 pub fn ident(record: &Record, id_field: &str) -> String {
-    if let Some(id) = record.get(id_field) {
+    ident_by(|k| record.get(k), &record.body, id_field)
+}
+
+/// [`ident`] of an entry's canonical body (metadata left out), read straight
+/// from its text: no parse, no copy.
+pub fn ident_of_body(body: &str, id_field: &str) -> String {
+    let get = |key: &str| {
+        let mut token = Vec::with_capacity(key.len() + 2);
+        json::write_str(&mut token, key);
+        json::canonical_members(body.as_bytes())
+            .find(|(k, _)| *k == token.as_slice())
+            .map(|(_, v)| {
+                let at = v.as_ptr() as usize - body.as_ptr() as usize;
+                &body[at..at + v.len()]
+            })
+    };
+    ident_by(get, body, id_field)
+}
+
+/// The identity rules over `get`, which gives a top-level member's canonical
+/// value, and `body`, the canonical object.
+fn ident_by<'b>(get: impl Fn(&str) -> Option<&'b str>, body: &str, id_field: &str) -> String {
+    if let Some(id) = get(id_field) {
         if id.starts_with('"') {
             return json::decode_str(id.as_bytes()).into_owned();
         }
@@ -240,14 +262,14 @@ pub fn ident(record: &Record, id_field: &str) -> String {
             return id.to_string();
         }
     }
-    match record.get("type") {
+    match get("type") {
         Some(r#""entity""#) => {
-            if let Some(name) = record.get("name").filter(|n| n.starts_with('"')) {
+            if let Some(name) = get("name").filter(|n| n.starts_with('"')) {
                 return format!("entity:{}", json::decode_str(name.as_bytes()));
             }
         }
         Some(r#""relation""#) => {
-            let part = |k| record.get(k).unwrap_or("null");
+            let part = |k| get(k).unwrap_or("null");
             return format!(
                 "relation:[{},{},{}]",
                 part("from"),
@@ -257,7 +279,7 @@ pub fn ident(record: &Record, id_field: &str) -> String {
         }
         _ => {}
     }
-    let digest = Sha256::digest(record.body.as_bytes());
+    let digest = Sha256::digest(body.as_bytes());
     let mut s = String::with_capacity(7 + 64);
     s.push_str("sha256:");
     for byte in digest {
@@ -338,7 +360,13 @@ mod tests {
 
     #[test]
     fn identity_rules_apply_in_order() {
-        let id = |s: &str| ident(&records(s)[0].record, DEFAULT_ID_FIELD);
+        // Read from the record's members, and straight from its canonical body.
+        let id = |s: &str| {
+            let record = &records(s)[0].record;
+            let by_members = ident(record, DEFAULT_ID_FIELD);
+            assert_eq!(ident_of_body(&record.body, DEFAULT_ID_FIELD), by_members);
+            by_members
+        };
         assert_eq!(id(r#"{"id":"n1","type":"entity","name":"A"}"#), "n1");
         assert_eq!(
             id(r#"{"id":12345678901234567890123}"#),
@@ -357,5 +385,12 @@ mod tests {
         assert!(h.starts_with("sha256:") && h.len() == 71, "{h}");
         let custom = ident(&records(r#"{"key":"k9","id":"n1"}"#)[0].record, "key");
         assert_eq!(custom, "k9");
+        assert_eq!(ident_of_body(r#"{"id":"n1","key":"k9"}"#, "key"), "k9");
+        // Keys with escapes, and values that hold what looks like a key.
+        assert_eq!(id(r#"{"a":{"id":"no"},"i\u0065":"x","id":"n\"2"}"#), "n\"2");
+        assert_eq!(
+            id(r#"{"type":"entity","name":"A\u00e9\n"}"#),
+            "entity:A\u{e9}\n"
+        );
     }
 }

@@ -8,9 +8,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::crdt::IdHasher;
+
 use crate::clock::Timestamp;
 use crate::entry::{Entry, Metadata, Record};
 use crate::memory::{self, Located};
+
+/// Maps and sets of ids with the merge's fast hash, which SipHash costs several
+/// times over on ten thousand entries.
+type Map<K, V> = HashMap<K, V, IdHasher>;
+type Set<K> = HashSet<K, IdHasher>;
+
+fn map<K, V>(capacity: usize) -> Map<K, V> {
+    Map::with_capacity_and_hasher(capacity, IdHasher::default())
+}
+
+fn set<K>(capacity: usize) -> Set<K> {
+    Set::with_capacity_and_hasher(capacity, IdHasher::default())
+}
 
 /// What stamping needs besides the memory file.
 pub struct Context<'a> {
@@ -55,26 +70,23 @@ pub struct Stamped {
 pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
     let mut out = Stamped::default();
     let host: Arc<str> = cx.host.into();
-    let known: HashMap<&str, &Entry> =
-        cx.known
-            .iter()
-            .chain(cx.previous)
-            .fold(HashMap::new(), |mut m, e| {
-                m.entry(e.unique_id())
-                    .and_modify(|cur: &mut &Entry| {
-                        if e.lww_cmp(cur).is_gt() {
-                            *cur = e;
-                        }
-                    })
-                    .or_insert(e);
-                m
-            });
-    let previous_by_uid: HashMap<&str, usize> = cx
-        .previous
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.unique_id(), i))
-        .collect();
+    let known: Map<&str, &Entry> = cx.known.iter().chain(cx.previous).fold(
+        map(cx.known.len() + cx.previous.len()),
+        |mut m, e| {
+            m.entry(e.unique_id())
+                .and_modify(|cur: &mut &Entry| {
+                    if e.lww_cmp(cur).is_gt() {
+                        *cur = e;
+                    }
+                })
+                .or_insert(e);
+            m
+        },
+    );
+    let mut previous_by_uid: Map<&str, usize> = map(cx.previous.len());
+    for (i, e) in cx.previous.iter().enumerate() {
+        previous_by_uid.insert(e.unique_id(), i);
+    }
     let mut claimed = vec![false; cx.previous.len()];
 
     // Entries of one identity: identical copies count once, different ones are
@@ -83,8 +95,8 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
 
     // Entries that carry their own metadata (restored from unified) claim the P
     // entry of their unique_id first; the rest are matched by identity.
-    let mut pending: Vec<Item> = Vec::new();
-    let mut lineages: HashSet<Box<str>> = HashSet::new();
+    let mut pending: Vec<Item> = Vec::with_capacity(items.len());
+    let mut lineages: Set<Box<str>> = set(0);
     for mut item in items {
         match item.record.metadata.take() {
             // A second, different line of one lineage: an entry of its own.
@@ -120,27 +132,42 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
     }
 
     // Candidates in P, by base identity.
-    let mut by_ident: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut by_ident: Map<String, Vec<usize>> = map(cx.previous.len());
     for (i, e) in cx.previous.iter().enumerate() {
         if !claimed[i] {
-            let record = record_of(e);
             by_ident
-                .entry(memory::ident(&record, cx.id_field))
+                .entry(memory::ident_of_body(e.body(), cx.id_field))
                 .or_default()
                 .push(i);
         }
     }
-    let mut groups: HashMap<String, Vec<Item>> = HashMap::new();
-    let mut order = Vec::new();
-    for item in pending {
-        if !groups.contains_key(&item.base) {
-            order.push(item.base.clone());
-        }
-        groups.entry(item.base.clone()).or_default().push(item);
+    // The pending items of each base identity, by index, bases in order of
+    // first appearance.
+    let mut groups: Map<&str, Vec<usize>> = map(pending.len());
+    let mut order: Vec<&str> = Vec::with_capacity(pending.len());
+    for (i, item) in pending.iter().enumerate() {
+        groups
+            .entry(item.base.as_str())
+            .or_insert_with(|| {
+                order.push(item.base.as_str());
+                Vec::with_capacity(1)
+            })
+            .push(i);
     }
+    let mut slots: Vec<Option<Item>> = Vec::with_capacity(pending.len());
+    let mut grouped: Vec<Vec<usize>> = Vec::with_capacity(order.len());
+    let mut bases: Vec<String> = Vec::with_capacity(order.len());
     for base in order {
-        let items = groups.remove(&base).expect("every base has a group");
-        let mut candidates: Vec<usize> = by_ident.remove(&base).unwrap_or_default();
+        bases.push(base.to_string());
+        grouped.push(groups.remove(base).expect("every base has a group"));
+    }
+    drop(groups);
+    slots.extend(pending.into_iter().map(Some));
+    for (base, indices) in bases.iter().zip(grouped) {
+        let items = indices
+            .into_iter()
+            .map(|i| slots[i].take().expect("an item is in one group"));
+        let mut candidates: Vec<usize> = by_ident.remove(base).unwrap_or_default();
         // Oldest lineage first, to pair with the earliest lines of the file.
         candidates.sort_by(|&a, &b| {
             let (a, b) = (&cx.previous[a], &cx.previous[b]);
@@ -234,18 +261,6 @@ fn created_at(e: &Entry) -> Timestamp {
         .unwrap_or(e.meta.timestamp)
 }
 
-fn record_of(e: &Entry) -> Record {
-    let mut scratch = Vec::new();
-    Record::parse(
-        e.body().as_bytes(),
-        0,
-        &mut scratch,
-        &mut Default::default(),
-    )
-    .expect("an entry body is a canonical object")
-    .0
-}
-
 struct Item {
     record: Record,
     line: usize,
@@ -262,9 +277,10 @@ fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> V
         .collect();
     // A renamed identity must not be one that another entry has by its own right
     // (an entry with the id `n1#2`), or two new entries would share a unique_id.
-    let natural: HashSet<String> = records.iter().map(|(b, _)| b.clone()).collect();
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut seen: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut natural: Set<String> = set(records.len());
+    natural.extend(records.iter().map(|(b, _)| b.clone()));
+    let mut taken: Set<String> = set(records.len());
+    let mut seen: Map<String, Vec<usize>> = map(records.len());
     let mut items: Vec<Item> = Vec::with_capacity(records.len());
     for (base, Located { record, line }) in records {
         let same = seen.get(&base).is_some_and(|idx| {
