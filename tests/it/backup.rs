@@ -839,9 +839,9 @@ fn runs_killed_at_random_instants_leave_a_usable_repository() {
     fsck(&env, &env.path("r/.git"));
 }
 
-#[test]
-fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
-    let env = Env::new();
+/// A repository `r` whose remote is a server on 127.0.0.1 that accepts
+/// connections and never answers; returns the memory file to back up.
+fn hung_remote(env: &Env) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -850,10 +850,16 @@ fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
             held.push(s); // accepted, never answered
         }
     });
-    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
     let url = format!("git://127.0.0.1:{port}/r.git");
     assert_code(&env.run("r", "h", &["init"]), 0);
     env.git_in(&env.path("r"), &["remote", "add", "origin", &url]);
+    env.memory("m.json", r#"[{"id":"a","content":"one"}]"#)
+}
+
+#[test]
+fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
+    let env = Env::new();
+    let memory = hung_remote(&env);
     let started = Instant::now();
     let out = env.run(
         "r",
@@ -865,6 +871,22 @@ fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
     assert!(took < Duration::from_secs(8), "took {took:?}");
     let local = env.git_in(&env.path("r"), &["show", "main:memory-h.json"]);
     assert_eq!(unique_ids(&local).len(), 1);
+}
+
+/// Found by scripts/stress: runs that spent minutes backing off under
+/// contention warned "the merge took 126.5 s" though merging took milliseconds.
+#[test]
+fn time_spent_waiting_on_the_network_is_not_reported_as_a_slow_merge() {
+    let env = Env::new();
+    let memory = hung_remote(&env);
+    // Longer than the 5 s alert threshold for a slow merge.
+    let out = env.run(
+        "r",
+        "h",
+        &["backup", "--memory", &memory, "--max-elapsed", "5.5"],
+    );
+    assert_code(&out, 75);
+    assert!(!stderr(&out).contains("the merge took"), "{}", stderr(&out));
 }
 
 #[test]
