@@ -32,6 +32,9 @@ pub enum Error {
     },
     /// Writing failed; nothing was damaged.
     Write { path: PathBuf, source: io::Error },
+    /// Writing into the backup repository failed (a full disk, a read-only
+    /// folder); what it held is unchanged.
+    RepoWrite(String),
     /// Reading something other than the memory file failed.
     Read { path: PathBuf, source: io::Error },
     /// `verify` found problems (already listed).
@@ -54,7 +57,7 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::Missing { .. } => exit::NO_INPUT,
             Error::Invalid { .. } => exit::DATA,
-            Error::Write { .. } => exit::WRITE,
+            Error::Write { .. } | Error::RepoWrite(_) => exit::WRITE,
             Error::Read { .. } | Error::Problems(_) | Error::Other(_) => exit::FAILURE,
             Error::NotPushed { .. } => exit::NOT_PUSHED,
             Error::Auth { .. } => exit::AUTH,
@@ -91,6 +94,7 @@ impl fmt::Display for Error {
                 "{}: write failed: {source}; the previous file is unchanged",
                 path.display()
             ),
+            Error::RepoWrite(m) => write!(f, "{m}; nothing was damaged: make room and run again"),
             Error::Read { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Problems(n) => write!(f, "{n} problem(s) found"),
             Error::NotPushed { remote, cause } => write!(

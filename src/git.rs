@@ -67,6 +67,9 @@ pub enum GitError {
     Rejected(String),
     /// The network, a timeout, an unreachable path: back off and retry.
     Transient(String),
+    /// Writing into this machine's repository failed for want of room or rights
+    /// (a full disk, a read-only folder): stop at once; retrying cannot help.
+    LocalWrite(String),
     /// Anything else (a local failure): stop.
     Other(String),
 }
@@ -79,6 +82,7 @@ impl fmt::Display for GitError {
             | GitError::Untrusted(m)
             | GitError::Rejected(m)
             | GitError::Transient(m)
+            | GitError::LocalWrite(m)
             | GitError::Other(m) => f.write_str(m),
         }
     }
@@ -90,8 +94,26 @@ impl GitError {
     }
 }
 
+impl GitError {
+    /// A local failure: [`GitError::LocalWrite`] when the message is the system's
+    /// for a full disk, a read-only file system or an exhausted quota.
+    fn local(message: String) -> GitError {
+        const NO_ROOM: [&str; 3] = [
+            "no space left on device",
+            "read-only file system",
+            "disk quota exceeded",
+        ];
+        let lower = message.to_lowercase();
+        if NO_ROOM.iter().any(|m| lower.contains(m)) {
+            GitError::LocalWrite(message)
+        } else {
+            GitError::Other(message)
+        }
+    }
+}
+
 fn other(e: git2::Error) -> GitError {
-    GitError::Other(e.message().to_string())
+    GitError::local(e.message().to_string())
 }
 
 /// Sorts an error from talking to a remote.
@@ -123,6 +145,10 @@ fn classify(e: &git2::Error) -> GitError {
         || lower.contains("status code: 404")
     {
         return GitError::NotFound(msg);
+    }
+    // A fetched pack that finds no room on this machine: no retry helps.
+    if let GitError::LocalWrite(m) = GitError::local(msg.clone()) {
+        return GitError::LocalWrite(m);
     }
     // Anything else from talking to a remote (an object the push expected to find
     // missing because the tip moved, a reset connection) is worth another try.
@@ -273,7 +299,7 @@ impl Repo {
     /// that a concurrent run just made).
     pub fn init(path: &Path, branch: &str) -> Result<Repo, GitError> {
         settings();
-        let io = |e: std::io::Error| GitError::Other(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| GitError::local(format!("{}: {e}", path.display()));
         let mut opts = RepositoryInitOptions::new();
         opts.initial_head(branch).mkpath(true);
         let occupied = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
@@ -752,7 +778,7 @@ impl Repo {
                     continue;
                 }
                 replace_file(&dir, &path, bytes).map_err(|e| {
-                    GitError::Other(format!("{}: write failed: {e}", path.display()))
+                    GitError::local(format!("{}: write failed: {e}", path.display()))
                 })?;
             }
             self.write_index(tip)?;
@@ -785,7 +811,7 @@ impl Repo {
             .map_err(other)
             .and_then(|()| {
                 std::fs::rename(&tmp, gitdir.join("index"))
-                    .map_err(|e| GitError::Other(format!("{}: {e}", gitdir.display())))
+                    .map_err(|e| GitError::local(format!("{}: {e}", gitdir.display())))
             });
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -817,7 +843,7 @@ fn swap_ref(repo: &Repository, refname: &str, new: Oid, expect: Expect) -> Resul
     use std::io::ErrorKind;
     let path = repo.path().join(refname);
     let lock = PathBuf::from(format!("{}.lock", path.display()));
-    let io = |e: std::io::Error| GitError::Other(format!("{}: {e}", lock.display()));
+    let io = |e: std::io::Error| GitError::local(format!("{}: {e}", lock.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }

@@ -2,7 +2,7 @@
 //! file. No git.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cli::MergeArgs;
 use crate::crdt;
@@ -30,7 +30,7 @@ pub fn cmd_merge(args: &MergeArgs, cx: &Context, report: &mut Report) -> Result<
     let written =
         files::write_slice_if_changed(&output, &merged).map_err(|e| Error::write(&output, e))?;
     tracing::debug!("written at {:?}", started.elapsed());
-    warn_if_slow(started, report);
+    warn_if_slow(started.elapsed(), report);
     report.summary = format!(
         "merged {} host files into {}: {} entries{}",
         hosts.len(),
@@ -145,8 +145,9 @@ fn take_unified(
     }
 }
 
-pub fn warn_if_slow(started: Instant, report: &mut Report) {
-    let secs = started.elapsed().as_secs_f64();
+/// Warns when merging took `took`, over the alert threshold.
+pub fn warn_if_slow(took: Duration, report: &mut Report) {
+    let secs = took.as_secs_f64();
     if secs > SLOW_MERGE_SECS {
         report.warn(format!(
             "the merge took {secs:.1} s, over the {SLOW_MERGE_SECS} s alert threshold"

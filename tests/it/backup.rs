@@ -552,19 +552,9 @@ fn entries_without_metadata_in_another_host_file_are_not_deleted() {
     assert_eq!(ids(&env.show(&bare, "unified-memory.json")), ["a", "b1"]);
 }
 
-#[test]
-fn a_full_disk_while_committing_is_exit_74_and_the_repository_stays_usable() {
-    let env = Env::new();
-    let Some(_disk) = crate::common::SmallDisk::mount(&env.path("small"), "400k") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
-    };
-    let small = env.memory("s.json", r#"[{"id":"a","c":"x"}]"#);
-    assert_code(
-        &env.run("small/repo", "h", &["backup", "--memory", &small]),
-        0,
-    );
-    // Random text does not compress: about 900 KB of objects.
+/// A memory of 600 entries of random text, which does not compress: about
+/// 900 KB of objects.
+fn incompressible_memory(env: &Env, name: &str) -> String {
     let mut seed = 1u64;
     let big: Vec<String> = (0..600)
         .map(|i| {
@@ -579,7 +569,64 @@ fn a_full_disk_while_committing_is_exit_74_and_the_repository_stays_usable() {
             format!(r#"{{"id":"n{i}","c":"{text}"}}"#)
         })
         .collect();
-    let big = env.memory("b.json", &format!("[{}]", big.join(",")));
+    env.memory(name, &format!("[{}]", big.join(",")))
+}
+
+#[test]
+fn a_full_disk_while_fetching_is_exit_74_at_once_not_a_retry() {
+    let env = Env::new();
+    let base = env.path("srv");
+    std::fs::create_dir_all(&base).unwrap();
+    env.bare("srv/remote.git");
+    let daemon = Daemon::start(&env, &base);
+    let url = daemon.url("remote.git");
+    // Another host fills the remote with objects that do not fit on this one.
+    let big = incompressible_memory(&env, "b.json");
+    assert_code(&env.run("other", "o", &["init", "--remote", &url]), 0);
+    assert_code(&env.run("other", "o", &["backup", "--memory", &big]), 0);
+    let Some(_disk) = crate::common::SmallDisk::mount(&env.path("small"), "400k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let small = env.memory("s.json", r#"[{"id":"a","c":"x"}]"#);
+    let repo = "small/repo";
+    let out = env.run(repo, "h", &["init", "--remote", &url]);
+    assert_code(&out, 74);
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    let out = env.run(
+        repo,
+        "h",
+        &["backup", "--memory", &small, "--max-elapsed", "60"],
+    );
+    // 74, not 75 after retrying until --max-elapsed: no retry can make room.
+    assert_code(&out, 74);
+    assert!(stderr(&out).contains("make room"), "{}", stderr(&out));
+    // Nothing was committed.
+    let log = env.git(&[
+        "-C",
+        env.path(repo).to_str().unwrap(),
+        "rev-parse",
+        "--verify",
+        "-q",
+        "main",
+    ]);
+    assert!(!log.status.success(), "a commit was made: {}", stdout(&log));
+}
+
+#[test]
+fn a_full_disk_while_committing_is_exit_74_and_the_repository_stays_usable() {
+    let env = Env::new();
+    let Some(_disk) = crate::common::SmallDisk::mount(&env.path("small"), "400k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let small = env.memory("s.json", r#"[{"id":"a","c":"x"}]"#);
+    assert_code(
+        &env.run("small/repo", "h", &["backup", "--memory", &small]),
+        0,
+    );
+    // Random text does not compress: about 900 KB of objects.
+    let big = incompressible_memory(&env, "b.json");
     let out = env.run("small/repo", "h", &["backup", "--memory", &big]);
     assert_code(&out, 74);
     assert!(stderr(&out).contains("write failed"), "{}", stderr(&out));
@@ -813,9 +860,9 @@ fn runs_killed_at_random_instants_leave_a_usable_repository() {
     fsck(&env, &env.path("r/.git"));
 }
 
-#[test]
-fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
-    let env = Env::new();
+/// A repository `r` whose remote is a server on 127.0.0.1 that accepts
+/// connections and never answers; returns the memory file to back up.
+fn hung_remote(env: &Env) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -824,10 +871,16 @@ fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
             held.push(s); // accepted, never answered
         }
     });
-    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
     let url = format!("git://127.0.0.1:{port}/r.git");
     assert_code(&env.run("r", "h", &["init"]), 0);
     env.git_in(&env.path("r"), &["remote", "add", "origin", &url]);
+    env.memory("m.json", r#"[{"id":"a","content":"one"}]"#)
+}
+
+#[test]
+fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
+    let env = Env::new();
+    let memory = hung_remote(&env);
     let started = Instant::now();
     let out = env.run(
         "r",
@@ -839,6 +892,22 @@ fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
     assert!(took < Duration::from_secs(8), "took {took:?}");
     let local = env.git_in(&env.path("r"), &["show", "main:memory-h.json"]);
     assert_eq!(unique_ids(&local).len(), 1);
+}
+
+/// Found by scripts/stress: runs that spent minutes backing off under
+/// contention warned "the merge took 126.5 s" though merging took milliseconds.
+#[test]
+fn time_spent_waiting_on_the_network_is_not_reported_as_a_slow_merge() {
+    let env = Env::new();
+    let memory = hung_remote(&env);
+    // Longer than the 5 s alert threshold for a slow merge.
+    let out = env.run(
+        "r",
+        "h",
+        &["backup", "--memory", &memory, "--max-elapsed", "5.5"],
+    );
+    assert_code(&out, 75);
+    assert!(!stderr(&out).contains("the merge took"), "{}", stderr(&out));
 }
 
 #[test]
