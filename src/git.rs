@@ -146,13 +146,13 @@ fn classify(e: &git2::Error) -> GitError {
     {
         return GitError::NotFound(msg);
     }
-    // A fetched pack that finds no room on this machine: no retry helps.
-    if let GitError::LocalWrite(m) = GitError::local(msg.clone()) {
-        return GitError::LocalWrite(m);
+    // A fetched pack that finds no room on this machine: no retry helps. Anything
+    // else from talking to a remote (an object the push expected to find missing
+    // because the tip moved, a reset connection) is worth another try.
+    match GitError::local(msg) {
+        GitError::Other(m) => GitError::Transient(m),
+        no_room => no_room,
     }
-    // Anything else from talking to a remote (an object the push expected to find
-    // missing because the tip moved, a reset connection) is worth another try.
-    GitError::Transient(msg)
 }
 
 /// Where a remote is: a folder on this machine, or a server.
@@ -1354,9 +1354,6 @@ impl Repo {
                 Err(_) => Ok(None),
             },
             Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidSpec) => Ok(None),
-            Err(e) if e.class() == ErrorClass::Odb || e.class() == ErrorClass::Reference => {
-                Ok(None)
-            }
             Err(e) => Err(other(e)),
         }
     }

@@ -292,19 +292,18 @@ fn mcp_key_order(f: &Folded) -> String {
         Kind::Relation => &RELATION_KEYS,
         Kind::Other => return f.body.clone(),
     };
-    let members: Vec<(&[u8], &[u8])> = json::canonical_members(f.body.as_bytes()).collect();
+    let mut members: Vec<(&[u8], &[u8])> = json::canonical_members(f.body.as_bytes()).collect();
     let rank = |key: &[u8]| {
         order
             .iter()
             .position(|k| key.len() == k.len() + 2 && &key[1..key.len() - 1] == k.as_bytes())
             .unwrap_or(order.len())
     };
-    let mut sorted = members.clone();
     // Stable: keys outside the MCP order keep their canonical order.
-    sorted.sort_by_key(|(k, _)| rank(k));
+    members.sort_by_key(|(k, _)| rank(k));
     let mut text = Vec::with_capacity(f.body.len());
     text.push(b'{');
-    for (i, (k, v)) in sorted.iter().enumerate() {
+    for (i, (k, v)) in members.iter().enumerate() {
         if i > 0 {
             text.push(b',');
         }
