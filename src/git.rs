@@ -27,6 +27,8 @@ pub const DEFAULT_BRANCH: &str = "main";
 pub const STALE_REF_LOCK: Duration = Duration::from_secs(600);
 /// Cap on one network read or connect, so that no run hangs.
 pub const MAX_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least time a network step is given, however little of the run is left.
+const MIN_NETWORK_TIMEOUT: Duration = Duration::from_millis(200);
 /// Key files tried after the ssh-agent, in `~/.ssh`.
 pub const SSH_KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 const FILE_MODE_BLOB: i32 = 0o100_644;
@@ -631,6 +633,14 @@ impl Repo {
     ) -> Result<(), GitError> {
         match remote_kind(url) {
             RemoteKind::Local(path) => self.push_local(&path, branch, new, expected),
+            RemoteKind::Network if url.starts_with("git://") => crate::wire::push(
+                &self.repo,
+                url,
+                branch,
+                new.0,
+                expected.map(|c| c.0),
+                timeout.min(MAX_NETWORK_TIMEOUT).max(MIN_NETWORK_TIMEOUT),
+            ),
             RemoteKind::Network => self.push_network(url, branch, new, timeout),
         }
     }
@@ -681,30 +691,16 @@ impl Repo {
     ) -> Result<(), GitError> {
         check_local_remote(path)?;
         let remote = Repository::open(path).map_err(|e| classify_open(&e, path))?;
-        let mut walk = self.repo.revwalk().map_err(other)?;
-        walk.push(new.0).map_err(other)?;
-        if let Some(old) = expected {
-            walk.hide(old.0).map_err(other)?;
-        }
-        let mut pack = self.repo.packbuilder().map_err(other)?;
-        pack.insert_walk(&mut walk).map_err(other)?;
         let odb = remote.odb().map_err(other)?;
         let mut writer = odb.packwriter().map_err(other)?;
-        let mut failed = None;
-        pack.foreach(|buf| match writer.write_all(buf) {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        })
-        .map_err(other)?;
-        if let Some(e) = failed {
-            return Err(GitError::Transient(format!(
-                "{}: cannot write objects: {e}",
-                path.display()
-            )));
-        }
+        // Whole objects: the receiving side would store a delta's base again.
+        crate::pack::write_pack(&self.repo, new.0, expected.map(|c| c.0), false, &mut writer)
+            .map_err(|e| match e {
+                crate::pack::PackError::Git(e) => other(e),
+                crate::pack::PackError::Io(e) => {
+                    GitError::Transient(format!("{}: cannot write objects: {e}", path.display()))
+                }
+            })?;
         writer.commit().map_err(other)?;
         let expect = match expected {
             Some(old) => Expect::Is(old.0),
@@ -1018,7 +1014,7 @@ fn classify_open(e: &git2::Error, path: &Path) -> GitError {
 fn set_timeouts(limit: Duration) {
     let ms = limit
         .min(MAX_NETWORK_TIMEOUT)
-        .max(Duration::from_millis(200))
+        .max(MIN_NETWORK_TIMEOUT)
         .as_millis();
     let ms = i32::try_from(ms).unwrap_or(i32::MAX);
     // SAFETY: no other thread uses libgit2 while these are set.

@@ -16,8 +16,10 @@ pub mod git;
 pub mod json;
 pub mod logging;
 pub mod memory;
+pub mod pack;
 pub mod report;
 pub mod stamp;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 

@@ -947,3 +947,47 @@ fn a_remote_path_that_is_not_a_repository_gives_78_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5), "it retried");
     assert!(stderr(&out).contains("just-a-folder"), "{}", stderr(&out));
 }
+
+#[test]
+fn an_edit_goes_to_a_git_daemon_as_deltas_and_the_server_rebuilds_the_files_exactly() {
+    let env = Env::new();
+    let srv = env.path("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let bare = env.bare("srv/remote.git");
+    let daemon = Daemon::start(&env, &srv);
+    let url = daemon.url("remote.git");
+    let ids: Vec<String> = (0..400).map(|i| format!("n{i}")).collect();
+    let memory = env.memory_of("m.json", &ids, "a note long enough to be worth a delta");
+    assert_code(&env.run("r", "laptop", &["init", "--remote", &url]), 0);
+    let first = env.run("r", "laptop", &["-v", "backup", "--memory", &memory]);
+    assert_code(&first, 0);
+    // Nothing on the server to make a delta from: whole objects.
+    assert!(
+        stderr(&first).contains(", 0 object(s) as deltas"),
+        "{}",
+        stderr(&first)
+    );
+
+    let text = std::fs::read_to_string(&memory).unwrap();
+    std::fs::write(&memory, text.replace("delta n7\"", "delta edited n7\"")).unwrap();
+    let out = env
+        .mb("r", "laptop")
+        .env("MEMORY_BACKUP_NOW", "2026-11-21T11:00:00Z")
+        .args(["-v", "backup", "--memory", &memory])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    // One host: its file and the unified file are one blob, sent as a delta
+    // against the old one.
+    assert!(
+        stderr(&out).contains(", 1 object(s) as deltas"),
+        "{}",
+        stderr(&out)
+    );
+    fsck(&env, &bare);
+    for name in ["memory-laptop.json", "unified-memory.json"] {
+        let local = std::fs::read_to_string(env.path("r").join(name)).unwrap();
+        assert_eq!(env.show(&bare, name), local, "{name}");
+        assert!(local.contains("edited n7"));
+    }
+}

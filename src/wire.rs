@@ -1,0 +1,396 @@
+//! A push over the git protocol (`git://`), spoken here rather than through
+//! libgit2 so that the pack can be thin and quick to make (see [`crate::pack`]).
+//! ssh and https go through libgit2.
+//!
+//! The exchange (git's `gitprotocol-pack`): ask the daemon for
+//! `git-receive-pack`, read the refs it advertises, send one command `old new
+//! ref` and the pack, read its report. The server moves the ref only if it still
+//! points at `old`: the compare-and-swap that keeps concurrent pushes honest.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use git2::{Oid, Repository};
+
+use crate::git::GitError;
+use crate::pack::{self, PackError};
+
+/// The git daemon's port.
+const DEFAULT_PORT: u16 = 9418;
+/// The longest pkt-line payload.
+const MAX_PKT: usize = 65520 - 4;
+
+/// Off once a server could not unpack a thin pack: later attempts send whole
+/// objects.
+static THIN: AtomicBool = AtomicBool::new(true);
+
+/// Where a `git://` URL points.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Address {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// `git://host[:port]/path`; IPv6 hosts in brackets.
+pub fn parse_url(url: &str) -> Option<Address> {
+    let rest = url.strip_prefix("git://")?;
+    let slash = rest.find('/')?;
+    let (authority, path) = rest.split_at(slash);
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => DEFAULT_PORT,
+    };
+    (!host.is_empty()).then(|| Address {
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+    })
+}
+
+/// Pushes `new` to `refs/heads/{branch}` of the `git://` `url` if that ref
+/// still points at `expected` (none: does not exist).
+pub fn push(
+    repo: &Repository,
+    url: &str,
+    branch: &str,
+    new: Oid,
+    expected: Option<Oid>,
+    timeout: Duration,
+) -> Result<(), GitError> {
+    let address =
+        parse_url(url).ok_or_else(|| GitError::Other(format!("{url}: not a git:// URL")))?;
+    let began = std::time::Instant::now();
+    let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
+    let stream = connect(&address, timeout).map_err(net)?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(net)?);
+    let mut writer = BufWriter::with_capacity(1 << 16, stream);
+    let host = if address.port == DEFAULT_PORT {
+        address.host.clone()
+    } else if address.host.contains(':') {
+        format!("[{}]:{}", address.host, address.port)
+    } else {
+        format!("{}:{}", address.host, address.port)
+    };
+    let request = format!("git-receive-pack {}\0host={host}\0", address.path);
+    write_pkt(&mut writer, request.as_bytes()).map_err(net)?;
+    writer.flush().map_err(net)?;
+    let advertised = read_advertisement(&mut reader, url)?;
+    tracing::debug!("{url}: refs advertised at {:?}", began.elapsed());
+
+    let refname = format!("refs/heads/{branch}");
+    let current = advertised.refs.get(&refname).copied();
+    if current != expected {
+        // Nothing to send: say so, as git does, and let the caller fetch again.
+        let _ = writer.write_all(b"0000").and_then(|()| writer.flush());
+        return Err(GitError::Rejected(format!(
+            "the remote refused the push: {refname} moved to {} meanwhile",
+            current.map_or_else(|| "nothing".to_string(), |c| c.to_string())
+        )));
+    }
+    let caps = &advertised.capabilities;
+    if !caps.iter().any(|c| c == "report-status") {
+        return Err(GitError::Other(format!(
+            "{url}: the server does not report the result of a push"
+        )));
+    }
+    let side_band = caps.iter().any(|c| c == "side-band-64k");
+    let mut wanted = vec!["report-status".to_string()];
+    if side_band {
+        wanted.push("side-band-64k".to_string());
+    }
+    wanted.push(format!("agent=memory-backup/{}", env!("CARGO_PKG_VERSION")));
+    let old = expected.unwrap_or(Oid::ZERO_SHA1);
+    let command = format!("{old} {new} {refname}\0{}", wanted.join(" "));
+    write_pkt(&mut writer, command.as_bytes()).map_err(net)?;
+    writer.write_all(b"0000").map_err(net)?;
+    let thin = THIN.load(Ordering::Relaxed) && !caps.iter().any(|c| c == "no-thin");
+    let deltas = pack::write_pack(repo, new, expected, thin, &mut writer).map_err(|e| match e {
+        PackError::Io(e) => GitError::Transient(format!("{url}: sending the pack: {e}")),
+        PackError::Git(e) => GitError::Other(format!("cannot pack the push: {}", e.message())),
+    })?;
+    writer.flush().map_err(net)?;
+    tracing::debug!(
+        "{url}: pack sent at {:?}, {deltas} object(s) as deltas",
+        began.elapsed()
+    );
+
+    let report = if side_band {
+        demultiplex(&mut reader, url)?
+    } else {
+        read_until_flush(&mut reader).map_err(net)?
+    };
+    let mut lines = report.iter().map(|l| String::from_utf8_lossy(l));
+    match lines.next().as_deref().map(str::trim_end) {
+        Some("unpack ok") => {}
+        other => {
+            if thin {
+                THIN.store(false, Ordering::Relaxed);
+            }
+            return Err(GitError::Transient(format!(
+                "{url}: the server could not take the pack: {}",
+                other.unwrap_or("no report")
+            )));
+        }
+    }
+    for line in lines {
+        let line = line.trim_end();
+        if line == format!("ok {refname}") {
+            return Ok(());
+        }
+        if let Some(why) = line.strip_prefix(&format!("ng {refname} ")) {
+            return Err(GitError::Rejected(format!(
+                "the remote refused the push: {refname}: {why}"
+            )));
+        }
+    }
+    Err(GitError::Transient(format!(
+        "{url}: the server's report does not mention {refname}"
+    )))
+}
+
+fn connect(address: &Address, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in (address.host.as_str(), address.port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other(format!("{}: no address", address.host))))
+}
+
+/// The refs a server advertises and its capabilities.
+#[derive(Debug, Default)]
+struct Advertised {
+    refs: HashMap<String, Oid>,
+    capabilities: Vec<String>,
+}
+
+fn read_advertisement(r: &mut impl BufRead, url: &str) -> Result<Advertised, GitError> {
+    let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
+    let mut out = Advertised::default();
+    let mut first = true;
+    while let Some(line) = read_pkt(r).map_err(net)? {
+        let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        if let Some(msg) = line.strip_prefix(b"ERR ") {
+            let msg = String::from_utf8_lossy(msg);
+            let lower = msg.to_lowercase();
+            return Err(
+                if lower.contains("not exported") || lower.contains("no such repository") {
+                    GitError::NotFound(format!("{url}: {msg}"))
+                } else {
+                    GitError::Other(format!("{url}: {msg}"))
+                },
+            );
+        }
+        let (refpart, caps) = match line.iter().position(|&b| b == 0) {
+            Some(nul) => (&line[..nul], Some(&line[nul + 1..])),
+            None => (line, None),
+        };
+        if first {
+            if let Some(caps) = caps {
+                out.capabilities = String::from_utf8_lossy(caps)
+                    .split(' ')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+            first = false;
+        }
+        let text = String::from_utf8_lossy(refpart);
+        let bad = || GitError::Transient(format!("{url}: not a ref advertisement: {text:?}"));
+        let (oid, name) = text.split_once(' ').ok_or_else(bad)?;
+        let oid = Oid::from_str(oid).map_err(|_| bad())?;
+        if !oid.is_zero() {
+            out.refs.insert(name.to_string(), oid);
+        }
+    }
+    if first {
+        return Err(GitError::Transient(format!(
+            "{url}: the server closed the connection without a word"
+        )));
+    }
+    Ok(out)
+}
+
+/// The data of band 1 until the flush, as pkt-lines; band 2 is progress, band 3
+/// an error from the server.
+fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<Vec<Vec<u8>>, GitError> {
+    let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
+    let mut data = Vec::new();
+    while let Some(pkt) = read_pkt(r).map_err(net)? {
+        match pkt.split_first() {
+            Some((1, rest)) => data.extend_from_slice(rest),
+            Some((2, _)) => {}
+            Some((3, msg)) => {
+                return Err(GitError::Transient(format!(
+                    "{url}: {}",
+                    String::from_utf8_lossy(msg).trim_end()
+                )));
+            }
+            _ => {}
+        }
+    }
+    read_until_flush(&mut data.as_slice()).map_err(net)
+}
+
+fn read_until_flush(r: &mut impl Read) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    while let Some(line) = read_pkt(r)? {
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// One pkt-line's payload; none for a flush (`0000`).
+fn read_pkt(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = std::str::from_utf8(&len)
+        .ok()
+        .and_then(|s| usize::from_str_radix(s, 16).ok())
+        .ok_or_else(|| io::Error::other(format!("not a pkt-line length: {len:?}")))?;
+    if len < 4 {
+        return Ok(None);
+    }
+    let mut buf = vec![0; len - 4];
+    r.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+fn write_pkt(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    if payload.len() > MAX_PKT {
+        return Err(io::Error::other("a pkt-line too long"));
+    }
+    write!(w, "{:04x}", payload.len() + 4)?;
+    w.write_all(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_urls_give_host_port_and_path() {
+        let a = |host: &str, port, path: &str| {
+            Some(Address {
+                host: host.into(),
+                port,
+                path: path.into(),
+            })
+        };
+        assert_eq!(
+            parse_url("git://example.org/r.git"),
+            a("example.org", 9418, "/r.git")
+        );
+        assert_eq!(
+            parse_url("git://127.0.0.1:9419/a/b.git"),
+            a("127.0.0.1", 9419, "/a/b.git")
+        );
+        assert_eq!(parse_url("git://[::1]:9/r"), a("::1", 9, "/r"));
+        assert_eq!(parse_url("git://[::1]/~u/r"), a("::1", 9418, "/~u/r"));
+        assert_eq!(parse_url("git://host:port/r"), None);
+        assert_eq!(parse_url("git://host"), None);
+        assert_eq!(parse_url("ssh://host/r"), None);
+    }
+
+    #[test]
+    fn pkt_lines_round_trip_and_end_at_a_flush() {
+        let mut buf = Vec::new();
+        write_pkt(&mut buf, b"hello\n").unwrap();
+        write_pkt(&mut buf, b"").unwrap();
+        buf.extend_from_slice(b"0000");
+        assert_eq!(&buf[..10], b"000ahello\n");
+        let lines = read_until_flush(&mut buf.as_slice()).unwrap();
+        assert_eq!(lines, vec![b"hello\n".to_vec(), Vec::new()]);
+        assert!(read_pkt(&mut &b"zzzz"[..]).is_err());
+        assert!(read_pkt(&mut &b"0009ab"[..]).is_err(), "a short line");
+    }
+
+    #[test]
+    fn advertisements_give_refs_capabilities_and_errors() {
+        let mut buf = Vec::new();
+        let a = "1".repeat(40);
+        write_pkt(
+            &mut buf,
+            format!("{a} refs/heads/main\0report-status side-band-64k\n").as_bytes(),
+        )
+        .unwrap();
+        write_pkt(
+            &mut buf,
+            format!("{} refs/heads/x\n", "2".repeat(40)).as_bytes(),
+        )
+        .unwrap();
+        buf.extend_from_slice(b"0000");
+        let adv = read_advertisement(&mut buf.as_slice(), "git://h/r").unwrap();
+        assert_eq!(adv.refs["refs/heads/main"].to_string(), a);
+        assert_eq!(adv.refs.len(), 2);
+        assert_eq!(adv.capabilities, vec!["report-status", "side-band-64k"]);
+
+        let mut empty = Vec::new();
+        write_pkt(
+            &mut empty,
+            format!("{} capabilities^{{}}\0report-status\n", "0".repeat(40)).as_bytes(),
+        )
+        .unwrap();
+        empty.extend_from_slice(b"0000");
+        let adv = read_advertisement(&mut empty.as_slice(), "git://h/r").unwrap();
+        assert!(adv.refs.is_empty());
+        assert_eq!(adv.capabilities, vec!["report-status"]);
+
+        let mut err = Vec::new();
+        write_pkt(
+            &mut err,
+            b"ERR access denied or repository not exported: /r",
+        )
+        .unwrap();
+        let e = read_advertisement(&mut err.as_slice(), "git://h/r").unwrap_err();
+        assert!(matches!(e, GitError::NotFound(_)), "{e:?}");
+
+        let e = read_advertisement(&mut &b"0000"[..], "git://h/r").unwrap_err();
+        assert!(e.is_retryable(), "{e:?}");
+    }
+
+    #[test]
+    fn side_band_data_is_joined_and_progress_dropped() {
+        let mut inner = Vec::new();
+        write_pkt(&mut inner, b"unpack ok\n").unwrap();
+        write_pkt(&mut inner, b"ok refs/heads/main\n").unwrap();
+        inner.extend_from_slice(b"0000");
+        let mut buf = Vec::new();
+        write_pkt(&mut buf, &[&[2u8][..], b"Resolving deltas\r"].concat()).unwrap();
+        let (a, b) = inner.split_at(7);
+        write_pkt(&mut buf, &[&[1u8][..], a].concat()).unwrap();
+        write_pkt(&mut buf, &[&[1u8][..], b].concat()).unwrap();
+        buf.extend_from_slice(b"0000");
+        let lines = demultiplex(&mut buf.as_slice(), "git://h/r").unwrap();
+        assert_eq!(
+            lines,
+            vec![b"unpack ok\n".to_vec(), b"ok refs/heads/main\n".to_vec()]
+        );
+
+        let mut fatal = Vec::new();
+        write_pkt(&mut fatal, &[&[3u8][..], b"disk full\n"].concat()).unwrap();
+        let e = demultiplex(&mut fatal.as_slice(), "git://h/r").unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+    }
+}
