@@ -131,6 +131,40 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
         }
     }
 
+    // An unchanged entry keeps its own lineage whatever its position: found by
+    // its body (the identity is the body's), the oldest lineage of that body
+    // first. Only the others need the identity of P's entries, which costs a read
+    // of each body.
+    let oldest_first = |&a: &usize, &b: &usize| {
+        let (a, b) = (&cx.previous[a], &cx.previous[b]);
+        created_at(a)
+            .cmp(&created_at(b))
+            .then_with(|| a.unique_id().cmp(b.unique_id()))
+    };
+    let mut by_body: Map<&str, Vec<usize>> = map(cx.previous.len());
+    for (i, e) in cx.previous.iter().enumerate() {
+        if !claimed[i] {
+            by_body.entry(e.body()).or_default().push(i);
+        }
+    }
+    for same in by_body.values_mut().filter(|v| v.len() > 1) {
+        same.sort_by(oldest_first);
+    }
+    let mut rest: Vec<Item> = Vec::with_capacity(pending.len() / 8);
+    for item in pending {
+        match by_body.get_mut(item.record.body.as_str()) {
+            Some(same) if !same.is_empty() => {
+                let c = same.remove(0);
+                claimed[c] = true;
+                out.unchanged += 1;
+                out.entries.push(cx.previous[c].clone());
+            }
+            _ => rest.push(item),
+        }
+    }
+    drop(by_body);
+    let pending = rest;
+
     // Candidates in P, by base identity.
     let mut by_ident: Map<String, Vec<usize>> = map(cx.previous.len());
     for (i, e) in cx.previous.iter().enumerate() {
@@ -169,31 +203,11 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
             .map(|i| slots[i].take().expect("an item is in one group"));
         let mut candidates: Vec<usize> = by_ident.remove(base).unwrap_or_default();
         // Oldest lineage first, to pair with the earliest lines of the file.
-        candidates.sort_by(|&a, &b| {
-            let (a, b) = (&cx.previous[a], &cx.previous[b]);
-            created_at(a)
-                .cmp(&created_at(b))
-                .then_with(|| a.unique_id().cmp(b.unique_id()))
-        });
-        let mut unmatched = Vec::new();
+        candidates.sort_by(oldest_first);
         for item in items {
-            // An unchanged entry keeps its own lineage whatever its position.
-            match candidates
-                .iter()
-                .position(|&c| cx.previous[c].body() == item.record.body)
-            {
-                Some(k) => {
-                    let c = candidates.remove(k);
-                    claimed[c] = true;
-                    out.unchanged += 1;
-                    out.entries.push(cx.previous[c].clone());
-                }
-                None => unmatched.push(item),
-            }
-        }
-        for item in unmatched {
             let entry = if candidates.is_empty() {
-                let uid = format!("{}_{}_{}", cx.host, item.ident, cx.now);
+                let ident = item.ident.as_deref().unwrap_or(&item.base);
+                let uid = format!("{}_{ident}_{}", cx.host, cx.now);
                 match known.get(uid.as_str()) {
                     // Re-added within the same instant: an edit of that lineage.
                     Some(p) => restamp(item.record, p, None, &host, cx.now, &mut out),
@@ -266,40 +280,37 @@ struct Item {
     line: usize,
     /// The identity by the rules.
     base: String,
-    /// The identity after renaming duplicates.
-    ident: String,
+    /// The identity after renaming a duplicate; none: `base`.
+    ident: Option<String>,
 }
 
 fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> Vec<Item> {
-    let records: Vec<(String, Located)> = records
-        .into_iter()
-        .map(|r| (memory::ident(&r.record, id_field), r))
+    let bases: Vec<String> = records
+        .iter()
+        .map(|r| memory::ident(&r.record, id_field))
         .collect();
     // A renamed identity must not be one that another entry has by its own right
     // (an entry with the id `n1#2`), or two new entries would share a unique_id.
-    let mut natural: Set<String> = set(records.len());
-    natural.extend(records.iter().map(|(b, _)| b.clone()));
-    let mut taken: Set<String> = set(records.len());
-    let mut seen: Map<String, Vec<usize>> = map(records.len());
+    let natural: Set<&str> = bases.iter().map(String::as_str).collect();
+    let mut renamed_ones: Set<String> = set(0);
+    let mut seen: Map<&str, Vec<usize>> = map(records.len());
     let mut items: Vec<Item> = Vec::with_capacity(records.len());
-    for (base, Located { record, line }) in records {
-        let same = seen.get(&base).is_some_and(|idx| {
-            idx.iter().any(|&i| {
-                let other = &items[i].record;
-                other.body == record.body && same_metadata(other, &record)
-            })
+    for (base, Located { record, line }) in bases.iter().zip(records) {
+        let copies = seen.entry(base.as_str()).or_default();
+        let same = copies.iter().any(|&i| {
+            let other = &items[i].record;
+            other.body == record.body && same_metadata(other, &record)
         });
         if same {
             continue;
         }
-        let copies = seen.entry(base.clone()).or_default();
         let ident = if copies.is_empty() {
-            base.clone()
+            None
         } else {
             let mut k = copies.len() + 1;
             let renamed = loop {
                 let candidate = format!("{base}#{k}");
-                if !natural.contains(&candidate) && !taken.contains(&candidate) {
+                if !natural.contains(candidate.as_str()) && !renamed_ones.contains(&candidate) {
                     break candidate;
                 }
                 k += 1;
@@ -309,14 +320,14 @@ fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> V
                 ident: base.clone(),
                 renamed: renamed.clone(),
             });
-            renamed
+            renamed_ones.insert(renamed.clone());
+            Some(renamed)
         };
-        taken.insert(ident.clone());
         copies.push(items.len());
         items.push(Item {
             record,
             line,
-            base,
+            base: base.clone(),
             ident,
         });
     }
