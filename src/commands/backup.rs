@@ -120,6 +120,7 @@ impl Run<'_> {
         let mut retry = Retry::new(self.deadline);
         let mut attempts: u32 = 0;
         let mut noticed = false;
+        let mut seen_tip = self.repo.noted_remote_tip(&self.branch);
         let result: std::result::Result<(), (Prepared, CommitId, GitError)> = loop {
             let local = self.local_tip()?;
             let remote_tip = match &url {
@@ -140,6 +141,12 @@ impl Run<'_> {
                 },
             };
             tracing::debug!("fetched at {:?}", self.started.elapsed());
+            if let Some(tip) = remote_tip.filter(|&t| Some(t) != seen_tip) {
+                // The next fetch, of this run or another, tells the server it has
+                // this tip, and gets only what came after.
+                self.repo.note_remote_tip(&self.branch, tip);
+                seen_tip = Some(tip);
+            }
             let p = self.prepare(local, remote_tip, &mut noticed, report)?;
             tracing::debug!("merged at {:?}", self.started.elapsed());
             let target = match (p.unchanged, p.parents.first()) {
