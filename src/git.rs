@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
+use crate::pack::Known;
+
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
     ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, RepositoryInitOptions, Signature,
@@ -622,23 +624,26 @@ impl Repo {
     }
 
     /// Pushes `new` to `branch` of `url`, only if that branch still points at
-    /// `expected` (none: only if it does not exist).
+    /// `expected` (none: only if it does not exist). `known` holds the files of
+    /// `new` and `expected` where the caller has them.
     pub fn push(
         &self,
         url: &str,
         branch: &str,
         new: CommitId,
         expected: Option<CommitId>,
+        known: Known<'_>,
         timeout: Duration,
     ) -> Result<(), GitError> {
         match remote_kind(url) {
-            RemoteKind::Local(path) => self.push_local(&path, branch, new, expected),
+            RemoteKind::Local(path) => self.push_local(&path, branch, new, expected, known),
             RemoteKind::Network if url.starts_with("git://") => crate::wire::push(
                 &self.repo,
                 url,
                 branch,
                 new.0,
                 expected.map(|c| c.0),
+                known,
                 timeout.min(MAX_NETWORK_TIMEOUT).max(MIN_NETWORK_TIMEOUT),
             ),
             RemoteKind::Network => self.push_network(url, branch, new, timeout),
@@ -688,19 +693,22 @@ impl Repo {
         branch: &str,
         new: CommitId,
         expected: Option<CommitId>,
+        known: Known<'_>,
     ) -> Result<(), GitError> {
         check_local_remote(path)?;
         let remote = Repository::open(path).map_err(|e| classify_open(&e, path))?;
         let odb = remote.odb().map_err(other)?;
         let mut writer = odb.packwriter().map_err(other)?;
         // Whole objects: the receiving side would store a delta's base again.
-        crate::pack::write_pack(&self.repo, new.0, expected.map(|c| c.0), false, &mut writer)
-            .map_err(|e| match e {
+        let old = expected.map(|c| c.0);
+        crate::pack::write_pack(&self.repo, new.0, old, false, known, &mut writer).map_err(
+            |e| match e {
                 crate::pack::PackError::Git(e) => other(e),
                 crate::pack::PackError::Io(e) => {
                     GitError::Transient(format!("{}: cannot write objects: {e}", path.display()))
                 }
-            })?;
+            },
+        )?;
         writer.commit().map_err(other)?;
         let expect = match expected {
             Some(old) => Expect::Is(old.0),

@@ -5,6 +5,7 @@
 //! the remote's tip (a "thin" pack) where the receiver takes those, and whole
 //! objects go at zlib's fastest level.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
@@ -12,6 +13,17 @@ use flate2::Compression;
 use flate2::write::ZlibEncoder;
 use git2::{ObjectType, Oid, Repository};
 use sha1::{Digest, Sha1};
+
+use crate::git::Files;
+
+/// File contents the caller already holds, which save reading (and inflating)
+/// them back from the object database: the files of the tip being pushed and of
+/// the receiver's tip, by path.
+#[derive(Default, Clone, Copy)]
+pub struct Known<'a> {
+    pub new: Option<&'a Files>,
+    pub old: Option<&'a Files>,
+}
 
 /// A delta is sent only when it is at most this fraction of its target.
 const DELTA_WORTH: usize = 2;
@@ -36,9 +48,9 @@ impl From<git2::Error> for PackError {
 }
 
 /// One object of a pack: whole, or a delta against `base`.
-struct Item {
+struct Item<'a> {
     kind: ObjectType,
-    data: Vec<u8>,
+    data: Cow<'a, [u8]>,
     base: Option<Oid>,
 }
 
@@ -51,6 +63,7 @@ pub fn write_pack(
     new: Oid,
     old: Option<Oid>,
     thin: bool,
+    known: Known<'_>,
     out: &mut impl Write,
 ) -> Result<usize, PackError> {
     let odb = repo.odb()?;
@@ -101,16 +114,32 @@ pub fn write_pack(
             }
             git2::TreeWalkResult::Ok
         })?;
+        let at_tip = commit.id() == new;
         for (path, id, kind) in wanted {
-            let mut item = whole(&odb, id)?;
+            let held = known.new.filter(|_| at_tip && kind == ObjectType::Blob);
+            let mut item = match held.and_then(|f| f.get(&path)) {
+                Some(bytes) => Item {
+                    kind,
+                    data: Cow::Borrowed(bytes),
+                    base: None,
+                },
+                None => whole(&odb, id)?,
+            };
             if thin && kind == ObjectType::Blob {
                 if let Some(&base) = bases.get(&path) {
-                    let base_data = odb.read(base)?;
-                    let d = delta(base_data.data(), &item.data);
+                    let read;
+                    let base_data = match known.old.and_then(|f| f.get(&path)) {
+                        Some(bytes) => bytes.as_slice(),
+                        None => {
+                            read = odb.read(base)?;
+                            read.data()
+                        }
+                    };
+                    let d = delta(base_data, &item.data);
                     if d.len() * DELTA_WORTH <= item.data.len() {
                         item = Item {
                             kind,
-                            data: d,
+                            data: Cow::Owned(d),
                             base: Some(base),
                         };
                         deltas += 1;
@@ -124,17 +153,17 @@ pub fn write_pack(
     Ok(deltas)
 }
 
-fn whole(odb: &git2::Odb<'_>, id: Oid) -> Result<Item, git2::Error> {
+fn whole(odb: &git2::Odb<'_>, id: Oid) -> Result<Item<'static>, git2::Error> {
     let object = odb.read(id)?;
     Ok(Item {
         kind: object.kind(),
-        data: object.data().to_vec(),
+        data: Cow::Owned(object.data().to_vec()),
         base: None,
     })
 }
 
 /// The pack format, version 2: a header, the objects, the SHA-1 of it all.
-fn write_items(items: &[Item], out: &mut impl Write) -> io::Result<()> {
+fn write_items(items: &[Item<'_>], out: &mut impl Write) -> io::Result<()> {
     let mut out = Hashing {
         inner: out,
         sha: Sha1::new(),

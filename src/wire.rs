@@ -16,7 +16,7 @@ use std::time::Duration;
 use git2::{Oid, Repository};
 
 use crate::git::GitError;
-use crate::pack::{self, PackError};
+use crate::pack::{self, Known, PackError};
 
 /// The git daemon's port.
 const DEFAULT_PORT: u16 = 9418;
@@ -69,6 +69,7 @@ pub fn push(
     branch: &str,
     new: Oid,
     expected: Option<Oid>,
+    known: Known<'_>,
     timeout: Duration,
 ) -> Result<(), GitError> {
     let address =
@@ -118,10 +119,11 @@ pub fn push(
     write_pkt(&mut writer, command.as_bytes()).map_err(net)?;
     writer.write_all(b"0000").map_err(net)?;
     let thin = THIN.load(Ordering::Relaxed) && !caps.iter().any(|c| c == "no-thin");
-    let deltas = pack::write_pack(repo, new, expected, thin, &mut writer).map_err(|e| match e {
-        PackError::Io(e) => GitError::Transient(format!("{url}: sending the pack: {e}")),
-        PackError::Git(e) => GitError::Other(format!("cannot pack the push: {}", e.message())),
-    })?;
+    let deltas =
+        pack::write_pack(repo, new, expected, thin, known, &mut writer).map_err(|e| match e {
+            PackError::Io(e) => GitError::Transient(format!("{url}: sending the pack: {e}")),
+            PackError::Git(e) => GitError::Other(format!("cannot pack the push: {}", e.message())),
+        })?;
     writer.flush().map_err(net)?;
     tracing::debug!(
         "{url}: pack sent at {:?}, {deltas} object(s) as deltas",

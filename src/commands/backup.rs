@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::files::{self, UNIFIED_FILE};
 use crate::git::{self, Author, CommitId, Files, GitError, Repo};
 use crate::memory::Located;
+use crate::pack::Known;
 use crate::report::Report;
 use crate::stamp;
 use crate::{Context, commands::merge::warn_if_slow};
@@ -99,6 +100,8 @@ struct Run<'a> {
 /// The state to commit, computed on a remote tip and a local tip.
 struct Prepared {
     files: Files,
+    /// The files of the first parent, as read.
+    base_files: Files,
     parents: Vec<CommitId>,
     /// The first parent already holds exactly these files and there is no second.
     unchanged: bool,
@@ -192,10 +195,17 @@ impl Run<'_> {
                 return Ok(());
             }
             attempts += 1;
-            match self
-                .repo
-                .push(url, &self.branch, target, remote_tip, retry.remaining())
-            {
+            match self.repo.push(
+                url,
+                &self.branch,
+                target,
+                remote_tip,
+                Known {
+                    new: Some(&p.files),
+                    old: remote_tip.map(|_| &p.base_files),
+                },
+                retry.remaining(),
+            ) {
                 Ok(()) => {
                     tracing::info!(
                         "push attempt {attempts} to {shown}: {} pushed",
@@ -449,6 +459,8 @@ impl Run<'_> {
             unchanged,
             new: stamped.new,
             changed: stamped.changed,
+            // Last: what came before borrows from it.
+            base_files,
         })
     }
 
