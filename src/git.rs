@@ -457,9 +457,13 @@ impl Repo {
 
     /// Writes a commit straight into the object database: the tree of the first
     /// parent (or an empty one) with `files` put in, and `parents`. No ref moves.
+    /// `first_parents_files` are files as read from the first parent's tree: those
+    /// of `files` equal to them are left as that tree has them, neither hashed nor
+    /// written again.
     pub fn write_commit(
         &self,
         files: &Files,
+        first_parents_files: &Files,
         parents: &[CommitId],
         author: &Author,
         message: &str,
@@ -474,7 +478,10 @@ impl Repo {
             None => None,
         };
         let mut builder = self.repo.treebuilder(base.as_ref()).map_err(other)?;
-        for (name, blob) in self.write_blobs(files)? {
+        let changed = files
+            .iter()
+            .filter(|&(name, bytes)| first_parents_files.get(name) != Some(bytes));
+        for (name, blob) in self.write_blobs(changed)? {
             builder.insert(name, blob, FILE_MODE_BLOB).map_err(other)?;
         }
         let tree_id = builder.write().map_err(other)?;
@@ -490,7 +497,10 @@ impl Repo {
 
     /// Writes the blobs of `files`, hashing and compressing the large ones on a
     /// second thread (with its own handle on the repository) meanwhile.
-    fn write_blobs<'f>(&self, files: &'f Files) -> Result<Vec<(&'f str, Oid)>, GitError> {
+    fn write_blobs<'f>(
+        &self,
+        files: impl IntoIterator<Item = (&'f String, &'f Vec<u8>)>,
+    ) -> Result<Vec<(&'f str, Oid)>, GitError> {
         // Files with the same bytes (with one host, its file and the unified file)
         // are one blob: hashed and compressed once.
         let mut same: Vec<(&str, &str)> = Vec::new();

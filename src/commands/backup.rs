@@ -499,7 +499,14 @@ impl Run<'_> {
         // Writing objects fails for want of room or rights, never for the remote:
         // a write failure, and what is in the repository already is untouched.
         self.repo
-            .write_commit(&p.files, &p.parents, &self.author(), &message)
+            // The base files are those of the first parent (none without one).
+            .write_commit(
+                &p.files,
+                &p.base_files,
+                &p.parents,
+                &self.author(),
+                &message,
+            )
             .map_err(|e| {
                 let cause = match e.to_string() {
                     m if m.trim_end().ends_with("no error") => {
