@@ -948,14 +948,21 @@ fn a_remote_path_that_is_not_a_repository_gives_78_at_once() {
     assert!(stderr(&out).contains("just-a-folder"), "{}", stderr(&out));
 }
 
-#[test]
-fn an_edit_goes_to_a_git_daemon_as_deltas_and_the_server_rebuilds_the_files_exactly() {
-    let env = Env::new();
+/// An empty bare repository `srv/remote.git`, served by a git daemon: its path,
+/// the daemon (stopped when dropped) and its `git://` URL.
+fn served_repository(env: &Env) -> (std::path::PathBuf, Daemon, String) {
     let srv = env.path("srv");
     std::fs::create_dir_all(&srv).unwrap();
     let bare = env.bare("srv/remote.git");
-    let daemon = Daemon::start(&env, &srv);
+    let daemon = Daemon::start(env, &srv);
     let url = daemon.url("remote.git");
+    (bare, daemon, url)
+}
+
+#[test]
+fn an_edit_goes_to_a_git_daemon_as_deltas_and_the_server_rebuilds_the_files_exactly() {
+    let env = Env::new();
+    let (bare, _daemon, url) = served_repository(&env);
     let ids: Vec<String> = (0..400).map(|i| format!("n{i}")).collect();
     let memory = env.memory_of("m.json", &ids, "a note long enough to be worth a delta");
     assert_code(&env.run("r", "laptop", &["init", "--remote", &url]), 0);
@@ -990,4 +997,56 @@ fn an_edit_goes_to_a_git_daemon_as_deltas_and_the_server_rebuilds_the_files_exac
         assert_eq!(env.show(&bare, name), local, "{name}");
         assert!(local.contains("edited n7"));
     }
+}
+
+/// The `git://` push itself, against a git daemon: to a ref that moved, nothing is
+/// sent and the push is refused; to the ref as it is, it lands, a thin pack on top
+/// of what the server has.
+#[test]
+fn a_git_protocol_push_to_a_ref_that_moved_sends_nothing() {
+    use memory_backup::git::GitError;
+    use memory_backup::pack::Known;
+    use memory_backup::wire;
+
+    let env = Env::new();
+    let (bare, _daemon, url) = served_repository(&env);
+    let work = env.path("work");
+    env.git(&["init", "-q", "-b", "main", work.to_str().unwrap()]);
+    let big: String = (0..2000).map(|i| format!("line {i} of a file\n")).collect();
+    env.commit_by_hand(&work, &[("f.txt", big.as_bytes())], "first");
+    let c1 = env.git_in(&work, &["rev-parse", "HEAD"]).trim().to_string();
+    let edited = big.replace("line 1000 of", "line 1000, edited, of");
+    env.commit_by_hand(&work, &[("f.txt", edited.as_bytes())], "second");
+    let c2 = env.git_in(&work, &["rev-parse", "HEAD"]).trim().to_string();
+    let repo = git2::Repository::open(&work).unwrap();
+    let (c1, c2) = (
+        git2::Oid::from_str(&c1).unwrap(),
+        git2::Oid::from_str(&c2).unwrap(),
+    );
+    let timeout = Duration::from_secs(10);
+    let on_server = |id: git2::Oid| {
+        env.git(&[
+            "--git-dir",
+            bare.to_str().unwrap(),
+            "cat-file",
+            "-e",
+            &id.to_string(),
+        ])
+        .status
+        .success()
+    };
+
+    wire::push(&repo, &url, "main", c1, None, Known::default(), timeout).unwrap();
+    assert!(on_server(c1));
+    // As if the branch did not exist yet: it does, so nothing goes.
+    let e = wire::push(&repo, &url, "main", c2, None, Known::default(), timeout).unwrap_err();
+    assert!(matches!(e, GitError::Rejected(_)), "{e:?}");
+    assert!(e.to_string().contains("moved"), "{e}");
+    assert!(!on_server(c2), "a refused push sent its objects");
+
+    wire::push(&repo, &url, "main", c2, Some(c1), Known::default(), timeout).unwrap();
+    let tip = env.git(&["--git-dir", bare.to_str().unwrap(), "rev-parse", "main"]);
+    assert_eq!(stdout(&tip).trim(), c2.to_string());
+    assert_eq!(env.show(&bare, "f.txt"), edited);
+    fsck(&env, &bare);
 }
