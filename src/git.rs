@@ -458,8 +458,8 @@ impl Repo {
     /// Writes a commit straight into the object database: the tree of the first
     /// parent (or an empty one) with `files` put in, and `parents`. No ref moves.
     /// `first_parents_files` are files as read from the first parent's tree: those
-    /// of `files` equal to them are left as that tree has them, neither hashed nor
-    /// written again.
+    /// of `files` equal to them (and plain files there) are left as that tree has
+    /// them, neither hashed nor written again.
     pub fn write_commit(
         &self,
         files: &Files,
@@ -478,9 +478,18 @@ impl Repo {
             None => None,
         };
         let mut builder = self.repo.treebuilder(base.as_ref()).map_err(other)?;
-        let changed = files
+        // Left as the first parent has it only where that is a plain file too.
+        let kept = |name: &str| {
+            builder
+                .get(name)
+                .ok()
+                .flatten()
+                .is_some_and(|e| e.filemode() == FILE_MODE_BLOB)
+        };
+        let changed: Vec<(&String, &Vec<u8>)> = files
             .iter()
-            .filter(|&(name, bytes)| first_parents_files.get(name) != Some(bytes));
+            .filter(|&(name, bytes)| first_parents_files.get(name) != Some(bytes) || !kept(name))
+            .collect();
         for (name, blob) in self.write_blobs(changed)? {
             builder.insert(name, blob, FILE_MODE_BLOB).map_err(other)?;
         }

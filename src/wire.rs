@@ -198,11 +198,18 @@ fn read_advertisement(r: &mut impl BufRead, url: &str) -> Result<Advertised, Git
             let lower = msg.to_lowercase();
             return Err(
                 if lower.contains("not exported") || lower.contains("no such repository") {
-                    GitError::NotFound(format!("{url}: {msg}"))
+                    // The fetch just read it: more likely pushes are not enabled.
+                    GitError::NotFound(format!(
+                        "{url}: {msg} (for pushes, git daemon needs --enable=receive-pack)"
+                    ))
                 } else {
                     GitError::Other(format!("{url}: {msg}"))
                 },
             );
+        }
+        if line.starts_with(b"shallow ") {
+            // A shallow server repository: says nothing about refs.
+            continue;
         }
         let (refpart, caps) = match line.iter().position(|&b| b == 0) {
             Some(nul) => (&line[..nul], Some(&line[nul + 1..])),
@@ -236,12 +243,19 @@ fn read_advertisement(r: &mut impl BufRead, url: &str) -> Result<Advertised, Git
 
 /// The data of band 1 until the flush, as pkt-lines; band 2 is progress, band 3
 /// an error from the server.
+/// Returns as soon as the report inside is whole: the server sends the outer flush
+/// only after its hooks have run, and the push has landed by then.
 fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<Vec<Vec<u8>>, GitError> {
     let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
     let mut data = Vec::new();
     while let Some(pkt) = read_pkt(r).map_err(net)? {
         match pkt.split_first() {
-            Some((1, rest)) => data.extend_from_slice(rest),
+            Some((1, rest)) => {
+                data.extend_from_slice(rest);
+                if let Some(report) = whole_report(&data) {
+                    return Ok(report);
+                }
+            }
             Some((2, _)) => {}
             Some((3, msg)) => {
                 return Err(GitError::Transient(format!(
@@ -253,6 +267,20 @@ fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<Vec<Vec<u8>>, GitError
         }
     }
     read_until_flush(&mut data.as_slice()).map_err(net)
+}
+
+/// The pkt-lines of `data` up to a flush, if the flush is there.
+fn whole_report(data: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut rest = data;
+    let mut out = Vec::new();
+    loop {
+        let len = usize::from_str_radix(std::str::from_utf8(rest.get(..4)?).ok()?, 16).ok()?;
+        if len < 4 {
+            return Some(out);
+        }
+        out.push(rest.get(4..len)?.to_vec());
+        rest = &rest[len..];
+    }
 }
 
 fn read_until_flush(r: &mut impl Read) -> io::Result<Vec<Vec<u8>>> {
@@ -342,6 +370,8 @@ mod tests {
             format!("{} refs/heads/x\n", "2".repeat(40)).as_bytes(),
         )
         .unwrap();
+        // A shallow server repository says so among the refs.
+        write_pkt(&mut buf, format!("shallow {}\n", "3".repeat(40)).as_bytes()).unwrap();
         buf.extend_from_slice(b"0000");
         let adv = read_advertisement(&mut buf.as_slice(), "git://h/r").unwrap();
         assert_eq!(adv.refs["refs/heads/main"].to_string(), a);
@@ -389,6 +419,13 @@ mod tests {
             lines,
             vec![b"unpack ok\n".to_vec(), b"ok refs/heads/main\n".to_vec()]
         );
+
+        // The report is whole before the server's last flush, which comes only
+        // after its hooks: it is taken without waiting.
+        let mut early = Vec::new();
+        write_pkt(&mut early, &[&[1u8][..], &inner].concat()).unwrap();
+        let lines = demultiplex(&mut early.as_slice(), "git://h/r").unwrap();
+        assert_eq!(lines.len(), 2);
 
         let mut fatal = Vec::new();
         write_pkt(&mut fatal, &[&[3u8][..], b"disk full\n"].concat()).unwrap();
