@@ -182,8 +182,9 @@ pub fn merge_owned<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<Entry
     merge(inputs).into_iter().cloned().collect()
 }
 
-/// A fast hash for `unique_id`s (and the identities of stamping): SipHash took a large share of a merge. The seed
-/// is random per process, so that colliding ids cannot be prepared in advance.
+/// A fast hash for `unique_id`s (and the identities of stamping): SipHash took a
+/// large share of a merge. The seed is random per process, so that colliding ids
+/// cannot be prepared in advance.
 #[derive(Clone, Copy)]
 pub(crate) struct IdHasher {
     seed: u64,

@@ -663,7 +663,7 @@ impl Repo {
                 new.0,
                 expected.map(|c| c.0),
                 known,
-                timeout.min(MAX_NETWORK_TIMEOUT).max(MIN_NETWORK_TIMEOUT),
+                network_timeout(timeout),
             ),
             RemoteKind::Network => self.push_network(url, branch, new, timeout),
         }
@@ -1038,11 +1038,13 @@ fn classify_open(e: &git2::Error, path: &Path) -> GitError {
 
 /// Sets libgit2's connect and read timeouts. They are process-wide; git
 /// operations run on one thread only, so nothing else reads them meanwhile.
+/// One network step's timeout when `limit` is what is left of the run.
+fn network_timeout(limit: Duration) -> Duration {
+    limit.min(MAX_NETWORK_TIMEOUT).max(MIN_NETWORK_TIMEOUT)
+}
+
 fn set_timeouts(limit: Duration) {
-    let ms = limit
-        .min(MAX_NETWORK_TIMEOUT)
-        .max(MIN_NETWORK_TIMEOUT)
-        .as_millis();
+    let ms = network_timeout(limit).as_millis();
     let ms = i32::try_from(ms).unwrap_or(i32::MAX);
     // SAFETY: no other thread uses libgit2 while these are set.
     unsafe {
@@ -1173,14 +1175,11 @@ fn names_host(known_hosts: &str, name: &str) -> bool {
 /// Host and port of an ssh remote: `ssh://[user@]host[:port]/path`, scp-like
 /// `[user@]host:path` (port 22), or `[user@host:port]:path`.
 fn ssh_host_port(url: &str) -> Option<(String, u16)> {
-    let split_port = |hostport: &str, default: u16| -> Option<(String, u16)> {
-        let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
-        match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && !h.contains(':') => {
-                Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
-            }
-            _ => Some((hostport.trim_matches(['[', ']']).to_string(), default)),
-        }
+    let split_port = |userhost: &str, default: u16| {
+        host_port(
+            userhost.rsplit_once('@').map_or(userhost, |(_, h)| h),
+            default,
+        )
     };
     if let Some((scheme, rest)) = url.split_once("://") {
         if !matches!(scheme, "ssh" | "ssh+git" | "git+ssh") {
@@ -1198,6 +1197,28 @@ fn ssh_host_port(url: &str) -> Option<(String, u16)> {
     let (userhost, _) = url.split_once(':')?;
     let host = userhost.rsplit_once('@').map_or(userhost, |(_, h)| h);
     Some((host.to_string(), SSH_PORT))
+}
+
+/// A URL's `host[:port]`, IPv6 hosts in brackets (`[::1]:9418`); `default` where
+/// no port is given. None for a port that is not a number.
+pub(crate) fn host_port(hostport: &str, default: u16) -> Option<(String, u16)> {
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match hostport.split_once(':') {
+            // More than one colon: an IPv6 address without brackets.
+            Some((_, p)) if p.contains(':') => (hostport, None),
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default,
+    };
+    Some((host.to_string(), port))
 }
 
 /// Standard base64 without padding, as OpenSSH prints fingerprints.
@@ -1491,6 +1512,7 @@ mod tests {
             hp("[me@127.0.0.1:2200]:/srv/r.git"),
             Some(("127.0.0.1".into(), 2200))
         );
+        assert_eq!(hp("ssh://[::1]:2222/r"), Some(("::1".into(), 2222)));
         assert_eq!(hp("https://h/x.git"), None);
         assert_eq!(hp("/srv/backup.git"), None);
     }

@@ -165,7 +165,8 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
     drop(by_body);
     let pending = rest;
 
-    // Candidates in P, by base identity.
+    // The rest pair with P's remaining entries of their identity, oldest lineage
+    // first, to pair with the earliest lines of the file.
     let mut by_ident: Map<String, Vec<usize>> = map(cx.previous.len());
     for (i, e) in cx.previous.iter().enumerate() {
         if !claimed[i] {
@@ -175,37 +176,20 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
                 .push(i);
         }
     }
-    // The pending items of each base identity, by index, bases in order of
-    // first appearance.
-    let mut groups: Map<&str, Vec<usize>> = map(pending.len());
-    let mut order: Vec<&str> = Vec::with_capacity(pending.len());
-    for (i, item) in pending.iter().enumerate() {
-        groups
-            .entry(item.base.as_str())
-            .or_insert_with(|| {
-                order.push(item.base.as_str());
-                Vec::with_capacity(1)
-            })
-            .push(i);
-    }
-    let mut slots: Vec<Option<Item>> = Vec::with_capacity(pending.len());
-    let mut grouped: Vec<Vec<usize>> = Vec::with_capacity(order.len());
-    let mut bases: Vec<String> = Vec::with_capacity(order.len());
-    for base in order {
-        bases.push(base.to_string());
-        grouped.push(groups.remove(base).expect("every base has a group"));
-    }
-    drop(groups);
-    slots.extend(pending.into_iter().map(Some));
-    for (base, indices) in bases.iter().zip(grouped) {
-        let items = indices
-            .into_iter()
-            .map(|i| slots[i].take().expect("an item is in one group"));
-        let mut candidates: Vec<usize> = by_ident.remove(base).unwrap_or_default();
-        // Oldest lineage first, to pair with the earliest lines of the file.
+    for candidates in by_ident.values_mut().filter(|v| v.len() > 1) {
         candidates.sort_by(oldest_first);
-        for item in items {
-            let entry = if candidates.is_empty() {
+    }
+    for item in pending {
+        let candidate = by_ident
+            .get_mut(&item.base)
+            .filter(|c| !c.is_empty())
+            .map(|c| c.remove(0));
+        let entry = match candidate {
+            Some(c) => {
+                claimed[c] = true;
+                restamp(item.record, &cx.previous[c], None, &host, cx.now, &mut out)
+            }
+            None => {
                 let ident = item.ident.as_deref().unwrap_or(&item.base);
                 let uid = format!("{}_{ident}_{}", cx.host, cx.now);
                 match known.get(uid.as_str()) {
@@ -223,13 +207,9 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
                         Entry::new(meta, item.record)
                     }
                 }
-            } else {
-                let c = candidates.remove(0);
-                claimed[c] = true;
-                restamp(item.record, &cx.previous[c], None, &host, cx.now, &mut out)
-            };
-            out.entries.push(entry);
-        }
+            }
+        };
+        out.entries.push(entry);
     }
     out.removed = claimed.iter().filter(|c| !**c).count();
     out.entries.sort_by(Entry::file_cmp);

@@ -38,24 +38,10 @@ pub struct Address {
 /// `git://host[:port]/path`; IPv6 hosts in brackets.
 pub fn parse_url(url: &str) -> Option<Address> {
     let rest = url.strip_prefix("git://")?;
-    let slash = rest.find('/')?;
-    let (authority, path) = rest.split_at(slash);
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (host, after) = v6.split_once(']')?;
-            (host, after.strip_prefix(':'))
-        }
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        },
-    };
-    let port = match port {
-        Some(p) => p.parse().ok()?,
-        None => DEFAULT_PORT,
-    };
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    let (host, port) = crate::git::host_port(authority, DEFAULT_PORT)?;
     (!host.is_empty()).then(|| Address {
-        host: host.to_string(),
+        host,
         port,
         path: path.to_string(),
     })
@@ -266,21 +252,13 @@ fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<Vec<Vec<u8>>, GitError
             _ => {}
         }
     }
-    read_until_flush(&mut data.as_slice()).map_err(net)
+    whole_report(&data)
+        .ok_or_else(|| GitError::Transient(format!("{url}: the server's report ended early")))
 }
 
 /// The pkt-lines of `data` up to a flush, if the flush is there.
 fn whole_report(data: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut rest = data;
-    let mut out = Vec::new();
-    loop {
-        let len = usize::from_str_radix(std::str::from_utf8(rest.get(..4)?).ok()?, 16).ok()?;
-        if len < 4 {
-            return Some(out);
-        }
-        out.push(rest.get(4..len)?.to_vec());
-        rest = &rest[len..];
-    }
+    read_until_flush(&mut &data[..]).ok()
 }
 
 fn read_until_flush(r: &mut impl Read) -> io::Result<Vec<Vec<u8>>> {

@@ -59,14 +59,16 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
             None => Repo::init(&cx.repo, git::DEFAULT_BRANCH)
                 .map_err(|e| git_error(e, &cx.repo.display().to_string()))?,
         };
+    let remote = if args.no_push {
+        None
+    } else {
+        repo.remote_url()
+    };
     let run = Run {
         repo: &repo,
         branch: repo.branch().map_err(|e| Error::Config(e.to_string()))?,
-        remote: if args.no_push {
-            None
-        } else {
-            repo.remote_url()
-        },
+        shown: remote.as_deref().map(git::redact).unwrap_or_default(),
+        remote,
         host: &host,
         records: &memory.records,
         memory_path: &memory_path,
@@ -86,6 +88,8 @@ struct Run<'a> {
     repo: &'a Repo,
     branch: String,
     remote: Option<String>,
+    /// The remote as messages and logs show it: no password.
+    shown: String,
     host: &'a str,
     records: &'a [Located],
     memory_path: &'a Path,
@@ -114,11 +118,10 @@ struct Prepared {
 impl Run<'_> {
     fn run(&self, report: &mut Report) -> Result<()> {
         let url = self.remote.clone();
-        // What messages and logs show: no password.
-        let shown = url.as_deref().map(git::redact).unwrap_or_default();
+        let shown = &self.shown;
         report.set("host", self.host);
         report.set("branch", self.branch.clone());
-        report.set("remote", url.as_deref().map(git::redact));
+        report.set("remote", url.as_ref().map(|_| shown.clone()));
         report.set("attempts", 0);
         let mut retry = Retry::new(self.deadline);
         let mut attempts: u32 = 0;
@@ -244,7 +247,7 @@ impl Run<'_> {
         };
         report.set("attempts", attempts);
         let (p, commit, cause) = result.expect_err("the loop only breaks when not pushed");
-        let remote = shown;
+        let remote = shown.clone();
         let how = format!("committed {} locally, not pushed", commit.short());
         self.finish(&p, Some(commit), report, &how);
         report.set("pushed", false);
@@ -305,10 +308,7 @@ impl Run<'_> {
         };
         tracing::debug!("read trees at {:?}", self.started.elapsed());
         let base_label = if remote.is_some() {
-            format!(
-                "the remote {}",
-                git::redact(self.remote.as_deref().unwrap_or(""))
-            )
+            format!("the remote {}", self.shown)
         } else {
             "the local branch".to_string()
         };
