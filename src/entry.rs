@@ -22,7 +22,7 @@ pub struct Metadata {
     /// 1 for a new entry, one more for each change.
     pub version: u64,
     /// `<host>_<ident>_<timestamp>` of the entry's first version; never changes.
-    pub unique_id: Box<str>,
+    pub unique_id: Arc<str>,
     /// Fields of the metadata object that this version does not know, kept as
     /// canonical `"key":value` members in key order.
     pub extra: Box<[Box<str>]>,
@@ -35,6 +35,13 @@ pub struct MetadataError(pub String);
 impl Metadata {
     /// Reads the canonical JSON of a `_crdt_metadata` value.
     fn from_canonical(text: &[u8], hosts: &mut HostNames) -> Result<Metadata, MetadataError> {
+        Metadata::read(text, hosts).map(|(m, _)| m)
+    }
+
+    /// [`Metadata::from_canonical`], and whether `text` is exactly what
+    /// [`Metadata::write`] writes: canonical JSON that holds its timestamp in the
+    /// canonical form too.
+    fn read(text: &[u8], hosts: &mut HostNames) -> Result<(Metadata, bool), MetadataError> {
         let bad = |s: &str| Err(MetadataError(s.to_string()));
         if text.first() != Some(&b'{') {
             return bad("_crdt_metadata is not an object");
@@ -84,13 +91,17 @@ impl Metadata {
         let Some(unique_id) = unique_id.filter(|u| !u.is_empty()) else {
             return bad("_crdt_metadata.unique_id is missing or not a non-empty string");
         };
-        Ok(Metadata {
+        let as_written = timestamp
+            .canonical_bytes()
+            .is_some_and(|b| b == ts.as_bytes());
+        let meta = Metadata {
             host: hosts.intern(&host),
             timestamp,
             version,
             unique_id: unique_id.into(),
             extra: extra.into_boxed_slice(),
-        })
+        };
+        Ok((meta, as_written))
     }
 
     /// The canonical JSON of this metadata, appended to `out`.
@@ -267,10 +278,12 @@ impl Record {
 
     /// The canonical JSON value of a top-level member, if the record has it.
     pub fn get(&self, key: &str) -> Option<&str> {
-        let mut token = Vec::with_capacity(key.len() + 2);
-        json::write_str(&mut token, key);
+        json::with_key_token(key, |token| self.find(token))
+    }
+
+    fn find(&self, token: &[u8]) -> Option<&str> {
         self.members
-            .binary_search_by(|m| json::cmp_keys(&self.body.as_bytes()[m.key.0..m.key.1], &token))
+            .binary_search_by(|m| json::cmp_keys(&self.body.as_bytes()[m.key.0..m.key.1], token))
             .ok()
             .map(|i| {
                 let m = self.members[i];
@@ -330,35 +343,56 @@ pub struct EntryReader {
     unfinished: Arc<Vec<u8>>,
 }
 
+/// An entry of [`EntryReader::read_into`], and where its body was left.
+pub(crate) type Read = (Entry, Placed);
+
+/// Where [`EntryReader::read_into`] left an entry's body.
+pub(crate) enum Placed {
+    /// In the source text, once the byte at `.0` is set to `.1`: the record was
+    /// canonical as written, and the comma beside its metadata becomes the brace
+    /// that ends or opens its body.
+    Source(usize, u8),
+    /// Appended to the side text.
+    Side,
+}
+
 impl EntryReader {
     /// Reads one JSON object at `pos` of `src` as a stamped entry; returns it, or
     /// why it has no valid metadata, and the offset after it.
+    #[cfg(test)]
     pub fn read(
         &mut self,
         src: &[u8],
         pos: usize,
     ) -> Result<(Result<Entry, MetadataError>, usize), SyntaxError> {
-        let mut text = Vec::new();
-        let (entry, end) = self.read_into(src, pos, &mut text)?;
-        let text = Arc::new(text);
+        let mut side = Vec::new();
+        let (entry, end) = self.read_into(src, pos, &mut side)?;
         Ok((
-            entry.map(|mut e| {
-                e.set_text(&text);
+            entry.map(|(mut e, placed)| {
+                let mut text = src.to_vec();
+                if let Placed::Source(at, byte) = placed {
+                    text[at] = byte;
+                }
+                let side_at = text.len();
+                text.append(&mut side);
+                e.set_text(&Arc::new(text), side_at);
                 e
             }),
             end,
         ))
     }
 
-    /// [`EntryReader::read`] that appends the body to `text`, which the entries of
-    /// a whole file can share: one allocation per file rather than per entry. The
-    /// entry is not usable until [`Entry::set_text`] gives it the finished text.
+    /// [`EntryReader::read`] that leaves the body where the entries of a whole
+    /// file can share it: in `src` itself when the record is canonical there with
+    /// its metadata first or last (as written files hold it), else appended to
+    /// `side`. The body's offset is into whichever holds it; the entry is not
+    /// usable until [`Entry::set_text`] gives it the finished text.
     pub(crate) fn read_into(
         &mut self,
         src: &[u8],
         pos: usize,
-        text: &mut Vec<u8>,
-    ) -> Result<(Result<Entry, MetadataError>, usize), SyntaxError> {
+        side: &mut Vec<u8>,
+    ) -> Result<(Result<Read, MetadataError>, usize), SyntaxError> {
         let end = canonical_record(src, pos, &mut self.scratch, &mut self.members)?;
         let canon = self.scratch.as_slice();
         let Some(i) = metadata_index(canon, &self.members) else {
@@ -366,31 +400,49 @@ impl EntryReader {
             return Ok((Err(no), end));
         };
         let m = self.members[i];
-        let meta = match Metadata::from_canonical(&canon[m.value.0..m.value.1], &mut self.hosts) {
-            Ok(meta) => meta,
+        let (meta, as_written) = match Metadata::read(&canon[m.value.0..m.value.1], &mut self.hosts)
+        {
+            Ok(read) => read,
             Err(e) => return Ok((Err(e), end)),
         };
-        let last = i + 1 == self.members.len();
-        let (cut0, cut1) = metadata_cut(&m, i, self.members.len() - 1);
-        let start = text.len();
-        text.extend_from_slice(&canon[..cut0]);
-        text.extend_from_slice(&canon[cut1..]);
-        let len = text.len() - start;
-        // The metadata goes back where it was: before the member after it, or
-        // before the closing brace.
-        let meta_at = if last { len - 1 } else { m.key.0 };
-        Ok((
-            Ok(Entry {
-                meta,
-                body: Body {
-                    text: Arc::clone(&self.unfinished),
-                    start,
-                    len,
-                },
-                meta_at: meta_at as u32,
-            }),
-            end,
-        ))
+        let n = self.members.len();
+        let last = i + 1 == n;
+        let at = end.saturating_sub(canon.len());
+        let in_place = as_written && n > 1 && (i == 0 || last) && src[at..end] == *canon;
+        let (start, len, meta_at, raw_meta, placed) = if in_place {
+            // The comma between the metadata and the other members becomes the
+            // brace that the body lacks, so the body is one range of `src`.
+            let raw_meta = Some((at + m.value.0, (m.value.1 - m.value.0) as u32));
+            if last {
+                let comma = at + m.key.0 - 1;
+                let patch = Placed::Source(comma, b'}');
+                (at, comma + 1 - at, comma - at, raw_meta, patch)
+            } else {
+                let comma = at + m.value.1;
+                (comma, end - comma, 1, raw_meta, Placed::Source(comma, b'{'))
+            }
+        } else {
+            let (cut0, cut1) = metadata_cut(&m, i, n - 1);
+            let start = side.len();
+            side.extend_from_slice(&canon[..cut0]);
+            side.extend_from_slice(&canon[cut1..]);
+            let len = side.len() - start;
+            // The metadata goes back where it was: before the member after it,
+            // or before the closing brace.
+            let meta_at = if last { len - 1 } else { m.key.0 };
+            (start, len, meta_at, None, Placed::Side)
+        };
+        let entry = Entry {
+            meta,
+            body: Body {
+                text: Arc::clone(&self.unfinished),
+                start,
+                len,
+            },
+            meta_at: meta_at as u32,
+            raw_meta,
+        };
+        Ok((Ok((entry, placed)), end))
     }
 }
 
@@ -432,7 +484,7 @@ impl std::fmt::Debug for Body {
 }
 
 /// A stamped entry: a record with valid metadata, as host and unified files hold it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub meta: Metadata,
     /// Canonical JSON object without the metadata: UTF-8, kept as bytes so that
@@ -440,7 +492,20 @@ pub struct Entry {
     body: Body,
     /// Where in `body` the metadata member goes, to keep keys in order.
     meta_at: u32,
+    /// (offset, length) in the body's text of the canonical JSON of `meta`, when
+    /// the entry was read with it: writing the entry copies it rather than
+    /// rendering `meta` again.
+    raw_meta: Option<(usize, u32)>,
 }
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        // `raw_meta` is `meta` as text: the same when the metadata is.
+        self.meta == other.meta && self.meta_at == other.meta_at && self.body == other.body
+    }
+}
+
+impl Eq for Entry {}
 
 impl Entry {
     /// An entry of `meta` and a record's body.
@@ -450,13 +515,18 @@ impl Entry {
             meta,
             body: Body::own(record.body.into_bytes()),
             meta_at,
+            raw_meta: None,
         }
     }
 
     /// Points the body of an entry of [`EntryReader::read_into`] to its finished
-    /// text.
-    pub(crate) fn set_text(&mut self, text: &Arc<Vec<u8>>) {
+    /// text: the source it was read from, with the side text appended at `side`.
+    pub(crate) fn set_text(&mut self, text: &Arc<Vec<u8>>, side: usize) {
         self.body.text = Arc::clone(text);
+        // Only an entry read in place has its metadata's text.
+        if self.raw_meta.is_none() {
+            self.body.start += side;
+        }
     }
 
     /// The same content under other metadata.
@@ -465,6 +535,7 @@ impl Entry {
             meta,
             body: self.body.clone(),
             meta_at: self.meta_at,
+            raw_meta: None,
         }
     }
 
@@ -488,7 +559,12 @@ impl Entry {
         }
         out.extend_from_slice(METADATA_TOKEN);
         out.push(b':');
-        self.meta.write(out);
+        match self.raw_meta {
+            Some((start, len)) => {
+                out.extend_from_slice(&self.body.text[start..start + len as usize]);
+            }
+            None => self.meta.write(out),
+        }
         if !last {
             out.push(b',');
         }
@@ -499,7 +575,11 @@ impl Entry {
     /// them into the cache ahead of it.
     pub(crate) fn touch(&self) -> usize {
         let first = |s: &[u8]| s.first().map_or(0, |&b| usize::from(b));
-        first(self.body.bytes()) + first(self.meta.unique_id.as_bytes()) + self.meta_at as usize
+        let meta = match self.raw_meta {
+            Some((start, _)) => usize::from(self.body.text[start]),
+            None => first(self.meta.unique_id.as_bytes()),
+        };
+        first(self.body.bytes()) + meta + self.meta_at as usize
     }
 
     pub fn to_json(&self) -> String {

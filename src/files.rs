@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
-use crate::entry::{Entry, EntryReader};
+use crate::entry::{Entry, EntryReader, Placed};
 use crate::memory::{self, ParseError};
 
 /// The merged file in a backup folder.
@@ -65,33 +65,58 @@ const SHORTEST_ENTRY: usize = 64;
 
 /// Reads a host or unified file from its bytes.
 pub fn parse_stamped(bytes: &[u8]) -> Result<Stamped, ParseError> {
+    parse_stamped_in(&mut bytes.to_vec())
+}
+
+/// [`parse_stamped`] of the bytes in `buf`. The records that are canonical as
+/// written, as in every file this tool wrote, keep their bodies and metadata
+/// where they are: `buf` becomes their text, and writing such an entry copies
+/// what was read. Otherwise `buf` is left to the caller to reuse.
+fn parse_stamped_in(buf: &mut Vec<u8>) -> Result<Stamped, ParseError> {
     let mut reader = EntryReader::default();
-    // One text for the bodies of the whole file: a canonical body is never longer
-    // than its record, so this does not grow, and pages never written cost nothing.
-    let mut text = Vec::with_capacity(bytes.len());
+    // The bodies of records that are not canonical as written. A canonical body
+    // is never longer than its record, so this does not grow, and pages never
+    // written cost nothing.
+    let mut side = Vec::with_capacity(buf.len());
+    // The byte that makes each body left in `buf` one range.
+    let mut patches = Vec::new();
     // More entries than a stamped entry's shortest text fits in the file: the lists
     // never grow, and capacity never used costs no memory, only addresses.
-    let most = bytes.len() / SHORTEST_ENTRY + 1;
+    let most = buf.len() / SHORTEST_ENTRY + 1;
     let mut out = Stamped {
         entries: Vec::with_capacity(most),
         lines: Vec::with_capacity(most),
         skipped: Vec::new(),
     };
     memory::parse_each(
-        bytes,
-        |src, pos| reader.read_into(src, pos, &mut text),
+        buf,
+        |src, pos| reader.read_into(src, pos, &mut side),
         |entry, line| match entry {
-            Ok(e) => {
+            Ok((e, placed)) => {
+                if let Placed::Source(at, byte) = placed {
+                    patches.push((at, byte));
+                }
                 out.lines.push(line);
                 out.entries.push(e);
             }
             Err(e) => out.skipped.push((line, e.0)),
         },
     )?;
-    text.shrink_to_fit();
+    let (text, side_at) = if patches.is_empty() {
+        side.shrink_to_fit();
+        (side, 0)
+    } else {
+        let mut text = std::mem::take(buf);
+        for (at, byte) in patches {
+            text[at] = byte;
+        }
+        let side_at = text.len();
+        text.extend_from_slice(&side);
+        (text, side_at)
+    };
     let text = Arc::new(text);
     for e in &mut out.entries {
-        e.set_text(&text);
+        e.set_text(&text, side_at);
     }
     out.entries.shrink_to_fit();
     out.lines.shrink_to_fit();
@@ -111,7 +136,7 @@ fn read_stamped_with(path: &Path, buf: &mut Vec<u8>) -> Result<Stamped, ReadErro
     let size = f.metadata().map_or(0, |m| m.len());
     buf.reserve(usize::try_from(size).unwrap_or(0));
     f.read_to_end(buf).map_err(ReadError::Io)?;
-    parse_stamped(buf).map_err(ReadError::Parse)
+    parse_stamped_in(buf).map_err(ReadError::Parse)
 }
 
 /// Reads many stamped files on all cores; results in the order of `paths`.
@@ -202,59 +227,56 @@ where
     if same_bytes(path, |w| write_canonical_slice(w, entries))? {
         return Ok(false);
     }
-    atomic_write_file(path, |f, tmp| {
-        // A handle of its own: an error its syncs see is still reported to the
-        // final sync through `f`.
-        let Ok(syncer) = File::open(tmp) else {
-            let mut w: &File = f;
-            return write_canonical_slice(&mut w, entries);
+    atomic_write_file(path, Durability::Synced, |f| {
+        let mut w = EarlySync {
+            file: f,
+            written: 0,
+            started: 0,
         };
-        std::thread::scope(|s| {
-            let (tx, rx) = mpsc::channel::<()>();
-            s.spawn(move || {
-                while rx.recv().is_ok() {
-                    while rx.try_recv().is_ok() {}
-                    // Only a head start: the final sync reports any error.
-                    let _ = syncer.sync_data();
-                }
-            });
-            let mut w = EarlySync {
-                file: f,
-                written: 0,
-                tx,
-            };
-            write_canonical_slice(&mut w, entries)
-        })
+        write_canonical_slice(&mut w, entries)
     })?;
     Ok(true)
 }
 
-/// Bytes written between two early syncs.
-const SYNC_EVERY: u64 = 8 << 20;
+/// Bytes written between two early starts of writeback.
+const SYNC_EVERY: u64 = 4 << 20;
 
-/// Writes to a file, and asks a helper thread to start syncing what is written
-/// every [`SYNC_EVERY`] bytes: the disk works while the rest is rendered, and the
-/// final sync has little left to do.
+/// Writes to a file, and starts the writeback of what is written every
+/// [`SYNC_EVERY`] bytes without waiting for it: the disk works while the rest is
+/// rendered, and the final sync has little left to do.
 struct EarlySync<'f> {
     file: &'f File,
     written: u64,
-    tx: mpsc::Sender<()>,
+    /// Where the writeback not yet started begins.
+    started: u64,
 }
 
 impl Write for EarlySync<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = (&mut &*self.file).write(buf)?;
-        let before = self.written / SYNC_EVERY;
         self.written += n as u64;
-        if self.written / SYNC_EVERY != before {
-            // Fails only if the helper stopped; early syncs are optional.
-            let _ = self.tx.send(());
+        if self.written - self.started >= SYNC_EVERY {
+            start_writeback(self.file, self.started, self.written - self.started);
+            self.started = self.written;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Starts writing `len` bytes of `file` from `offset` to disk and returns without
+/// waiting. Only a head start: the final sync waits, and reports any error.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor that `file` keeps open.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
@@ -407,18 +429,39 @@ pub fn atomic_write(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
 ) -> io::Result<()> {
-    atomic_write_file(path, |f, _| {
+    atomic_write_file(path, Durability::Synced, buffered(fill))
+}
+
+/// [`atomic_write`] without the syncs, for a file that only reports: a reader
+/// sees the old file or the new one, never a part, but after a power cut it
+/// may hold either, or nothing.
+pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_file(path, Durability::Unsynced, buffered(|w| w.write_all(bytes)))
+}
+
+fn buffered(
+    fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
+) -> impl FnOnce(&File) -> io::Result<()> {
+    |f| {
         let mut w = BufWriter::with_capacity(1 << 20, f);
         fill(&mut w)?;
         w.flush()
-    })
+    }
 }
 
-/// [`atomic_write`] with the temporary file itself, for writers that write in
-/// large pieces already.
+/// Whether [`atomic_write_file`] makes the new file durable before it returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Synced,
+    Unsynced,
+}
+
+/// Writes through `fill` into a temporary file beside `path` and renames it over
+/// `path`; with [`Durability::Synced`], syncs the file before and the folder after.
 fn atomic_write_file(
     path: &Path,
-    fill: impl FnOnce(&File, &Path) -> io::Result<()>,
+    sync: Durability,
+    fill: impl FnOnce(&File) -> io::Result<()>,
 ) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -434,11 +477,16 @@ fn atomic_write_file(
         .suffix(".tmp")
         .permissions(mode)
         .tempfile_in(dir)?;
-    fill(tmp.as_file(), tmp.path())?;
-    tmp.as_file().sync_all()?;
+    fill(tmp.as_file())?;
+    if sync == Durability::Synced {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    // The rename is durable only once the folder is.
-    File::open(dir)?.sync_all()
+    if sync == Durability::Synced {
+        // The rename is durable only once the folder is.
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -463,6 +511,68 @@ mod tests {
             write_canonical_slice(&mut par, &refs).unwrap();
             assert_eq!(par, render(&entries), "{n}");
         }
+    }
+
+    #[test]
+    fn records_canonical_as_written_are_read_in_place_and_written_back_the_same() {
+        let meta = |u: &str| {
+            format!(
+                r#"{{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"{u}","version":1}}"#
+            )
+        };
+        // The metadata first, last, in the middle, alone; bodies without it.
+        let cases = [
+            (
+                format!(r#"{{"_crdt_metadata":{},"a":1}}"#, meta("u1")),
+                r#"{"a":1}"#,
+            ),
+            (
+                format!(r#"{{"A":[1],"_crdt_metadata":{}}}"#, meta("u2")),
+                r#"{"A":[1]}"#,
+            ),
+            (
+                format!(r#"{{"A":1,"_crdt_metadata":{},"b":"x"}}"#, meta("u3")),
+                r#"{"A":1,"b":"x"}"#,
+            ),
+            (format!(r#"{{"_crdt_metadata":{}}}"#, meta("u4")), "{}"),
+        ];
+        let lines: Vec<&str> = cases.iter().map(|(l, _)| l.as_str()).collect();
+        let canonical = format!("[\n{}\n]\n", lines.join(",\n"));
+        // The same records with spaces and keys out of order: not canonical as
+        // written, so their bodies are copied; and a file mixing both.
+        let loose = canonical
+            .replace(":{", ": {")
+            .replace(r#""a":1}"#, r#""a": 1}"#);
+        let second = loose.lines().nth(2).unwrap().trim_end_matches(',');
+        let mixed = format!("[\n{},\n{second}\n]\n", lines[0]);
+        for text in [&canonical, &loose] {
+            let entries = parse_stamped(text.as_bytes()).unwrap().entries;
+            let bodies: Vec<&str> = entries.iter().map(Entry::body).collect();
+            let want: Vec<&str> = cases.iter().map(|(_, b)| *b).collect();
+            assert_eq!(bodies, want);
+            assert_eq!(String::from_utf8(render(&entries)).unwrap(), canonical);
+            // Equal to the entries read from the canonical text, whichever way
+            // they were read.
+            assert_eq!(
+                entries,
+                parse_stamped(canonical.as_bytes()).unwrap().entries
+            );
+        }
+        let mixed = parse_stamped(mixed.as_bytes()).unwrap().entries;
+        let lines_back: Vec<String> = mixed.iter().map(Entry::to_json).collect();
+        assert_eq!(lines_back, [lines[0], lines[1]]);
+        // Canonical JSON whose timestamp is in another form: written in the
+        // canonical one.
+        let offset = meta("u5").replace("00:00:00.000000Z", "01:00:00+01:00");
+        let text = format!("[\n{{\"_crdt_metadata\":{offset},\"a\":1}}\n]\n");
+        let entries = parse_stamped(text.as_bytes()).unwrap().entries;
+        assert_eq!(entries[0].to_json(), cases[0].0.replace("u1", "u5"));
+        // New metadata on an entry read in place is written, not the old text.
+        let moved = mixed[0].with_meta(crate::entry::Metadata {
+            version: 2,
+            ..mixed[0].meta.clone()
+        });
+        assert!(moved.to_json().contains(r#""version":2"#));
     }
 
     #[test]

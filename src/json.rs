@@ -186,6 +186,22 @@ fn plain_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Calls `f` with `key` as a canonical string token, built on the stack when it
+/// is short and needs no escapes (object keys usually are).
+pub fn with_key_token<T>(key: &str, f: impl FnOnce(&[u8]) -> T) -> T {
+    let b = key.as_bytes();
+    let mut buf = [0u8; 64];
+    if b.len() + 2 <= buf.len() && plain_end(b, 0) == b.len() {
+        buf[0] = b'"';
+        buf[1..=b.len()].copy_from_slice(b);
+        buf[b.len() + 1] = b'"';
+        return f(&buf[..b.len() + 2]);
+    }
+    let mut token = Vec::with_capacity(b.len() + 2);
+    write_str(&mut token, key);
+    f(&token)
+}
+
 /// Orders two canonical key tokens (with quotes) by their unescaped text, as a
 /// sorted map of strings would.
 pub fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {

@@ -97,17 +97,14 @@ where
     }
 }
 
-/// Writes `last-run.json` atomically; a failure costs only that file.
+/// Writes `last-run.json` atomically; a failure costs only that file. It is a
+/// report, not data: it is not synced, which every run would wait for.
 pub fn write_last_run(log_dir: &Path, result: &Map<String, Value>) {
     let path = log_dir.join(LAST_RUN_FILE);
-    let text = serde_json::to_vec_pretty(result).expect("a JSON map serialises");
-    let written = std::fs::create_dir_all(log_dir).and_then(|()| {
-        crate::files::atomic_write(&path, |w| {
-            use std::io::Write;
-            w.write_all(&text)?;
-            w.write_all(b"\n")
-        })
-    });
+    let mut text = serde_json::to_vec_pretty(result).expect("a JSON map serialises");
+    text.push(b'\n');
+    let written = std::fs::create_dir_all(log_dir)
+        .and_then(|()| crate::files::replace_unsynced(&path, &text));
     if let Err(e) = written {
         tracing::debug!("cannot write {}: {e}", path.display());
     }

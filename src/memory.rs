@@ -239,14 +239,14 @@ pub fn ident(record: &Record, id_field: &str) -> String {
 /// from its text: no parse, no copy.
 pub fn ident_of_body(body: &str, id_field: &str) -> String {
     let get = |key: &str| {
-        let mut token = Vec::with_capacity(key.len() + 2);
-        json::write_str(&mut token, key);
-        json::canonical_members(body.as_bytes())
-            .find(|(k, _)| *k == token.as_slice())
-            .map(|(_, v)| {
-                let at = v.as_ptr() as usize - body.as_ptr() as usize;
-                &body[at..at + v.len()]
-            })
+        json::with_key_token(key, |token| {
+            json::canonical_members(body.as_bytes())
+                .find(|(k, _)| *k == token)
+                .map(|(_, v)| {
+                    let at = v.as_ptr() as usize - body.as_ptr() as usize;
+                    &body[at..at + v.len()]
+                })
+        })
     };
     ident_by(get, body, id_field)
 }

@@ -96,7 +96,7 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
     // Entries that carry their own metadata (restored from unified) claim the P
     // entry of their unique_id first; the rest are matched by identity.
     let mut pending: Vec<Item> = Vec::with_capacity(items.len());
-    let mut lineages: Set<Box<str>> = set(0);
+    let mut lineages: Set<Arc<str>> = set(0);
     for mut item in items {
         match item.record.metadata.take() {
             // A second, different line of one lineage: an entry of its own.
