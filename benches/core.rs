@@ -241,7 +241,7 @@ fn bench_stamp(c: &mut Criterion) {
             previous,
             known: &[],
         };
-        stamp::stamp(records, &cx)
+        stamp::stamp(&records, &cx)
     };
     let first = run(&file, &[]);
     assert_eq!(first.new, ENTRIES, "every generated record is new");

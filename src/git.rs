@@ -34,8 +34,6 @@ const MIN_NETWORK_TIMEOUT: Duration = Duration::from_millis(200);
 /// Key files tried after the ssh-agent, in `~/.ssh`.
 pub const SSH_KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 const FILE_MODE_BLOB: i32 = 0o100_644;
-/// Below this many bytes, blobs are written on one thread.
-const PARALLEL_BLOBS_BYTES: usize = 1 << 20;
 
 /// Top-level files of a commit: name to content.
 pub type Files = BTreeMap<String, Vec<u8>>;
@@ -504,8 +502,7 @@ impl Repo {
             .map_err(other)
     }
 
-    /// Writes the blobs of `files`, hashing and compressing the large ones on a
-    /// second thread (with its own handle on the repository) meanwhile.
+    /// Writes the blobs of `files`.
     fn write_blobs<'f>(
         &self,
         files: impl IntoIterator<Item = (&'f String, &'f Vec<u8>)>,
@@ -513,14 +510,14 @@ impl Repo {
         // Files with the same bytes (with one host, its file and the unified file)
         // are one blob: hashed and compressed once.
         let mut same: Vec<(&str, &str)> = Vec::new();
-        let mut by_size: Vec<(&str, &[u8])> = Vec::new();
+        let mut unique: Vec<(&str, &[u8])> = Vec::new();
         for (n, b) in files {
-            match by_size.iter().find(|(_, u)| u == b) {
+            match unique.iter().find(|(_, u)| u == b) {
                 Some(&(first, _)) => same.push((n.as_str(), first)),
-                None => by_size.push((n.as_str(), b.as_slice())),
+                None => unique.push((n.as_str(), b.as_slice())),
             }
         }
-        let mut out = self.write_unique_blobs(by_size)?;
+        let mut out = self.write_unique_blobs(unique)?;
         for (n, first) in same {
             let id = out
                 .iter()
@@ -532,52 +529,29 @@ impl Repo {
         Ok(out)
     }
 
-    /// [`Repo::write_blobs`] of files with distinct contents.
+    /// [`Repo::write_blobs`] of files with distinct contents, as loose objects
+    /// (see [`crate::loose`]); those the repository has already are not written.
     fn write_unique_blobs<'f>(
         &self,
-        mut by_size: Vec<(&'f str, &'f [u8])>,
+        files: Vec<(&'f str, &'f [u8])>,
     ) -> Result<Vec<(&'f str, Oid)>, GitError> {
-        by_size.sort_by_key(|(_, b)| std::cmp::Reverse(b.len()));
-        let total: usize = by_size.iter().map(|(_, b)| b.len()).sum();
-        if by_size.len() < 2 || total < PARALLEL_BLOBS_BYTES {
-            return by_size
-                .into_iter()
-                .map(|(n, b)| self.repo.blob(b).map(|id| (n, id)).map_err(other))
-                .collect();
-        }
-        // Two groups of about equal size, largest first.
-        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-        let (mut a, mut b) = (0, 0);
-        for f in by_size {
-            if a <= b {
-                a += f.1.len();
-                mine.push(f);
-            } else {
-                b += f.1.len();
-                theirs.push(f);
-            }
-        }
-        let path = self.repo.path().to_path_buf();
-        std::thread::scope(|scope| {
-            let helper = scope.spawn(move || {
-                let repo = Repository::open(&path)?;
-                theirs
-                    .into_iter()
-                    .map(|(n, b)| repo.blob(b).map(|id| (n, id)))
-                    .collect::<Result<Vec<_>, git2::Error>>()
-            });
-            let mut out = mine
-                .into_iter()
-                .map(|(n, b)| self.repo.blob(b).map(|id| (n, id)))
-                .collect::<Result<Vec<_>, git2::Error>>()
-                .map_err(other)?;
-            let more = helper
-                .join()
-                .map_err(|_| GitError::Other("a blob writer panicked".into()))?
-                .map_err(other)?;
-            out.extend(more);
-            Ok(out)
-        })
+        let odb = self.repo.odb().map_err(other)?;
+        let objects = self.repo.path().join("objects");
+        files
+            .into_iter()
+            .map(|(name, bytes)| {
+                let id = crate::loose::blob_id(bytes);
+                if !odb.exists(id) {
+                    crate::loose::write_blob(&objects, id, bytes).map_err(|e| {
+                        GitError::local(format!(
+                            "{}: cannot write the object of {name}: {e}",
+                            objects.display()
+                        ))
+                    })?;
+                }
+                Ok((name, id))
+            })
+            .collect()
     }
 
     /// Fetches `branch` of `url` into the object database, writing no ref; returns
@@ -795,15 +769,7 @@ impl Repo {
                     &read
                 }
             };
-            for (name, bytes) in files {
-                let path = dir.join(name);
-                if std::fs::read(&path).is_ok_and(|b| &b == bytes) {
-                    continue;
-                }
-                replace_file(&dir, &path, bytes).map_err(|e| {
-                    GitError::local(format!("{}: write failed: {e}", path.display()))
-                })?;
-            }
+            write_files(&dir, files)?;
             self.write_index(tip)?;
             if self.local_tip(branch)? == Some(tip) {
                 return Ok(());
@@ -975,6 +941,22 @@ fn take_stale_lock(lock: &Path) -> bool {
 }
 
 /// Replaces `path` by a rename: a reader sees the old file or the new one.
+/// Writes `files` into the working tree `dir`, each unless it holds those bytes
+/// already. Only files: the index follows in [`Repo::sync_worktree`].
+pub fn write_files(dir: &Path, files: &Files) -> Result<(), GitError> {
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        // A file of another size differs: no need to read it.
+        let same_size = std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64);
+        if same_size && std::fs::read(&path).is_ok_and(|b| &b == bytes) {
+            continue;
+        }
+        replace_file(dir, &path, bytes)
+            .map_err(|e| GitError::local(format!("{}: write failed: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
 fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // A file of the working tree has git's mode for a regular blob.
     let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);

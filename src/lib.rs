@@ -15,6 +15,7 @@ pub mod fold;
 pub mod git;
 pub mod json;
 pub mod logging;
+pub mod loose;
 pub mod memory;
 pub mod pack;
 pub mod report;

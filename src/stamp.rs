@@ -67,22 +67,29 @@ pub struct Stamped {
 }
 
 /// Stamps the records of a memory file against `cx`.
-pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
+pub fn stamp(records: &[Located], cx: &Context<'_>) -> Stamped {
     let mut out = Stamped::default();
     let host: Arc<str> = cx.host.into();
-    let known: Map<&str, &Entry> = cx.known.iter().chain(cx.previous).fold(
-        map(cx.known.len() + cx.previous.len()),
-        |mut m, e| {
-            m.entry(e.unique_id())
-                .and_modify(|cur: &mut &Entry| {
-                    if e.lww_cmp(cur).is_gt() {
-                        *cur = e;
-                    }
-                })
-                .or_insert(e);
-            m
-        },
-    );
+    // Every known version by unique_id: needed only by entries restored with
+    // their metadata and by new entries, so built only for them.
+    let known_map = std::cell::OnceCell::new();
+    let known = || {
+        known_map.get_or_init(|| {
+            cx.known.iter().chain(cx.previous).fold(
+                map::<&str, &Entry>(cx.known.len() + cx.previous.len()),
+                |mut m, e| {
+                    m.entry(e.unique_id())
+                        .and_modify(|cur: &mut &Entry| {
+                            if e.lww_cmp(cur).is_gt() {
+                                *cur = e;
+                            }
+                        })
+                        .or_insert(e);
+                    m
+                },
+            )
+        })
+    };
     let mut previous_by_uid: Map<&str, usize> = map(cx.previous.len());
     for (i, e) in cx.previous.iter().enumerate() {
         previous_by_uid.insert(e.unique_id(), i);
@@ -95,13 +102,14 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
 
     // Entries that carry their own metadata (restored from unified) claim the P
     // entry of their unique_id first; the rest are matched by identity.
-    let mut pending: Vec<Item> = Vec::with_capacity(items.len());
+    let mut pending: Vec<Item<'_>> = Vec::with_capacity(items.len());
     let mut lineages: Set<Arc<str>> = set(0);
-    for mut item in items {
-        match item.record.metadata.take() {
+    for item in items {
+        match &item.record.metadata {
             // A second, different line of one lineage: an entry of its own.
             Some(Ok(m)) if lineages.contains(&m.unique_id) => pending.push(item),
             Some(Ok(m)) => {
+                let m = m.clone();
                 lineages.insert(m.unique_id.clone());
                 let in_p = previous_by_uid.get(&*m.unique_id).copied();
                 if let Some(i) = in_p {
@@ -109,13 +117,13 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
                 }
                 let prior = in_p
                     .map(|i| &cx.previous[i])
-                    .or_else(|| known.get(&*m.unique_id).copied());
+                    .or_else(|| known().get(&*m.unique_id).copied());
                 let entry = match prior {
                     Some(p) => restamp(item.record, p, Some(&m), &host, cx.now, &mut out),
                     // A version this host has never seen: taken as it is.
                     None => {
                         out.unchanged += 1;
-                        Entry::new(m, item.record)
+                        Entry::new(m, bare(item.record))
                     }
                 };
                 out.entries.push(entry);
@@ -123,7 +131,7 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
             Some(Err(e)) => {
                 out.notices.push(Notice::BadMetadata {
                     line: item.line,
-                    cause: e.0,
+                    cause: e.0.clone(),
                 });
                 pending.push(item);
             }
@@ -141,20 +149,22 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
             .cmp(&created_at(b))
             .then_with(|| a.unique_id().cmp(b.unique_id()))
     };
-    let mut by_body: Map<&str, Vec<usize>> = map(cx.previous.len());
+    let mut by_body: Map<&str, Candidates> = map(cx.previous.len());
     for (i, e) in cx.previous.iter().enumerate() {
         if !claimed[i] {
             by_body.entry(e.body()).or_default().push(i);
         }
     }
-    for same in by_body.values_mut().filter(|v| v.len() > 1) {
+    for same in by_body.values_mut() {
         same.sort_by(oldest_first);
     }
-    let mut rest: Vec<Item> = Vec::with_capacity(pending.len() / 8);
+    let mut rest: Vec<Item<'_>> = Vec::with_capacity(pending.len() / 8);
     for item in pending {
-        match by_body.get_mut(item.record.body.as_str()) {
-            Some(same) if !same.is_empty() => {
-                let c = same.remove(0);
+        match by_body
+            .get_mut(item.record.body.as_str())
+            .and_then(Candidates::take_first)
+        {
+            Some(c) => {
                 claimed[c] = true;
                 out.unchanged += 1;
                 out.entries.push(cx.previous[c].clone());
@@ -167,7 +177,7 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
 
     // The rest pair with P's remaining entries of their identity, oldest lineage
     // first, to pair with the earliest lines of the file.
-    let mut by_ident: Map<String, Vec<usize>> = map(cx.previous.len());
+    let mut by_ident: Map<String, Candidates> = map(cx.previous.len());
     for (i, e) in cx.previous.iter().enumerate() {
         if !claimed[i] {
             by_ident
@@ -176,14 +186,13 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
                 .push(i);
         }
     }
-    for candidates in by_ident.values_mut().filter(|v| v.len() > 1) {
+    for candidates in by_ident.values_mut() {
         candidates.sort_by(oldest_first);
     }
     for item in pending {
         let candidate = by_ident
             .get_mut(&item.base)
-            .filter(|c| !c.is_empty())
-            .map(|c| c.remove(0));
+            .and_then(Candidates::take_first);
         let entry = match candidate {
             Some(c) => {
                 claimed[c] = true;
@@ -192,7 +201,7 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
             None => {
                 let ident = item.ident.as_deref().unwrap_or(&item.base);
                 let uid = format!("{}_{ident}_{}", cx.host, cx.now);
-                match known.get(uid.as_str()) {
+                match known().get(uid.as_str()) {
                     // Re-added within the same instant: an edit of that lineage.
                     Some(p) => restamp(item.record, p, None, &host, cx.now, &mut out),
                     None => {
@@ -204,7 +213,7 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
                             unique_id: uid.into(),
                             extra: Box::default(),
                         };
-                        Entry::new(meta, item.record)
+                        Entry::new(meta, bare(item.record))
                     }
                 }
             }
@@ -219,7 +228,7 @@ pub fn stamp(records: Vec<Located>, cx: &Context<'_>) -> Stamped {
 /// `record` against its prior version `p` (and its own metadata `own`, if it has
 /// some): unchanged keeps the prior's metadata, changed gets the next version.
 fn restamp(
-    record: Record,
+    record: &Record,
     p: &Entry,
     own: Option<&Metadata>,
     host: &Arc<str>,
@@ -243,7 +252,16 @@ fn restamp(
         unique_id: p.meta.unique_id.clone(),
         extra: p.meta.extra.clone(),
     };
-    Entry::new(meta, record)
+    Entry::new(meta, bare(record))
+}
+
+/// A copy of `record` without its own metadata, for an entry of new metadata.
+fn bare(record: &Record) -> Record {
+    Record {
+        body: record.body.clone(),
+        metadata: None,
+        members: record.members.clone(),
+    }
 }
 
 /// When an entry's lineage began: the timestamp that ends its unique_id, where it
@@ -255,8 +273,8 @@ fn created_at(e: &Entry) -> Timestamp {
         .unwrap_or(e.meta.timestamp)
 }
 
-struct Item {
-    record: Record,
+struct Item<'r> {
+    record: &'r Record,
     line: usize,
     /// The identity by the rules.
     base: String,
@@ -264,30 +282,45 @@ struct Item {
     ident: Option<String>,
 }
 
-fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> Vec<Item> {
+fn dedupe<'r>(records: &'r [Located], id_field: &str, notices: &mut Vec<Notice>) -> Vec<Item<'r>> {
     let bases: Vec<String> = records
         .iter()
         .map(|r| memory::ident(&r.record, id_field))
         .collect();
-    // A renamed identity must not be one that another entry has by its own right
-    // (an entry with the id `n1#2`), or two new entries would share a unique_id.
-    let natural: Set<&str> = bases.iter().map(String::as_str).collect();
-    let mut renamed_ones: Set<String> = set(0);
-    let mut seen: Map<&str, Vec<usize>> = map(records.len());
-    let mut items: Vec<Item> = Vec::with_capacity(records.len());
-    for (base, Located { record, line }) in bases.iter().zip(records) {
-        let copies = seen.entry(base.as_str()).or_default();
-        let same = copies.iter().any(|&i| {
-            let other = &items[i].record;
-            other.body == record.body && same_metadata(other, &record)
-        });
-        if same {
-            continue;
-        }
-        let ident = if copies.is_empty() {
-            None
-        } else {
-            let mut k = copies.len() + 1;
+    // What becomes of each record: left out as a copy of an earlier one, kept
+    // under its identity, or kept under a new one.
+    enum Fate {
+        Copy,
+        Kept,
+        Renamed(String),
+    }
+    let mut fates: Vec<Fate> = Vec::with_capacity(records.len());
+    {
+        // A renamed identity must not be one that another entry has by its own
+        // right (an entry with the id `n1#2`), or two new entries would share a
+        // unique_id. Built at the first duplicate: most files have none.
+        let mut natural: Option<Set<&str>> = None;
+        let mut renamed_ones: Set<String> = set(0);
+        // The records kept under each identity.
+        let mut seen: Map<&str, Candidates> = map(records.len());
+        for (i, (base, Located { record, line })) in bases.iter().zip(records).enumerate() {
+            let copies = seen.entry(base.as_str()).or_default();
+            let same = copies.iter().any(|k| {
+                let other = &records[k].record;
+                other.body == record.body && same_metadata(other, record)
+            });
+            if same {
+                fates.push(Fate::Copy);
+                continue;
+            }
+            let kept = copies.len();
+            copies.push(i);
+            if kept == 0 {
+                fates.push(Fate::Kept);
+                continue;
+            }
+            let natural = natural.get_or_insert_with(|| bases.iter().map(String::as_str).collect());
+            let mut k = kept + 1;
             let renamed = loop {
                 let candidate = format!("{base}#{k}");
                 if !natural.contains(candidate.as_str()) && !renamed_ones.contains(&candidate) {
@@ -296,22 +329,91 @@ fn dedupe(records: Vec<Located>, id_field: &str, notices: &mut Vec<Notice>) -> V
                 k += 1;
             };
             notices.push(Notice::DuplicateIdent {
-                line,
+                line: *line,
                 ident: base.clone(),
                 renamed: renamed.clone(),
             });
             renamed_ones.insert(renamed.clone());
-            Some(renamed)
-        };
-        copies.push(items.len());
-        items.push(Item {
-            record,
-            line,
-            base: base.clone(),
-            ident,
-        });
+            fates.push(Fate::Renamed(renamed));
+        }
     }
-    items
+    bases
+        .into_iter()
+        .zip(records)
+        .zip(fates)
+        .filter_map(|((base, Located { record, line }), fate)| {
+            let ident = match fate {
+                Fate::Copy => return None,
+                Fate::Kept => None,
+                Fate::Renamed(r) => Some(r),
+            };
+            Some(Item {
+                record,
+                line: *line,
+                base,
+                ident,
+            })
+        })
+        .collect()
+}
+
+/// Entries that share a key (a body, an identity), taken in order from the
+/// front; one of them, the usual case, without an allocation.
+#[derive(Default)]
+enum Candidates {
+    #[default]
+    None,
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Candidates {
+    fn push(&mut self, i: usize) {
+        *self = match std::mem::take(self) {
+            Candidates::None => Candidates::One(i),
+            Candidates::One(a) => Candidates::Many(vec![a, i]),
+            Candidates::Many(mut v) => {
+                v.push(i);
+                Candidates::Many(v)
+            }
+        };
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Candidates::None => 0,
+            Candidates::One(_) => 1,
+            Candidates::Many(v) => v.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        let (one, many) = match self {
+            Candidates::None => (None, &[][..]),
+            Candidates::One(i) => (Some(*i), &[][..]),
+            Candidates::Many(v) => (None, v.as_slice()),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    fn sort_by(&mut self, cmp: impl FnMut(&usize, &usize) -> std::cmp::Ordering) {
+        if let Candidates::Many(v) = self {
+            v.sort_by(cmp);
+        }
+    }
+
+    fn take_first(&mut self) -> Option<usize> {
+        match self {
+            Candidates::None => None,
+            Candidates::One(i) => {
+                let i = *i;
+                *self = Candidates::None;
+                Some(i)
+            }
+            Candidates::Many(v) if v.is_empty() => None,
+            Candidates::Many(v) => Some(v.remove(0)),
+        }
+    }
 }
 
 fn same_metadata(a: &Record, b: &Record) -> bool {

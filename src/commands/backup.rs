@@ -45,20 +45,46 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     })?;
     let host = cx.host()?;
     let memory_path = crate::memory_path(args.memory.as_deref());
-    // Bad input stops here, before anything is written.
-    let memory = read_memory(&memory_path, report)?;
-    tracing::debug!("memory read at {:?}", started.elapsed());
     if args.no_push || !git::may_need_tls(&cx.repo, None) {
         // SAFETY: commands run on the main thread, and no other thread has been
-        // started yet (the memory file is read on this one).
+        // started yet.
         unsafe { git::skip_tls_setup() };
     }
-    let repo =
-        match Repo::open(&cx.repo).map_err(|e| git_error(e, &cx.repo.display().to_string()))? {
-            Some(r) => r,
-            None => Repo::init(&cx.repo, git::DEFAULT_BRANCH)
-                .map_err(|e| git_error(e, &cx.repo.display().to_string()))?,
+    let deadline = started + max_elapsed;
+    // The memory file is read while an existing repository fetches: the fetch
+    // writes only objects and is used only once the memory file has been read.
+    // Bad input stops here, before anything else is written.
+    let (memory, early) = std::thread::scope(|s| {
+        let reading = s.spawn(|| {
+            let mut warnings = Report::default();
+            read_memory(&memory_path, &mut warnings).map(|m| (m, warnings.warnings))
+        });
+        let early = if args.no_push {
+            None
+        } else {
+            early_fetch(&cx.repo, deadline)
         };
+        let memory = reading
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("reading the memory file failed".into())));
+        (memory, early)
+    });
+    let (memory, warnings) = memory?;
+    report.warnings.extend(warnings);
+    tracing::debug!("memory read at {:?}", started.elapsed());
+    let (repo, early) = match early {
+        Some((repo, fetched)) => (repo, Some(fetched)),
+        None => {
+            let shown = cx.repo.display().to_string();
+            let repo = match Repo::open(&cx.repo).map_err(|e| git_error(e, &shown))? {
+                Some(r) => r,
+                None => {
+                    Repo::init(&cx.repo, git::DEFAULT_BRANCH).map_err(|e| git_error(e, &shown))?
+                }
+            };
+            (repo, None)
+        }
+    };
     let remote = if args.no_push {
         None
     } else {
@@ -74,9 +100,10 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
         memory_path: &memory_path,
         id_field: &args.id.id_field,
         cx,
-        deadline: started + max_elapsed,
+        deadline,
         started,
         merging: Cell::new(Duration::ZERO),
+        early: Cell::new(early),
     };
     let result = run.run(report);
     // The merge alone: the whole run also waits on the network and backs off.
@@ -99,6 +126,25 @@ struct Run<'a> {
     started: Instant,
     /// Time spent in step 3, the merge, over all attempts.
     merging: Cell<Duration>,
+    /// The result of a first fetch made while the memory file was read.
+    early: Cell<Option<FetchResult>>,
+}
+
+type FetchResult = std::result::Result<Option<CommitId>, GitError>;
+
+/// Opens the repository and fetches from its remote, when both exist; the
+/// repository and the fetch's result. Any failure is left for the run to meet
+/// again in its usual order.
+fn early_fetch(dir: &Path, deadline: Instant) -> Option<(Repo, FetchResult)> {
+    let repo = Repo::open(dir).ok().flatten()?;
+    let url = repo.remote_url()?;
+    let branch = repo.branch().ok()?;
+    let fetched = repo.fetch(
+        &url,
+        &branch,
+        deadline.saturating_duration_since(Instant::now()),
+    );
+    Some((repo, fetched))
 }
 
 /// The state to commit, computed on a remote tip and a local tip.
@@ -129,9 +175,13 @@ impl Run<'_> {
         let mut seen_tip = self.repo.noted_remote_tip(&self.branch);
         let result: std::result::Result<(), (Prepared, CommitId, GitError)> = loop {
             let local = self.local_tip()?;
+            let fetched = |url: &str| match self.early.take() {
+                Some(early) => early,
+                None => self.repo.fetch(url, &self.branch, retry.remaining()),
+            };
             let remote_tip = match &url {
                 None => None,
-                Some(url) => match self.repo.fetch(url, &self.branch, retry.remaining()) {
+                Some(url) => match fetched(url) {
                     Ok(tip) => tip,
                     Err(e) if e.is_retryable() => {
                         tracing::info!("fetch from {shown} failed: {e}");
@@ -198,17 +248,8 @@ impl Run<'_> {
                 return Ok(());
             }
             attempts += 1;
-            match self.repo.push(
-                url,
-                &self.branch,
-                target,
-                remote_tip,
-                Known {
-                    new: Some(&p.files),
-                    old: remote_tip.map(|_| &p.base_files),
-                },
-                retry.remaining(),
-            ) {
+            let pushed = self.push_and_prewrite(url, target, remote_tip, &p, retry.remaining());
+            match pushed {
                 Ok(()) => {
                     tracing::info!(
                         "push attempt {attempts} to {shown}: {} pushed",
@@ -254,6 +295,41 @@ impl Run<'_> {
         Err(Error::NotPushed {
             remote,
             cause: format!("{cause} (gave up after {attempts} push attempt(s))"),
+        })
+    }
+
+    /// Pushes `target` and, while the server takes it, writes its files into
+    /// the working tree: the files a landed push shows there (what a run shows
+    /// on the way does not matter; [`Run::sync_worktree`] has the last word).
+    fn push_and_prewrite(
+        &self,
+        url: &str,
+        target: CommitId,
+        remote_tip: Option<CommitId>,
+        p: &Prepared,
+        timeout: Duration,
+    ) -> std::result::Result<(), GitError> {
+        let known = Known {
+            new: Some(&p.files),
+            old: remote_tip.map(|_| &p.base_files),
+        };
+        let Some(dir) = self.repo.workdir().map(Path::to_path_buf) else {
+            return self
+                .repo
+                .push(url, &self.branch, target, remote_tip, known, timeout);
+        };
+        std::thread::scope(|s| {
+            let files = &p.files;
+            let writing = s.spawn(move || git::write_files(&dir, files));
+            let pushed = self
+                .repo
+                .push(url, &self.branch, target, remote_tip, known, timeout);
+            match writing.join() {
+                Ok(Err(e)) => tracing::debug!("the working tree was not written ahead: {e}"),
+                Err(_) => tracing::debug!("the working tree was not written ahead"),
+                Ok(Ok(())) => {}
+            }
+            pushed
         })
     }
 
@@ -383,20 +459,20 @@ impl Run<'_> {
                 unified_copies.extend(self.unified_from_history(tip, report)?);
             }
         }
-        let known = crdt::merge_owned(&unified_copies);
         let own = files::host_file_name(self.host);
         let previous = parsed
             .get(own.as_str())
             .map(|copies| crdt::merge_owned(copies.iter().flatten()))
             .unwrap_or_default();
         let stamped = stamp::stamp(
-            self.records.to_vec(),
+            self.records,
             &stamp::Context {
                 host: self.host,
                 now: self.cx.clock.now(),
                 id_field: self.id_field,
                 previous: &previous,
-                known: &known,
+                // Every copy: stamping takes the newest of each unique_id.
+                known: &unified_copies,
             },
         );
         tracing::debug!("stamped at {:?}", self.started.elapsed());
@@ -425,7 +501,7 @@ impl Run<'_> {
                 .flatten()
                 .copied()
                 .chain(&stamped.entries)
-                .chain(&known),
+                .chain(&unified_copies),
         );
         out.insert(
             UNIFIED_FILE.to_string(),

@@ -16,7 +16,7 @@ pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<
     let memory = read_memory(&args.memory, report)?;
     let previous = read_previous(&args.out)?;
     let stamped = stamp::stamp(
-        memory.records,
+        &memory.records,
         &stamp::Context {
             host: &host,
             now: cx.clock.now(),

@@ -427,6 +427,43 @@ fn bad_memory_writes_nothing() {
 }
 
 #[test]
+fn bad_memory_moves_nothing_in_a_repository_with_a_remote() {
+    // The first fetch runs while the memory file is read; bad input still stops
+    // the run before any ref or file changes.
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let good = env.memory("good.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &good]), 0);
+    let r = env.path("r");
+    let before = |what: &str| env.git_in(&r, &["rev-parse", what]);
+    let (local, remote) = (
+        before("main"),
+        env.git(&["--git-dir", url, "rev-parse", "main"]),
+    );
+    let host_file = std::fs::read(r.join("memory-h.json")).unwrap();
+    // Another host moves the remote meanwhile: the fetch has something to get.
+    let other = env.memory("other.json", r#"[{"id":"b","content":"two"}]"#);
+    assert_code(&env.run("r2", "h2", &["init", "--remote", url]), 0);
+    assert_code(&env.run("r2", "h2", &["backup", "--memory", &other]), 0);
+    let remote_after_h2 = stdout(&env.git(&["--git-dir", url, "rev-parse", "main"]));
+    assert_ne!(remote_after_h2, stdout(&remote));
+
+    let bad = env.memory("bad.json", "[{\"id\":\"a\"},\n 3]");
+    let out = env.run("r", "h", &["backup", "--memory", &bad]);
+    assert_code(&out, 65);
+    assert!(stderr(&out).contains("bad.json:2:"), "{}", stderr(&out));
+    assert_eq!(before("main"), local, "the local branch moved");
+    assert_eq!(
+        stdout(&env.git(&["--git-dir", url, "rev-parse", "main"])),
+        remote_after_h2,
+        "the remote moved"
+    );
+    assert_eq!(std::fs::read(r.join("memory-h.json")).unwrap(), host_file);
+}
+
+#[test]
 fn local_commits_that_the_remote_lacks_stay_in_history() {
     let env = Env::new();
     let bare = env.bare("remote.git");
