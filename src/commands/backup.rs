@@ -494,19 +494,25 @@ impl Run<'_> {
                 hosts.push(merged);
             }
         }
-        out.insert(own.clone(), files::render(&stamped.entries));
-        let unified = crdt::merge(
-            hosts
-                .iter()
-                .flatten()
-                .copied()
-                .chain(&stamped.entries)
-                .chain(&unified_copies),
-        );
-        out.insert(
-            UNIFIED_FILE.to_string(),
-            files::render(unified.iter().copied()),
-        );
+        // This host's file is rendered while the unified file is merged and
+        // rendered: two files of about the same size.
+        let (own_text, unified) = std::thread::scope(|s| {
+            let own_text = s.spawn(|| files::render(&stamped.entries));
+            let unified = crdt::merge(
+                hosts
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .chain(&stamped.entries)
+                    .chain(&unified_copies),
+            );
+            let text = files::render(unified.iter().copied());
+            let own_text = own_text.join().expect("rendering does not panic");
+            (own_text, (unified.len(), text))
+        });
+        out.insert(own.clone(), own_text);
+        let (unified_len, unified_text) = unified;
+        out.insert(UNIFIED_FILE.to_string(), unified_text);
         if let (Some(o), Some(b)) = (other, base) {
             // Files of the local side that are not backup files (added by hand)
             // and that the remote lacks go into the merge too.
@@ -529,7 +535,7 @@ impl Run<'_> {
         }
         Ok(Prepared {
             host_files: hosts.len() + 1,
-            unified: unified.len(),
+            unified: unified_len,
             files: out,
             parents,
             unchanged,
