@@ -433,6 +433,8 @@ impl Repo {
         let mut out = Files::new();
         // With one host, its file and the unified file are the same blob.
         let mut seen: std::collections::HashMap<Oid, String> = Default::default();
+        let odb = self.repo.odb().map_err(other)?;
+        let workdir = self.repo.workdir();
         for item in tree.iter() {
             let Ok(name) = item.name() else { continue };
             if item.kind() != Some(ObjectType::Blob) || !keep(name) {
@@ -440,12 +442,15 @@ impl Repo {
             }
             let bytes = match seen.get(&item.id()).and_then(|n| out.get(n)) {
                 Some(b) => b.clone(),
-                None => self
-                    .repo
-                    .find_blob(item.id())
-                    .map_err(other)?
-                    .content()
-                    .to_vec(),
+                None => match workdir.and_then(|d| same_in_worktree(&odb, d, name, item.id())) {
+                    Some(b) => b,
+                    None => self
+                        .repo
+                        .find_blob(item.id())
+                        .map_err(other)?
+                        .content()
+                        .to_vec(),
+                },
             };
             seen.insert(item.id(), name.to_string());
             out.insert(name.to_string(), bytes);
@@ -941,6 +946,20 @@ fn take_stale_lock(lock: &Path) -> bool {
 }
 
 /// Replaces `path` by a rename: a reader sees the old file or the new one.
+/// The file `name` of the working tree `dir` when it holds the blob `id`: the
+/// working tree shows the last tip a run wrote, and reading a file and hashing
+/// it costs less than inflating the blob. The size is compared first, from the
+/// object's header; the hash decides.
+fn same_in_worktree(odb: &git2::Odb<'_>, dir: &Path, name: &str, id: Oid) -> Option<Vec<u8>> {
+    let path = dir.join(name);
+    let size = std::fs::symlink_metadata(&path).ok()?;
+    if !size.is_file() || odb.read_header(id).ok()?.0 as u64 != size.len() {
+        return None;
+    }
+    let bytes = std::fs::read(&path).ok()?;
+    (crate::loose::blob_id(&bytes) == id).then_some(bytes)
+}
+
 /// Writes `files` into the working tree `dir`, each unless it holds those bytes
 /// already. Only files: the index follows in [`Repo::sync_worktree`].
 pub fn write_files(dir: &Path, files: &Files) -> Result<(), GitError> {

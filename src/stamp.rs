@@ -27,6 +27,9 @@ fn set<K>(capacity: usize) -> Set<K> {
     Set::with_capacity_and_hasher(capacity, IdHasher::default())
 }
 
+/// From this many entries of P on, their bodies are indexed on a second thread.
+const PARALLEL_FROM: usize = 2048;
+
 /// What stamping needs besides the memory file.
 pub struct Context<'a> {
     /// This host's name, already sanitised.
@@ -71,98 +74,54 @@ pub fn stamp(records: &[Located], cx: &Context<'_>) -> Stamped {
     let mut out = Stamped::default();
     let host: Arc<str> = cx.host.into();
     // Every known version by unique_id: needed only by entries restored with
-    // their metadata and by new entries, so built only for them.
+    // their metadata, so built only for them.
     let known_map = std::cell::OnceCell::new();
-    let known = || {
-        known_map.get_or_init(|| {
-            cx.known.iter().chain(cx.previous).fold(
-                map::<&str, &Entry>(cx.known.len() + cx.previous.len()),
-                |mut m, e| {
-                    m.entry(e.unique_id())
-                        .and_modify(|cur: &mut &Entry| {
-                            if e.lww_cmp(cur).is_gt() {
-                                *cur = e;
-                            }
-                        })
-                        .or_insert(e);
-                    m
-                },
-            )
+    let known = || known_map.get_or_init(|| newest_by_uid(cx.known.iter().chain(cx.previous)));
+    // The versions whose lineage began at `now`: the only ones a new entry's
+    // unique_id can be taken by. Found by the end of their unique_id.
+    let minted_map = std::cell::OnceCell::new();
+    let minted_now = || {
+        minted_map.get_or_init(|| {
+            let suffix = format!("_{}", cx.now);
+            let all = cx.known.iter().chain(cx.previous);
+            newest_by_uid(all.filter(|e| e.unique_id().ends_with(&suffix)))
         })
     };
-    let mut previous_by_uid: Map<&str, usize> = map(cx.previous.len());
-    for (i, e) in cx.previous.iter().enumerate() {
-        previous_by_uid.insert(e.unique_id(), i);
-    }
-    let mut claimed = vec![false; cx.previous.len()];
-
-    // Entries of one identity: identical copies count once, different ones are
-    // all kept under `ident#2`, `ident#3`, ...
-    let items = dedupe(records, cx.id_field, &mut out.notices);
-
-    // Entries that carry their own metadata (restored from unified) claim the P
-    // entry of their unique_id first; the rest are matched by identity.
-    let mut pending: Vec<Item<'_>> = Vec::with_capacity(items.len());
-    let mut lineages: Set<Arc<str>> = set(0);
-    for item in items {
-        match &item.record.metadata {
-            // A second, different line of one lineage: an entry of its own.
-            Some(Ok(m)) if lineages.contains(&m.unique_id) => pending.push(item),
-            Some(Ok(m)) => {
-                let m = m.clone();
-                lineages.insert(m.unique_id.clone());
-                let in_p = previous_by_uid.get(&*m.unique_id).copied();
-                if let Some(i) = in_p {
-                    claimed[i] = true;
-                }
-                let prior = in_p
-                    .map(|i| &cx.previous[i])
-                    .or_else(|| known().get(&*m.unique_id).copied());
-                let entry = match prior {
-                    Some(p) => restamp(item.record, p, Some(&m), &host, cx.now, &mut out),
-                    // A version this host has never seen: taken as it is.
-                    None => {
-                        out.unchanged += 1;
-                        Entry::new(m, bare(item.record))
-                    }
-                };
-                out.entries.push(entry);
-            }
-            Some(Err(e)) => {
-                out.notices.push(Notice::BadMetadata {
-                    line: item.line,
-                    cause: e.0.clone(),
-                });
-                pending.push(item);
-            }
-            None => pending.push(item),
-        }
-    }
-
     // An unchanged entry keeps its own lineage whatever its position: found by
     // its body (the identity is the body's), the oldest lineage of that body
     // first. Only the others need the identity of P's entries, which costs a read
-    // of each body.
+    // of each body. The bodies of P are indexed on a second thread meanwhile.
     let oldest_first = |&a: &usize, &b: &usize| {
         let (a, b) = (&cx.previous[a], &cx.previous[b]);
         created_at(a)
             .cmp(&created_at(b))
             .then_with(|| a.unique_id().cmp(b.unique_id()))
     };
-    let mut by_body: Map<&str, Candidates> = map(cx.previous.len());
-    for (i, e) in cx.previous.iter().enumerate() {
-        if !claimed[i] {
+    let index_bodies = || {
+        let mut by_body: Map<&str, Candidates> = map(cx.previous.len());
+        for (i, e) in cx.previous.iter().enumerate() {
             by_body.entry(e.body()).or_default().push(i);
         }
-    }
-    for same in by_body.values_mut() {
-        same.sort_by(oldest_first);
-    }
+        for same in by_body.values_mut() {
+            same.sort_by(oldest_first);
+        }
+        by_body
+    };
+    let mut claimed = vec![false; cx.previous.len()];
+    let (mut by_body, pending) = std::thread::scope(|s| {
+        let indexing = (cx.previous.len() >= PARALLEL_FROM).then(|| s.spawn(index_bodies));
+        let pending = claim_restored(records, cx, &host, &known, &mut claimed, &mut out);
+        let by_body = match indexing {
+            Some(t) => t.join().expect("indexing does not panic"),
+            None => index_bodies(),
+        };
+        (by_body, pending)
+    });
     let mut rest: Vec<Item<'_>> = Vec::with_capacity(pending.len() / 8);
     for item in pending {
         match by_body
             .get_mut(item.record.body.as_str())
-            .and_then(Candidates::take_first)
+            .and_then(|c| c.take_first_where(|i| !claimed[i]))
         {
             Some(c) => {
                 claimed[c] = true;
@@ -201,7 +160,7 @@ pub fn stamp(records: &[Located], cx: &Context<'_>) -> Stamped {
             None => {
                 let ident = item.ident.as_deref().unwrap_or(&item.base);
                 let uid = format!("{}_{ident}_{}", cx.host, cx.now);
-                match known().get(uid.as_str()) {
+                match minted_now().get(uid.as_str()) {
                     // Re-added within the same instant: an edit of that lineage.
                     Some(p) => restamp(item.record, p, None, &host, cx.now, &mut out),
                     None => {
@@ -223,6 +182,82 @@ pub fn stamp(records: &[Located], cx: &Context<'_>) -> Stamped {
     out.removed = claimed.iter().filter(|c| !**c).count();
     out.entries.sort_by(Entry::file_cmp);
     out
+}
+
+/// Takes the items of `records` (deduplicated) that carry valid metadata of a
+/// lineage seen first here as entries of `out`, each claiming the entry of P of
+/// its unique_id; returns the others.
+fn claim_restored<'r, 'k>(
+    records: &'r [Located],
+    cx: &Context<'_>,
+    host: &Arc<str>,
+    known: &impl Fn() -> &'k Map<&'k str, &'k Entry>,
+    claimed: &mut [bool],
+    out: &mut Stamped,
+) -> Vec<Item<'r>> {
+    let mut previous_by_uid: Map<&str, usize> = map(cx.previous.len());
+    for (i, e) in cx.previous.iter().enumerate() {
+        previous_by_uid.insert(e.unique_id(), i);
+    }
+
+    // Entries of one identity: identical copies count once, different ones are
+    // all kept under `ident#2`, `ident#3`, ...
+    let items = dedupe(records, cx.id_field, &mut out.notices);
+
+    // Entries that carry their own metadata (restored from unified) claim the P
+    // entry of their unique_id first; the rest are matched by identity.
+    let mut pending: Vec<Item<'_>> = Vec::with_capacity(items.len());
+    let mut lineages: Set<Arc<str>> = set(0);
+    for item in items {
+        match &item.record.metadata {
+            // A second, different line of one lineage: an entry of its own.
+            Some(Ok(m)) if lineages.contains(&m.unique_id) => pending.push(item),
+            Some(Ok(m)) => {
+                let m = m.clone();
+                lineages.insert(m.unique_id.clone());
+                let in_p = previous_by_uid.get(&*m.unique_id).copied();
+                if let Some(i) = in_p {
+                    claimed[i] = true;
+                }
+                let prior = in_p
+                    .map(|i| &cx.previous[i])
+                    .or_else(|| known().get(&*m.unique_id).copied());
+                let entry = match prior {
+                    Some(p) => restamp(item.record, p, Some(&m), host, cx.now, out),
+                    // A version this host has never seen: taken as it is.
+                    None => {
+                        out.unchanged += 1;
+                        Entry::new(m, bare(item.record))
+                    }
+                };
+                out.entries.push(entry);
+            }
+            Some(Err(e)) => {
+                out.notices.push(Notice::BadMetadata {
+                    line: item.line,
+                    cause: e.0.clone(),
+                });
+                pending.push(item);
+            }
+            None => pending.push(item),
+        }
+    }
+
+    pending
+}
+
+/// The newest of each unique_id among `entries`.
+fn newest_by_uid<'e>(entries: impl Iterator<Item = &'e Entry>) -> Map<&'e str, &'e Entry> {
+    entries.fold(map(0), |mut m, e| {
+        m.entry(e.unique_id())
+            .and_modify(|cur: &mut &Entry| {
+                if e.lww_cmp(cur).is_gt() {
+                    *cur = e;
+                }
+            })
+            .or_insert(e);
+        m
+    })
 }
 
 /// `record` against its prior version `p` (and its own metadata `own`, if it has
@@ -402,6 +437,16 @@ impl Candidates {
         }
     }
 
+    /// The first that `keep` accepts; those before it are dropped.
+    fn take_first_where(&mut self, keep: impl Fn(usize) -> bool) -> Option<usize> {
+        loop {
+            let i = self.take_first()?;
+            if keep(i) {
+                return Some(i);
+            }
+        }
+    }
+
     fn take_first(&mut self) -> Option<usize> {
         match self {
             Candidates::None => None,
@@ -421,5 +466,55 @@ fn same_metadata(a: &Record, b: &Record) -> bool {
         (None, None) => true,
         (Some(Ok(x)), Some(Ok(y))) => x == y,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::parse_stamped;
+
+    const NOW: &str = "2026-11-20T10:00:00.000000Z";
+
+    fn stamp_against(memory: &str, known: &str) -> Stamped {
+        let (_, records) = memory::parse_records(memory.as_bytes()).unwrap();
+        let known = parse_stamped(known.as_bytes()).unwrap().entries;
+        stamp(
+            &records,
+            &Context {
+                host: "h",
+                now: Timestamp::parse(NOW).unwrap(),
+                id_field: memory::DEFAULT_ID_FIELD,
+                previous: &[],
+                known: &known,
+            },
+        )
+    }
+
+    #[test]
+    fn an_entry_added_again_in_the_instant_its_lineage_began_is_an_edit_of_it() {
+        // Unified knows h's entry `a`, made at this very instant and since lost
+        // from h's own file: the new `a` would take its unique_id, so it is that
+        // lineage's next version instead.
+        let known = format!(
+            r#"[{{"_crdt_metadata":{{"host":"h","timestamp":"{NOW}","unique_id":"h_a_{NOW}","version":3}},"content":"old","id":"a"}}]"#
+        );
+        let s = stamp_against(r#"[{"id":"a","content":"new"}]"#, &known);
+        assert_eq!((s.new, s.changed), (0, 1));
+        let m = &s.entries[0].meta;
+        assert_eq!(
+            (&*m.unique_id, m.version),
+            (format!("h_a_{NOW}").as_str(), 4)
+        );
+        // A lineage that began at another instant does not stand in the way.
+        let earlier = known.replace(
+            "10:00:00.000000Z\",\"unique_id\":\"h_a_2026-11-20T10:00:00.000000Z",
+            "09:00:00.000000Z\",\"unique_id\":\"h_a_2026-11-20T09:00:00.000000Z",
+        );
+        assert_ne!(earlier, known);
+        let s = stamp_against(r#"[{"id":"a","content":"new"}]"#, &earlier);
+        assert_eq!((s.new, s.changed), (1, 0));
+        assert_eq!(s.entries[0].meta.version, 1);
+        assert_eq!(&*s.entries[0].meta.unique_id, format!("h_a_{NOW}"));
     }
 }

@@ -426,17 +426,53 @@ fn bad_memory_writes_nothing() {
     assert_code(&out, 66);
 }
 
+/// A bare remote and host `h`'s repository `r`, backed up once with entry `a`.
+fn backed_up_once(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let m = env.memory("first.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &m]), 0);
+    (bare, env.path("r"))
+}
+
+#[test]
+fn a_working_tree_file_edited_to_the_same_size_is_not_taken_for_the_tip() {
+    // A file of the working tree stands in for the tip's blob only when its hash
+    // is the blob's.
+    let env = Env::new();
+    let (bare, r) = backed_up_once(&env);
+    for name in ["unified-memory.json", "memory-h.json"] {
+        let len = std::fs::metadata(r.join(name)).unwrap().len() as usize;
+        std::fs::write(r.join(name), "x".repeat(len)).unwrap();
+    }
+    let m = env.memory(
+        "m.json",
+        r#"[{"id":"a","content":"one"},{"id":"b","content":"2"}]"#,
+    );
+    let out = env.run("r", "h", &["backup", "--memory", &m]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("1 new, 0 changed"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(ids(&env.show(&bare, "unified-memory.json")), ["a", "b"]);
+    assert_eq!(ids(&env.show(&bare, "memory-h.json")), ["a", "b"]);
+    // And the working tree shows the pushed files again.
+    assert_eq!(
+        std::fs::read_to_string(r.join("unified-memory.json")).unwrap(),
+        env.show(&bare, "unified-memory.json")
+    );
+}
+
 #[test]
 fn bad_memory_moves_nothing_in_a_repository_with_a_remote() {
     // The first fetch runs while the memory file is read; bad input still stops
     // the run before any ref or file changes.
     let env = Env::new();
-    let bare = env.bare("remote.git");
+    let (bare, r) = backed_up_once(&env);
     let url = bare.to_str().unwrap();
-    let good = env.memory("good.json", r#"[{"id":"a","content":"one"}]"#);
-    assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
-    assert_code(&env.run("r", "h", &["backup", "--memory", &good]), 0);
-    let r = env.path("r");
     let before = |what: &str| env.git_in(&r, &["rev-parse", what]);
     let (local, remote) = (
         before("main"),
