@@ -232,7 +232,9 @@ impl<W: Write> Write for Hashing<'_, W> {
 /// `base` has are copied from it, the others inserted. Backup files hold one
 /// entry per line, so an edit costs about its own lines.
 pub fn delta(base: &[u8], target: &[u8]) -> Vec<u8> {
-    let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(base.len() / 256 + 1);
+    // Keyed with the merge's fast hash: the base is megabytes of lines.
+    let mut index: HashMap<&[u8], usize, crate::crdt::IdHasher> =
+        HashMap::with_capacity_and_hasher(base.len() / 256 + 1, Default::default());
     let mut at = 0;
     for line in base.split_inclusive(|&b| b == b'\n') {
         index.entry(line).or_insert(at);

@@ -27,9 +27,6 @@ fn set<K>(capacity: usize) -> Set<K> {
     Set::with_capacity_and_hasher(capacity, IdHasher::default())
 }
 
-/// From this many entries of P on, their bodies are indexed on a second thread.
-const PARALLEL_FROM: usize = 2048;
-
 /// What stamping needs besides the memory file.
 pub struct Context<'a> {
     /// This host's name, already sanitised.
@@ -87,41 +84,33 @@ pub fn stamp(records: &[Located], cx: &Context<'_>) -> Stamped {
             newest_by_uid(all.filter(|e| e.unique_id().ends_with(&suffix)))
         })
     };
+    let mut claimed = vec![false; cx.previous.len()];
+    let pending = claim_restored(records, cx, &host, &known, &mut claimed, &mut out);
+
     // An unchanged entry keeps its own lineage whatever its position: found by
     // its body (the identity is the body's), the oldest lineage of that body
     // first. Only the others need the identity of P's entries, which costs a read
-    // of each body. The bodies of P are indexed on a second thread meanwhile.
+    // of each body.
     let oldest_first = |&a: &usize, &b: &usize| {
         let (a, b) = (&cx.previous[a], &cx.previous[b]);
         created_at(a)
             .cmp(&created_at(b))
             .then_with(|| a.unique_id().cmp(b.unique_id()))
     };
-    let index_bodies = || {
-        let mut by_body: Map<&str, Candidates> = map(cx.previous.len());
-        for (i, e) in cx.previous.iter().enumerate() {
+    let mut by_body: Map<&str, Candidates> = map(cx.previous.len());
+    for (i, e) in cx.previous.iter().enumerate() {
+        if !claimed[i] {
             by_body.entry(e.body()).or_default().push(i);
         }
-        for same in by_body.values_mut() {
-            same.sort_by(oldest_first);
-        }
-        by_body
-    };
-    let mut claimed = vec![false; cx.previous.len()];
-    let (mut by_body, pending) = std::thread::scope(|s| {
-        let indexing = (cx.previous.len() >= PARALLEL_FROM).then(|| s.spawn(index_bodies));
-        let pending = claim_restored(records, cx, &host, &known, &mut claimed, &mut out);
-        let by_body = match indexing {
-            Some(t) => t.join().expect("indexing does not panic"),
-            None => index_bodies(),
-        };
-        (by_body, pending)
-    });
+    }
+    for same in by_body.values_mut() {
+        same.sort_by(oldest_first);
+    }
     let mut rest: Vec<Item<'_>> = Vec::with_capacity(pending.len() / 8);
     for item in pending {
         match by_body
             .get_mut(item.record.body.as_str())
-            .and_then(|c| c.take_first_where(|i| !claimed[i]))
+            .and_then(Candidates::take_first)
         {
             Some(c) => {
                 claimed[c] = true;
@@ -434,16 +423,6 @@ impl Candidates {
     fn sort_by(&mut self, cmp: impl FnMut(&usize, &usize) -> std::cmp::Ordering) {
         if let Candidates::Many(v) = self {
             v.sort_by(cmp);
-        }
-    }
-
-    /// The first that `keep` accepts; those before it are dropped.
-    fn take_first_where(&mut self, keep: impl Fn(usize) -> bool) -> Option<usize> {
-        loop {
-            let i = self.take_first()?;
-            if keep(i) {
-                return Some(i);
-            }
         }
     }
 
