@@ -567,6 +567,35 @@ impl Repo {
         branch: &str,
         timeout: Duration,
     ) -> Result<Option<CommitId>, GitError> {
+        self.fetch_if(url, branch, timeout, || true)
+            .expect("a fetch that may always proceed finishes")
+    }
+
+    /// [`Repo::fetch`], asking `proceed` once the remote's refs are listed and
+    /// before anything is written here: `None` when it says no. The connection
+    /// and the listing, the network's round trips, overlap the caller's work.
+    pub fn fetch_if(
+        &self,
+        url: &str,
+        branch: &str,
+        timeout: Duration,
+        proceed: impl FnOnce() -> bool,
+    ) -> Option<Result<Option<CommitId>, GitError>> {
+        match self.fetch_asking(url, branch, timeout, proceed) {
+            Err(None) => None,
+            Err(Some(e)) => Some(Err(e)),
+            Ok(tip) => Some(Ok(tip)),
+        }
+    }
+
+    /// The fetch itself; `Err(None)` when `proceed` said no.
+    fn fetch_asking(
+        &self,
+        url: &str,
+        branch: &str,
+        timeout: Duration,
+        proceed: impl FnOnce() -> bool,
+    ) -> Result<Option<CommitId>, Option<GitError>> {
         if let RemoteKind::Local(path) = remote_kind(url) {
             check_local_remote(&path)?;
         }
@@ -587,6 +616,9 @@ impl Repo {
             .map(|h| h.oid());
         let Some(tip) = tip else { return Ok(None) };
         if !self.has_commit(tip) {
+            if !proceed() {
+                return Err(None);
+            }
             // On the same connection: one round of the server's start-up less.
             let callbacks = remote_callbacks(url, self.credential_config(), &seen);
             let mut opts = FetchOptions::new();
@@ -598,9 +630,9 @@ impl Repo {
                 .map_err(wrap)?;
             drop(conn);
             if !self.has_commit(tip) {
-                return Err(GitError::Transient(format!(
+                return Err(Some(GitError::Transient(format!(
                     "the fetch of {refname} did not bring its tip {tip}"
-                )));
+                ))));
             }
         }
         Ok(Some(CommitId(tip)))

@@ -51,23 +51,31 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
         unsafe { git::skip_tls_setup() };
     }
     let deadline = started + max_elapsed;
-    // The memory file is read while an existing repository fetches: the fetch
-    // writes only objects and is used only once the memory file has been read.
-    // Bad input stops here, before anything else is written.
+    // The memory file is read while an existing repository connects to its
+    // remote and lists its refs; the fetch downloads only once the memory file
+    // has been read whole. Bad input stops here, before anything is written.
     let (memory, early) = std::thread::scope(|s| {
-        let reading = s.spawn(|| {
+        let mut reading = Some(s.spawn(|| {
             let mut warnings = Report::default();
             read_memory(&memory_path, &mut warnings).map(|m| (m, warnings.warnings))
-        });
+        }));
+        let mut memory = None;
+        // Waits for the reading (once) and tells whether the memory file is good.
+        let mut read = || {
+            if let Some(r) = reading.take() {
+                memory = Some(r.join().unwrap_or_else(|_| {
+                    Err(Error::Other("reading the memory file failed".into()))
+                }));
+            }
+            matches!(memory, Some(Ok(_)))
+        };
         let early = if args.no_push {
             None
         } else {
-            early_fetch(&cx.repo, deadline)
+            early_fetch(&cx.repo, deadline, &mut read)
         };
-        let memory = reading
-            .join()
-            .unwrap_or_else(|_| Err(Error::Other("reading the memory file failed".into())));
-        (memory, early)
+        read();
+        (memory.expect("the memory file was read"), early)
     });
     let (memory, warnings) = memory?;
     report.warnings.extend(warnings);
@@ -132,18 +140,19 @@ struct Run<'a> {
 
 type FetchResult = std::result::Result<Option<CommitId>, GitError>;
 
-/// Opens the repository and fetches from its remote, when both exist; the
-/// repository and the fetch's result. Any failure is left for the run to meet
-/// again in its usual order.
-fn early_fetch(dir: &Path, deadline: Instant) -> Option<(Repo, FetchResult)> {
+/// Opens the repository and fetches from its remote, when both exist, writing
+/// nothing unless `proceed` says so; the repository and the fetch's result. Any
+/// failure is left for the run to meet again in its usual order.
+fn early_fetch(
+    dir: &Path,
+    deadline: Instant,
+    proceed: impl FnOnce() -> bool,
+) -> Option<(Repo, FetchResult)> {
     let repo = Repo::open(dir).ok().flatten()?;
     let url = repo.remote_url()?;
     let branch = repo.branch().ok()?;
-    let fetched = repo.fetch(
-        &url,
-        &branch,
-        deadline.saturating_duration_since(Instant::now()),
-    );
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let fetched = repo.fetch_if(&url, &branch, remaining, proceed)?;
     Some((repo, fetched))
 }
 

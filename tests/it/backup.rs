@@ -427,6 +427,31 @@ fn bad_memory_writes_nothing() {
 }
 
 /// A bare remote and host `h`'s repository `r`, backed up once with entry `a`.
+/// Every file below `dir`, each as its path with its size, modification time
+/// and a hash of its bytes.
+fn every_file_under(dir: &Path) -> Vec<String> {
+    use std::hash::{Hash, Hasher};
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+                continue;
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(e.path()).unwrap().hash(&mut h);
+            let path = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let mtime = meta.modified().unwrap();
+            out.push(format!("{path} {} {mtime:?} {:x}", meta.len(), h.finish()));
+        }
+    }
+    out.sort();
+    out
+}
+
 fn backed_up_once(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
     let bare = env.bare("remote.git");
     let url = bare.to_str().unwrap();
@@ -487,9 +512,18 @@ fn bad_memory_moves_nothing_in_a_repository_with_a_remote() {
     assert_ne!(remote_after_h2, stdout(&remote));
 
     let bad = env.memory("bad.json", "[{\"id\":\"a\"},\n 3]");
+    let snapshot = every_file_under(&r);
     let out = env.run("r", "h", &["backup", "--memory", &bad]);
     assert_code(&out, 65);
     assert!(stderr(&out).contains("bad.json:2:"), "{}", stderr(&out));
+    // Not even the objects of the fetch: the repository is as it was, file by file.
+    let after = every_file_under(&r);
+    let changed: Vec<_> = after.iter().filter(|f| !snapshot.contains(f)).collect();
+    let gone: Vec<_> = snapshot.iter().filter(|f| !after.contains(f)).collect();
+    assert!(
+        changed.is_empty() && gone.is_empty(),
+        "the repository changed: new or changed {changed:?}, gone {gone:?}"
+    );
     assert_eq!(before("main"), local, "the local branch moved");
     assert_eq!(
         stdout(&env.git(&["--git-dir", url, "rev-parse", "main"])),
