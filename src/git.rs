@@ -338,11 +338,12 @@ impl Repo {
 
     /// Temporary files of an interrupted atomic write are not the user's business.
     fn exclude_temporary_files(&self) {
-        let path = self.repo.path().join("info").join("exclude");
+        let info = self.repo.commondir().join("info");
+        let path = info.join("exclude");
         let line = ".memory-backup-*";
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         if !old.lines().any(|l| l == line) {
-            let _ = std::fs::create_dir_all(self.repo.path().join("info"));
+            let _ = std::fs::create_dir_all(&info);
             let _ = std::fs::write(&path, format!("{old}{line}\n"));
         }
     }
@@ -541,7 +542,8 @@ impl Repo {
         files: Vec<(&'f str, &'f [u8])>,
     ) -> Result<Vec<(&'f str, Oid)>, GitError> {
         let odb = self.repo.odb().map_err(other)?;
-        let objects = self.repo.path().join("objects");
+        // The common git folder: a linked worktree's own holds only HEAD and the index.
+        let objects = self.repo.commondir().join("objects");
         files
             .into_iter()
             .map(|(name, bytes)| {
@@ -867,7 +869,9 @@ pub const STALE_UNHELD_LOCK: Duration = Duration::from_secs(2);
 fn swap_ref(repo: &Repository, refname: &str, new: Oid, expect: Expect) -> Result<(), GitError> {
     use std::fs::OpenOptions;
     use std::io::ErrorKind;
-    let path = repo.path().join(refname);
+    // Branches and remote-tracking refs live in the common git folder, also for a
+    // linked worktree.
+    let path = repo.commondir().join(refname);
     let lock = PathBuf::from(format!("{}.lock", path.display()));
     let io = |e: std::io::Error| GitError::local(format!("{}: {e}", lock.display()));
     if let Some(dir) = path.parent() {
@@ -977,7 +981,6 @@ fn take_stale_lock(lock: &Path) -> bool {
     true
 }
 
-/// Replaces `path` by a rename: a reader sees the old file or the new one.
 /// The file `name` of the working tree `dir` when it holds the blob `id`: the
 /// working tree shows the last tip a run wrote, and reading a file and hashing
 /// it costs less than inflating the blob. The size is compared first, from the
@@ -1008,6 +1011,7 @@ pub fn write_files(dir: &Path, files: &Files) -> Result<(), GitError> {
     Ok(())
 }
 
+/// Replaces `path` by a rename: a reader sees the old file or the new one.
 fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // A file of the working tree has git's mode for a regular blob.
     let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);

@@ -370,6 +370,39 @@ fn commits_get_an_author_without_any_git_identity() {
 }
 
 #[test]
+fn a_linked_worktree_of_the_backup_repository_backs_up_and_pushes() {
+    // In a `git worktree add` checkout, objects and branch refs live in the
+    // common git folder; only HEAD and the index are the worktree's own.
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let (main, wt) = (env.path("r"), env.path("wt"));
+    let m = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["init", "--remote", url]), 0);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &m]), 0);
+    env.git_in(
+        &main,
+        &["worktree", "add", "-q", "-b", "wt", wt.to_str().unwrap()],
+    );
+
+    let m = env.memory("m2.json", r#"[{"id":"b","content":"two"}]"#);
+    assert_code(
+        &env.run("wt", "h2", &["backup", "--no-push", "--memory", &m]),
+        0,
+    );
+    let log = env.git_in(&main, &["log", "-1", "--format=%s", "wt"]);
+    assert!(log.starts_with("backup from h2: 1 new"), "{log}");
+    assert_eq!(env.git_in(&wt, &["status", "--porcelain"]), "");
+
+    assert_code(&env.run("wt", "h2", &["backup", "--memory", &m]), 0);
+    let pushed = env.git(&["--git-dir", url, "rev-parse", "wt"]);
+    assert_eq!(stdout(&pushed), env.git_in(&main, &["rev-parse", "wt"]));
+    let file = env.git(&["--git-dir", url, "show", "wt:memory-h2.json"]);
+    assert!(stdout(&file).contains("\"two\""), "{}", stderr(&file));
+    env.git_in(&main, &["fsck", "--strict"]);
+}
+
+#[test]
 fn output_summary_json_quiet_log_file_and_last_run() {
     let env = Env::new();
     let bare = env.bare("remote.git");
