@@ -269,6 +269,7 @@ impl Write for EarlySync<'_> {
 
 /// Starts writing `len` bytes of `file` from `offset` to disk and returns without
 /// waiting. Only a head start: the final sync waits, and reports any error.
+#[cfg(target_os = "linux")]
 fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
@@ -279,6 +280,10 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
         libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
+
+/// Elsewhere there is no such call: the final sync does all the work.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 /// Whether `path` holds exactly the bytes that `fill` writes (false when it cannot
 /// be opened).

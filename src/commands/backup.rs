@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -51,35 +52,22 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
         unsafe { git::skip_tls_setup() };
     }
     let deadline = started + max_elapsed;
-    // The memory file is read while an existing repository connects to its
-    // remote and lists its refs; the fetch downloads only once the memory file
-    // has been read whole. Bad input stops here, before anything is written.
-    let (memory, early) = std::thread::scope(|s| {
-        let mut reading = Some(s.spawn(|| {
-            let mut warnings = Report::default();
-            read_memory(&memory_path, &mut warnings).map(|m| (m, warnings.warnings))
-        }));
-        let mut memory = None;
-        // Waits for the reading (once) and tells whether the memory file is good.
-        let mut read = || {
-            if let Some(r) = reading.take() {
-                memory = Some(r.join().unwrap_or_else(|_| {
-                    Err(Error::Other("reading the memory file failed".into()))
-                }));
-            }
-            matches!(memory, Some(Ok(_)))
-        };
-        let early = if args.no_push {
-            None
-        } else {
-            early_fetch(&cx.repo, deadline, &mut read)
-        };
-        read();
-        (memory.expect("the memory file was read"), early)
+    // An existing repository connects to its remote and lists its refs on a
+    // thread of its own while the memory file is read here; the fetch downloads
+    // only when told that the memory file was read whole. Bad input returns at
+    // once: the fetch, left to end by itself, writes nothing.
+    let (go, gate) = mpsc::sync_channel::<bool>(1);
+    let fetching = (!args.no_push).then(|| {
+        let dir = cx.repo.clone();
+        std::thread::spawn(move || early_fetch(&dir, deadline, move || gate.recv() == Ok(true)))
     });
+    let mut warnings = Report::default();
+    let memory = read_memory(&memory_path, &mut warnings).map(|m| (m, warnings.warnings));
+    let _ = go.send(memory.is_ok());
     let (memory, warnings) = memory?;
     report.warnings.extend(warnings);
     tracing::debug!("memory read at {:?}", started.elapsed());
+    let early = fetching.and_then(|f| f.join().ok().flatten());
     let (repo, early) = match early {
         Some((repo, fetched)) => (repo, Some(fetched)),
         None => {

@@ -1034,6 +1034,28 @@ fn a_hung_server_ends_the_run_within_max_elapsed_with_75() {
     assert_eq!(unique_ids(&local).len(), 1);
 }
 
+#[test]
+fn bad_memory_with_a_hung_server_is_refused_without_waiting_for_it() {
+    // The remote is asked while the memory file is read; a memory file that
+    // does not parse ends the run at once, not when the server times out.
+    let env = Env::new();
+    hung_remote(&env);
+    let bad = env.memory("bad.json", "[{\"id\":");
+    let started = Instant::now();
+    let out = env.run(
+        "r",
+        "h",
+        &["backup", "--memory", &bad, "--max-elapsed", "60"],
+    );
+    let took = started.elapsed();
+    assert_code(&out, 65);
+    assert!(stderr(&out).contains("bad.json:1:"), "{}", stderr(&out));
+    assert!(
+        took < Duration::from_secs(15),
+        "waited for the server: {took:?}"
+    );
+}
+
 /// Found by scripts/stress: runs that spent minutes backing off under
 /// contention warned "the merge took 126.5 s" though merging took milliseconds.
 #[test]
