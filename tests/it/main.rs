@@ -10,4 +10,5 @@ mod laws;
 mod mcp;
 mod remote;
 mod restore;
+mod shallow;
 mod status;
