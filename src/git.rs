@@ -629,9 +629,9 @@ impl Repo {
         timeout: Duration,
         proceed: impl FnOnce() -> bool,
     ) -> Result<Option<CommitId>, Option<GitError>> {
-        let local = matches!(remote_kind(url), RemoteKind::Local(_));
-        if let RemoteKind::Local(path) = remote_kind(url) {
-            check_local_remote(&path)?;
+        let kind = remote_kind(url);
+        if let RemoteKind::Local(path) = &kind {
+            check_local_remote(path)?;
         }
         set_timeouts(timeout);
         let refname = format!("refs/heads/{branch}");
@@ -651,7 +651,10 @@ impl Repo {
         let Some(tip) = tip else { return Ok(None) };
         // libgit2's local transport makes no shallow fetch: a local remote's
         // history comes whole, which costs no network.
-        let depth = if local { Depth::Since } else { depth };
+        let depth = match kind {
+            RemoteKind::Local(_) => Depth::Since,
+            RemoteKind::Network => depth,
+        };
         let deepen = depth == Depth::Whole && self.repo.is_shallow();
         if !self.has_whole_commit(tip) || deepen {
             if !proceed() {
