@@ -48,7 +48,10 @@ pub fn write_blob(objects: &Path, id: Oid, data: &[u8]) -> io::Result<()> {
     match tmp.persist_noclobber(&path) {
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e.error),
+        // A file system with neither `renameat2` nor hard links: a plain rename,
+        // as libgit2 does. An object named by its hash that is there already has
+        // the same bytes, so replacing it loses nothing.
+        Err(e) => e.file.persist(&path).map(drop).map_err(|e| e.error),
     }
 }
 

@@ -104,6 +104,12 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
         branch,
     };
     let result = run.run(report);
+    if result.is_err() {
+        // A run that stopped on the way may have written the files of a commit it
+        // did not land (see `push_and_prewrite`): the working tree shows the
+        // local branch again.
+        run.sync_worktree(None);
+    }
     // The merge alone: the whole run also waits on the network and backs off.
     warn_if_slow(run.merging.get(), report);
     result

@@ -86,10 +86,7 @@ fn hosts_back_up_to_a_file_url() {
 #[test]
 fn hosts_back_up_to_a_git_daemon() {
     let env = Env::new();
-    let srv = env.path("srv");
-    std::fs::create_dir_all(&srv).unwrap();
-    let bare = env.bare("srv/remote.git");
-    let daemon = Daemon::start(&env, &srv);
+    let (daemon, bare, _) = env.served();
     three_hosts_back_up(&env, &bare, &daemon.url("remote.git"));
 }
 
@@ -851,10 +848,7 @@ fn spawn_backup(env: &Env, repo: &str, host: &str, memory: &str, extra: &[&str])
 #[test]
 fn runs_at_once_on_one_host_all_succeed() {
     let env = Env::new();
-    let srv = env.path("srv");
-    std::fs::create_dir_all(&srv).unwrap();
-    let bare = env.bare("srv/remote.git");
-    let daemon = Daemon::start(&env, &srv);
+    let (daemon, bare, _) = env.served();
     assert_code(
         &env.run("r", "h", &["init", "--remote", &daemon.url("remote.git")]),
         0,
@@ -931,10 +925,7 @@ fn race(env: &Env, bare: &Path, url: &str) -> Vec<u64> {
 #[test]
 fn race_of_20_hosts_over_git_daemon() {
     let env = Env::new();
-    let srv = env.path("srv");
-    std::fs::create_dir_all(&srv).unwrap();
-    let bare = env.bare("srv/remote.git");
-    let daemon = Daemon::start(&env, &srv);
+    let (daemon, bare, _) = env.served();
     let attempts = race(&env, &bare, &daemon.url("remote.git"));
     eprintln!("git:// push attempts per run: {attempts:?}");
 }
@@ -1120,11 +1111,7 @@ fn a_remote_path_that_is_not_a_repository_gives_78_at_once() {
 /// An empty bare repository `srv/remote.git`, served by a git daemon: its path,
 /// the daemon (stopped when dropped) and its `git://` URL.
 fn served_repository(env: &Env) -> (std::path::PathBuf, Daemon, String) {
-    let srv = env.path("srv");
-    std::fs::create_dir_all(&srv).unwrap();
-    let bare = env.bare("srv/remote.git");
-    let daemon = Daemon::start(env, &srv);
-    let url = daemon.url("remote.git");
+    let (daemon, bare, url) = env.served();
     (bare, daemon, url)
 }
 
@@ -1218,4 +1205,42 @@ fn a_git_protocol_push_to_a_ref_that_moved_sends_nothing() {
     assert_eq!(stdout(&tip).trim(), c2.to_string());
     assert_eq!(env.show(&bare, "f.txt"), edited);
     fsck(&env, &bare);
+}
+
+#[test]
+fn a_run_that_stops_after_a_rejected_push_leaves_the_working_tree_at_the_local_tip() {
+    // The first push is refused by the server's hook, which also takes the
+    // repository away: the retry stops with 78. The files that the refused
+    // attempt wrote ahead into the working tree must not stay there.
+    let env = Env::new();
+    let (_daemon, bare, url) = env.served();
+    let m = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &m]), 0);
+    let gone = env.path("srv/gone.git");
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nmv '{}' '{}'\nexit 1\n",
+            bare.display(),
+            gone.display()
+        ),
+    )
+    .unwrap();
+    let mut mode = std::fs::metadata(&hook).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&hook, mode).unwrap();
+
+    let m = env.memory("m.json", r#"[{"id":"a","content":"two"}]"#);
+    let out = env.run("r", "h", &["backup", "--memory", &m]);
+    assert_code(&out, 78);
+    assert!(gone.exists(), "the hook did not run");
+    let r = env.path("r");
+    assert_eq!(env.git_in(&r, &["status", "--porcelain"]), "");
+    let local = std::fs::read_to_string(r.join("memory-h.json")).unwrap();
+    assert!(
+        local.contains("\"one\"") && !local.contains("\"two\""),
+        "{local}"
+    );
 }

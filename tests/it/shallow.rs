@@ -8,16 +8,6 @@ use std::time::{Duration, SystemTime};
 use crate::backup::damaged_unified_loses_nothing;
 use crate::common::git::*;
 
-/// A git daemon serving an empty bare repository `srv/remote.git`.
-fn served(env: &Env) -> (Daemon, PathBuf, String) {
-    let srv = env.path("srv");
-    std::fs::create_dir_all(&srv).unwrap();
-    let bare = env.bare("srv/remote.git");
-    let daemon = Daemon::start(env, &srv);
-    let url = daemon.url("remote.git");
-    (daemon, bare, url)
-}
-
 fn rev(env: &Env, bare: &Path, what: &str) -> String {
     let out = env.git(&["--git-dir", bare.to_str().unwrap(), "rev-parse", what]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -62,7 +52,7 @@ fn h2_pushes(env: &Env, bare: &Path, n: usize) -> Vec<String> {
 /// A served remote where h1 (`r1`) backed up `{"a": "one"}`, then h2 (`r2`)
 /// pushed `n` commits: the daemon, the bare repository and its URL, h2's commits.
 fn h1_then_h2(env: &Env, n: usize) -> (Daemon, PathBuf, String, Vec<String>) {
-    let (daemon, bare, url) = served(env);
+    let (daemon, bare, url) = env.served();
     let m1 = env.memory("m1.json", r#"[{"id":"a","content":"one"}]"#);
     assert_code(&env.run("r1", "h1", &["init", "--remote", &url]), 0);
     assert_code(&env.run("r1", "h1", &["backup", "--memory", &m1]), 0);
@@ -152,7 +142,7 @@ fn a_local_commit_that_was_not_pushed_stays_in_history_after_a_shallow_fetch() {
 #[test]
 fn a_damaged_unified_file_takes_its_entries_from_history_a_shallow_fetch_left_out() {
     let env = Env::new();
-    let (_daemon, bare, url) = served(&env);
+    let (_daemon, bare, url) = env.served();
     // h2 joins while the remote is empty: its first fetch is a shallow one, of
     // the damaged tip, and the unified files before it are left out.
     assert_code(&env.run("r2", "h2", &["init", "--remote", &url]), 0);

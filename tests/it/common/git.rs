@@ -76,6 +76,17 @@ impl Env {
             .expect("run memory-backup")
     }
 
+    /// A git daemon serving the empty bare repository `srv/remote.git`: the
+    /// daemon (stopped on drop), the repository's path and its URL.
+    pub fn served(&self) -> (Daemon, PathBuf, String) {
+        let srv = self.path("srv");
+        std::fs::create_dir_all(&srv).expect("make srv");
+        let bare = self.bare("srv/remote.git");
+        let daemon = Daemon::start(self, &srv);
+        let url = daemon.url("remote.git");
+        (daemon, bare, url)
+    }
+
     /// Writes a memory file and returns its path as a string.
     pub fn memory(&self, name: &str, text: &str) -> String {
         let p = self.path(name);
