@@ -38,18 +38,6 @@ const FILE_MODE_BLOB: i32 = 0o100_644;
 /// Top-level files of a commit: name to content.
 pub type Files = BTreeMap<String, Vec<u8>>;
 
-/// How much history a fetch brings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Depth {
-    /// The commits since those this repository has, as git fetches by default.
-    Since,
-    /// The tip alone, its parents left out (a shallow fetch, over the network):
-    /// a backup needs the tip's files, not the files of every commit before it.
-    Tip,
-    /// All of the history, what shallow fetches left out included.
-    Whole,
-}
-
 /// A commit's id, owned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CommitId(Oid);
@@ -426,21 +414,6 @@ impl Repo {
             .map_err(other)
     }
 
-    /// The same repository opened again: libgit2 keeps the commits it has read,
-    /// with the parents they had then, so history that a fetch deepened since is
-    /// seen only through a new handle.
-    pub fn reopen(&self) -> Result<Repo, GitError> {
-        let path = self.repo.workdir().unwrap_or(self.repo.path());
-        Repository::open(path)
-            .map(|repo| Repo { repo })
-            .map_err(other)
-    }
-
-    /// Whether shallow fetches left commits out of this repository's history.
-    pub fn is_shallow(&self) -> bool {
-        self.repo.is_shallow()
-    }
-
     /// The first parent of `commit`, if it has one.
     pub fn first_parent(&self, commit: CommitId) -> Result<Option<CommitId>, GitError> {
         let c = self.repo.find_commit(commit.0).map_err(other)?;
@@ -589,16 +562,14 @@ impl Repo {
     }
 
     /// Fetches `branch` of `url` into the object database, writing no ref; returns
-    /// the remote tip (none when the remote has no such branch). `depth` says how
-    /// much of the history comes with it.
+    /// the remote tip (none when the remote has no such branch).
     pub fn fetch(
         &self,
         url: &str,
         branch: &str,
-        depth: Depth,
         timeout: Duration,
     ) -> Result<Option<CommitId>, GitError> {
-        self.fetch_if(url, branch, depth, timeout, || true)
+        self.fetch_if(url, branch, timeout, || true)
             .expect("a fetch that may always proceed finishes")
     }
 
@@ -609,11 +580,10 @@ impl Repo {
         &self,
         url: &str,
         branch: &str,
-        depth: Depth,
         timeout: Duration,
         proceed: impl FnOnce() -> bool,
     ) -> Option<Result<Option<CommitId>, GitError>> {
-        match self.fetch_asking(url, branch, depth, timeout, proceed) {
+        match self.fetch_asking(url, branch, timeout, proceed) {
             Err(None) => None,
             Err(Some(e)) => Some(Err(e)),
             Ok(tip) => Some(Ok(tip)),
@@ -625,13 +595,11 @@ impl Repo {
         &self,
         url: &str,
         branch: &str,
-        depth: Depth,
         timeout: Duration,
         proceed: impl FnOnce() -> bool,
     ) -> Result<Option<CommitId>, Option<GitError>> {
-        let kind = remote_kind(url);
-        if let RemoteKind::Local(path) = &kind {
-            check_local_remote(path)?;
+        if let RemoteKind::Local(path) = remote_kind(url) {
+            check_local_remote(&path)?;
         }
         set_timeouts(timeout);
         let refname = format!("refs/heads/{branch}");
@@ -649,21 +617,9 @@ impl Repo {
             .find(|h| h.name() == refname)
             .map(|h| h.oid());
         let Some(tip) = tip else { return Ok(None) };
-        // libgit2's local transport makes no shallow fetch: a local remote's
-        // history comes whole, which costs no network.
-        let depth = match kind {
-            RemoteKind::Local(_) => Depth::Since,
-            RemoteKind::Network => depth,
-        };
-        let deepen = depth == Depth::Whole && self.repo.is_shallow();
-        if !self.has_whole_commit(tip) || deepen {
+        if !self.has_commit(tip) {
             if !proceed() {
                 return Err(None);
-            }
-            if depth != Depth::Since {
-                // libgit2 rewrites `shallow` through `shallow.lock`, which a run
-                // killed at that instant leaves behind.
-                take_stale_lock(&self.repo.path().join("shallow.lock"));
             }
             // On the same connection: one round of the server's start-up less.
             let callbacks = remote_callbacks(url, self.credential_config(), &seen);
@@ -671,37 +627,17 @@ impl Repo {
             opts.remote_callbacks(callbacks)
                 .update_fetchhead(false)
                 .download_tags(git2::AutotagOption::None);
-            match depth {
-                Depth::Since => {}
-                Depth::Tip => {
-                    opts.depth(1);
-                }
-                // libgit2's GIT_FETCH_DEPTH_UNSHALLOW: every commit left out before.
-                Depth::Whole => {
-                    opts.depth(i32::MAX);
-                }
-            }
             conn.remote()
                 .download(&[format!("+{refname}")], Some(&mut opts))
                 .map_err(wrap)?;
             drop(conn);
-            if !self.has_whole_commit(tip) {
+            if !self.has_commit(tip) {
                 return Err(Some(GitError::Transient(format!(
-                    "the fetch of {refname} did not bring its tip {tip} whole"
+                    "the fetch of {refname} did not bring its tip {tip}"
                 ))));
             }
         }
         Ok(Some(CommitId(tip)))
-    }
-
-    /// Whether the repository has `id` and the parents it names: a commit that
-    /// a shallow fetch brought has none (`shallow` lists it). One whose pack came
-    /// but whose line in `shallow` did not (a run killed between the two, or a
-    /// concurrent run holding `shallow.lock`) is fetched again.
-    fn has_whole_commit(&self, id: Oid) -> bool {
-        self.repo
-            .find_commit(id)
-            .is_ok_and(|c| c.parent_ids().all(|p| self.has_commit(p)))
     }
 
     /// The git config that credential helpers come from: the repository's, with

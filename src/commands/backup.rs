@@ -3,7 +3,7 @@
 //! redoes the merge on the new tip. No lock anywhere: every step either writes
 //! only new objects or moves one ref with a compare-and-swap.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc;
@@ -17,7 +17,7 @@ use crate::crdt;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::files::{self, UNIFIED_FILE};
-use crate::git::{self, Author, CommitId, Depth, Files, GitError, Repo};
+use crate::git::{self, Author, CommitId, Files, GitError, Repo};
 use crate::memory::Located;
 use crate::pack::Known;
 use crate::report::Report;
@@ -86,9 +86,9 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     } else {
         repo.remote_url()
     };
-    let branch = repo.branch().map_err(|e| Error::Config(e.to_string()))?;
     let run = Run {
         repo: &repo,
+        branch: repo.branch().map_err(|e| Error::Config(e.to_string()))?,
         shown: remote.as_deref().map(git::redact).unwrap_or_default(),
         remote,
         host: &host,
@@ -100,8 +100,6 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
         started,
         merging: Cell::new(Duration::ZERO),
         early: Cell::new(early),
-        landed: RefCell::new(repo.noted_remote_tip(&branch).into_iter().collect()),
-        branch,
     };
     let result = run.run(report);
     if result.is_err() {
@@ -132,10 +130,6 @@ struct Run<'a> {
     merging: Cell<Duration>,
     /// The result of a first fetch made while the memory file was read.
     early: Cell<Option<FetchResult>>,
-    /// Commits known to be in the remote's history: tips it had when this host
-    /// last fetched or pushed. A shallow fetch brings a tip without the commits
-    /// between it and those, so the commit graph alone cannot tell.
-    landed: RefCell<Vec<CommitId>>,
 }
 
 type FetchResult = std::result::Result<Option<CommitId>, GitError>;
@@ -152,7 +146,7 @@ fn early_fetch(
     let url = repo.remote_url()?;
     let branch = repo.branch().ok()?;
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let fetched = repo.fetch_if(&url, &branch, Depth::Tip, remaining, proceed)?;
+    let fetched = repo.fetch_if(&url, &branch, remaining, proceed)?;
     Some((repo, fetched))
 }
 
@@ -186,9 +180,7 @@ impl Run<'_> {
             let local = self.local_tip()?;
             let fetched = |url: &str| match self.early.take() {
                 Some(early) => early,
-                None => self
-                    .repo
-                    .fetch(url, &self.branch, Depth::Tip, retry.remaining()),
+                None => self.repo.fetch(url, &self.branch, retry.remaining()),
             };
             let remote_tip = match &url {
                 None => None,
@@ -214,7 +206,6 @@ impl Run<'_> {
                 self.repo.note_remote_tip(&self.branch, tip);
                 seen_tip = Some(tip);
             }
-            self.landed.borrow_mut().extend(remote_tip);
             let p = self.prepare(local, remote_tip, &mut noticed, report)?;
             tracing::debug!("merged at {:?}", self.started.elapsed());
             let target = match (p.unchanged, p.parents.first()) {
@@ -267,9 +258,6 @@ impl Run<'_> {
                         "push attempt {attempts} to {shown}: {} pushed",
                         target.short()
                     );
-                    // The next run's first fetch says it has this commit, and
-                    // knows that the remote holds it (see `landed`).
-                    self.repo.note_remote_tip(&self.branch, target);
                     tracing::debug!("pushed at {:?}", self.started.elapsed());
                     self.adopt(target, local, &p.files);
                     tracing::debug!("working tree at {:?}", self.started.elapsed());
@@ -383,9 +371,6 @@ impl Run<'_> {
             (Some(l), Some(b)) if !repo.contains(b, l).map_err(g)? => Some(l),
             _ => None,
         };
-        // The local tip's files are merged whenever the tip's graph does not show
-        // it; it becomes a parent only when no remote tip seen before holds it.
-        let unpushed = other.filter(|&o| !self.is_landed(o));
         // Local ahead of the remote: its copies are the newer ones.
         let other_ahead = match (other, base) {
             (Some(o), Some(b)) => repo.contains(o, b).map_err(g)?,
@@ -531,7 +516,7 @@ impl Run<'_> {
         out.insert(own.clone(), own_text);
         let (unified_len, unified_text) = unified;
         out.insert(UNIFIED_FILE.to_string(), unified_text);
-        if let (Some(o), Some(b)) = (unpushed, base) {
+        if let (Some(o), Some(b)) = (other, base) {
             // Files of the local side that are not backup files (added by hand)
             // and that the remote lacks go into the merge too.
             let theirs = repo.read_files(b, |_| true).map_err(g)?;
@@ -541,17 +526,14 @@ impl Run<'_> {
                 }
             }
         }
-        let mut parents: Vec<CommitId> = base.into_iter().chain(unpushed).collect();
+        let mut parents: Vec<CommitId> = base.into_iter().chain(other).collect();
         let mut unchanged = base.is_some()
-            && unpushed.is_none()
+            && other.is_none()
             && out.iter().all(|(k, v)| base_files.get(k) == Some(v));
         // The local tip, ahead of the remote, already holds this state (a commit
         // an earlier run could not push): it is pushed as it is, history stays linear.
-        if other_ahead
-            && unpushed.is_some()
-            && out.iter().all(|(k, v)| other_files.get(k) == Some(v))
-        {
-            parents = unpushed.into_iter().collect();
+        if other_ahead && out.iter().all(|(k, v)| other_files.get(k) == Some(v)) {
+            parents = other.into_iter().collect();
             unchanged = true;
         }
         Ok(Prepared {
@@ -567,47 +549,29 @@ impl Run<'_> {
         })
     }
 
-    /// Whether `commit` holds everything that `l` holds: its history shows `l`,
-    /// or `l` is on the remote (see [`Run::is_landed`]) and so under any tip
-    /// this run builds on. In doubt, no.
-    fn holds(&self, commit: CommitId, l: CommitId) -> bool {
-        self.repo.contains(commit, l).unwrap_or(false) || self.is_landed(l)
-    }
-
-    /// Whether a remote tip seen before (by this run, or noted by an earlier one)
-    /// is `commit` or holds it; in doubt, no.
-    fn is_landed(&self, commit: CommitId) -> bool {
-        self.landed
-            .borrow()
-            .iter()
-            .any(|&t| self.repo.contains(t, commit).unwrap_or(false))
-    }
-
     /// The entries of the newest unified file in `tip`'s first-parent history
     /// that parses whole (none within [`HISTORY_DEPTH`] commits: none).
     fn unified_from_history(&self, tip: CommitId, report: &mut Report) -> Result<Vec<Entry>> {
-        if let Some(found) = unified_in_history(self.repo, tip, &self.branch, report)? {
-            return Ok(found);
-        }
-        // Shallow fetches leave out the older commits: fetch them and look again.
-        if let (true, Some(url)) = (self.repo.is_shallow(), &self.remote) {
-            let remaining = self.deadline.saturating_duration_since(Instant::now());
-            let deepened = self
+        let g = |e: GitError| git_error(e, &self.branch);
+        let mut at = self.repo.first_parent(tip).map_err(g)?;
+        for _ in 0..HISTORY_DEPTH {
+            let Some(commit) = at else { break };
+            let files = self
                 .repo
-                .fetch(url, &self.branch, Depth::Whole, remaining)
-                .and_then(|_| self.repo.reopen());
-            match deepened {
-                Ok(repo) => {
-                    if let Some(found) = unified_in_history(&repo, tip, &self.branch, report)? {
-                        return Ok(found);
+                .read_files(commit, |n| n == UNIFIED_FILE)
+                .map_err(g)?;
+            if let Some(bytes) = files.get(UNIFIED_FILE) {
+                if let Ok(s) = files::parse_stamped(bytes) {
+                    if s.skipped.is_empty() {
+                        report.warn(format!(
+                            "{UNIFIED_FILE} is damaged; its entries are taken from commit {}",
+                            commit.short()
+                        ));
+                        return Ok(s.entries);
                     }
                 }
-                Err(e) => report.warn(format!(
-                    "{UNIFIED_FILE} is damaged and the older history could not be fetched from {} ({e}); \
-                     entries only it held are kept in the remote's history, not in the new unified file",
-                    self.shown
-                )),
             }
+            at = self.repo.first_parent(commit).map_err(g)?;
         }
         Ok(Vec::new())
     }
@@ -660,7 +624,7 @@ impl Run<'_> {
             if let Some(l) = local {
                 // Already past it, or holding a commit of a run that did not push:
                 // that run's next backup merges it.
-                if !self.holds(pushed, l) {
+                if !self.repo.contains(pushed, l).unwrap_or(false) {
                     break;
                 }
             }
@@ -703,7 +667,11 @@ impl Run<'_> {
                 Err(e) if e.is_retryable() => {
                     local = self.local_tip()?;
                     if let Some(l) = local {
-                        if !self.holds(commit, l) {
+                        if !self
+                            .repo
+                            .contains(commit, l)
+                            .map_err(|e| git_error(e, &self.branch))?
+                        {
                             let merged =
                                 self.prepare(Some(l), Some(commit), &mut noticed, report)?;
                             commit = self.commit(&merged)?;
@@ -745,34 +713,6 @@ impl Run<'_> {
         report.set("commit", commit.map(|c| c.to_string()));
         report.set("pushed", self.remote.is_some() && commit.is_some());
     }
-}
-
-/// [`Run::unified_from_history`] within the commits that `repo` has.
-fn unified_in_history(
-    repo: &Repo,
-    tip: CommitId,
-    branch: &str,
-    report: &mut Report,
-) -> Result<Option<Vec<Entry>>> {
-    let g = |e: GitError| git_error(e, branch);
-    let mut at = repo.first_parent(tip).map_err(g)?;
-    for _ in 0..HISTORY_DEPTH {
-        let Some(commit) = at else { break };
-        let files = repo.read_files(commit, |n| n == UNIFIED_FILE).map_err(g)?;
-        if let Some(bytes) = files.get(UNIFIED_FILE) {
-            if let Ok(s) = files::parse_stamped(bytes) {
-                if s.skipped.is_empty() {
-                    report.warn(format!(
-                        "{UNIFIED_FILE} is damaged; its entries are taken from commit {}",
-                        commit.short()
-                    ));
-                    return Ok(Some(s.entries));
-                }
-            }
-        }
-        at = repo.first_parent(commit).map_err(g)?;
-    }
-    Ok(None)
 }
 
 /// Parses the copies of host and unified files on all cores, in the order given.

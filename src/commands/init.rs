@@ -8,7 +8,7 @@ use crate::Context;
 use crate::cli::InitArgs;
 use crate::commands::backup::{git_error, is_backup_file};
 use crate::error::{Error, Result};
-use crate::git::{self, Depth, GitError, Repo};
+use crate::git::{self, GitError, Repo};
 use crate::report::Report;
 
 /// How long `init` waits for the remote.
@@ -57,7 +57,7 @@ pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()
     // A repository with no commits yet starts from the remote's branch.
     if let Some(url) = repo.remote_url() {
         if repo.local_tip(&branch).map_err(g)?.is_none() {
-            match repo.fetch(&url, &branch, Depth::Since, INIT_TIMEOUT) {
+            match repo.fetch(&url, &branch, INIT_TIMEOUT) {
                 Ok(Some(tip)) => {
                     repo.move_branch(&branch, tip, None).map_err(g)?;
                     repo.note_remote_tip(&branch, tip);

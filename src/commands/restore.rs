@@ -13,7 +13,7 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::files::{self, UNIFIED_FILE};
 use crate::fold::{self, Folded, Kind};
-use crate::git::{self, CommitId, Depth, GitError, Repo};
+use crate::git::{self, CommitId, GitError, Repo};
 use crate::report::Report;
 use crate::{Context, crdt, json};
 
@@ -49,19 +49,7 @@ pub fn cmd_restore(args: &RestoreArgs, cx: &Context, report: &mut Report) -> Res
         Some(host) => files::host_file_name(&crate::sanitize_host(host)?),
     };
     let (repo, branch) = super::open_existing(cx, true)?;
-    // A date or revision may lie before what shallow fetches of `backup` brought.
-    let depth = if args.at.is_some() {
-        Depth::Whole
-    } else {
-        Depth::Since
-    };
-    let tips = tips(&repo, &branch, depth, report)?;
-    // What the fetch brought is seen whole only through a new handle.
-    let repo = if depth == Depth::Whole {
-        repo.reopen().map_err(|e| git_error(e, &branch))?
-    } else {
-        repo
-    };
+    let tips = tips(&repo, &branch, report)?;
     let commits = match &args.at {
         None => tips,
         Some(at) => vec![commit_at(&repo, &tips, at)?],
@@ -140,11 +128,11 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// The tips to restore from: the local branch and, when a remote is set and
 /// answers, its branch; a tip that the other contains is left out.
-fn tips(repo: &Repo, branch: &str, depth: Depth, report: &mut Report) -> Result<Vec<CommitId>> {
+fn tips(repo: &Repo, branch: &str, report: &mut Report) -> Result<Vec<CommitId>> {
     let g = |e: GitError| git_error(e, branch);
     let mut tips: Vec<CommitId> = repo.local_tip(branch).map_err(g)?.into_iter().collect();
     if let Some(url) = repo.remote_url() {
-        match repo.fetch(&url, branch, depth, RESTORE_FETCH_TIMEOUT) {
+        match repo.fetch(&url, branch, RESTORE_FETCH_TIMEOUT) {
             Ok(Some(tip)) => {
                 repo.note_remote_tip(branch, tip);
                 tips.push(tip);

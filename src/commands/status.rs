@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 use crate::commands::backup::{git_error, is_backup_file};
 use crate::error::Result;
 use crate::files::{self, UNIFIED_FILE};
-use crate::git::{self, CommitId, Depth, GitError};
+use crate::git::{self, CommitId, GitError};
 use crate::logging::LAST_RUN_FILE;
 use crate::report::Report;
 
@@ -50,7 +50,7 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
         let asked = if args.no_fetch {
             Err("not asked (--no-fetch)".to_string())
         } else {
-            repo.fetch(url, &branch, Depth::Since, STATUS_FETCH_TIMEOUT)
+            repo.fetch(url, &branch, STATUS_FETCH_TIMEOUT)
                 .map_err(|e| e.to_string())
         };
         match asked {

@@ -10,5 +10,4 @@ mod laws;
 mod mcp;
 mod remote;
 mod restore;
-mod shallow;
 mod status;
