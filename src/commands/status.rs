@@ -87,13 +87,13 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
     remote.insert("behind".into(), behind.into());
 
     // The files: of the newer of the two tips (the remote's when they diverged).
-    let shown = match (local, remote_tip) {
+    let shown_commit = match (local, remote_tip) {
         (Some(l), Some(r)) if !repo.contains(l, r).map_err(g)? => Some(r),
         (l, r) => l.or(r),
     };
     let mut hosts = Vec::new();
     let mut unified = None;
-    if let Some(commit) = shown {
+    if let Some(commit) = shown_commit {
         let files = repo.read_files(commit, is_backup_file).map_err(g)?;
         for (name, bytes) in &files {
             if let Some(w) = crate::large_file_warning(name, bytes.len() as u64) {
@@ -154,7 +154,7 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
     report.set("repo", repo_name.clone());
     report.set("branch", branch.clone());
     report.set("local_tip", local.map(|c| c.to_string()));
-    report.set("shown_commit", shown.map(|c| c.to_string()));
+    report.set("shown_commit", shown_commit.map(|c| c.to_string()));
     report.set("hosts", hosts.iter().map(file_json).collect::<Vec<_>>());
     report.set("unified", unified.as_ref().map(file_json));
     report.set("remote", Value::Object(remote));

@@ -30,10 +30,13 @@ fn two_hosts(env: &Env) -> String {
 #[test]
 fn status_shows_each_host_unified_the_remote_and_the_last_run() {
     let env = Env::new();
-    two_hosts(&env);
+    let url = two_hosts(&env);
     let out = env.run("rb", "b", &["status"]);
     assert_code(&out, 0);
     let text = stdout(&out);
+    let tip = env.git_in(&env.path("rb"), &["rev-parse", "--short=10", "main"]);
+    let remote_line = format!("{url} at {}: 0 ahead, 0 behind", tip.trim());
+    assert!(text.contains(&remote_line), "no {remote_line:?} in {text}");
     let row = |host: &str| {
         text.lines()
             .find(|l| l.split_whitespace().next() == Some(host))
