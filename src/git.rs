@@ -583,11 +583,8 @@ impl Repo {
         timeout: Duration,
         proceed: impl FnOnce() -> bool,
     ) -> Option<Result<Option<CommitId>, GitError>> {
-        match self.fetch_asking(url, branch, timeout, proceed) {
-            Err(None) => None,
-            Err(Some(e)) => Some(Err(e)),
-            Ok(tip) => Some(Ok(tip)),
-        }
+        self.fetch_asking(url, branch, timeout, proceed)
+            .map_or_else(|e| e.map(Err), |tip| Some(Ok(tip)))
     }
 
     /// The fetch itself; `Err(None)` when `proceed` said no.

@@ -102,10 +102,10 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
         early: Cell::new(early),
     };
     let result = run.run(report);
-    if result.is_err() {
-        // A run that stopped on the way may have written the files of a commit it
-        // did not land (see `push_and_prewrite`): the working tree shows the
-        // local branch again.
+    // A run that stopped on the way may have written the files of a commit it
+    // did not land (see `push_and_prewrite`): the working tree shows the local
+    // branch again. A commit kept for the next run (75) was synced when kept.
+    if matches!(&result, Err(e) if !matches!(e, Error::NotPushed { .. })) {
         run.sync_worktree(None);
     }
     // The merge alone: the whole run also waits on the network and backs off.
