@@ -99,7 +99,7 @@ impl GitError {
 impl GitError {
     /// A local failure: [`GitError::LocalWrite`] when the message is the system's
     /// for a full disk, a read-only file system or an exhausted quota.
-    fn local(message: String) -> GitError {
+    pub(crate) fn local(message: String) -> GitError {
         const NO_ROOM: [&str; 3] = [
             "no space left on device",
             "read-only file system",
@@ -598,6 +598,11 @@ impl Repo {
         if let RemoteKind::Local(path) = remote_kind(url) {
             check_local_remote(&path)?;
         }
+        if crate::wire::parse_url(url).is_some() {
+            let haves = self.haves(branch);
+            return crate::wire::fetch(&self.repo, url, branch, &haves, timeout, proceed)
+                .map(|tip| tip.map(CommitId));
+        }
         set_timeouts(timeout);
         let refname = format!("refs/heads/{branch}");
         let mut remote = self.repo.remote_anonymous(url).map_err(other)?;
@@ -646,6 +651,38 @@ impl Repo {
             let _ = config.add_file(Path::new(&path), git2::ConfigLevel::Global, true);
         }
         Some(config)
+    }
+
+    /// The commits a fetch tells the server this repository has: the remote
+    /// tip last seen, the local tip, and their nearest ancestors.
+    fn haves(&self, branch: &str) -> Vec<Oid> {
+        const HAVES: usize = 32;
+        let tips: Vec<Oid> = [
+            self.noted_remote_tip(branch),
+            self.local_tip(branch).ok().flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|c| c.0)
+        .collect();
+        let mut out = Vec::new();
+        let Ok(mut walk) = self.repo.revwalk() else {
+            return tips;
+        };
+        for &t in &tips {
+            if walk.push(t).is_err() {
+                continue;
+            }
+        }
+        for id in walk.take(HAVES).flatten() {
+            out.push(id);
+        }
+        for t in tips {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        out
     }
 
     fn has_commit(&self, id: Oid) -> bool {

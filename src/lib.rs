@@ -20,6 +20,7 @@ pub mod memory;
 pub mod pack;
 pub mod report;
 pub mod stamp;
+pub mod unpack;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
-use git2::Oid;
+use git2::{ObjectType, Oid};
 use sha1::{Digest, Sha1};
 
 /// Parts of a blob smaller than this are not worth a thread of their own.
@@ -17,28 +17,38 @@ const PART_BYTES: usize = 512 << 10;
 
 /// The object id of a blob of `data`, as git hashes it.
 pub fn blob_id(data: &[u8]) -> Oid {
+    object_id(ObjectType::Blob, data)
+}
+
+/// The object id of an object of `kind` holding `data`, as git hashes it.
+pub fn object_id(kind: ObjectType, data: &[u8]) -> Oid {
     let mut sha = Sha1::new();
-    sha.update(header(data).as_bytes());
+    sha.update(header(kind, data).as_bytes());
     sha.update(data);
     Oid::from_bytes(&sha.finalize()).expect("a SHA-1 is 20 bytes")
 }
 
-fn header(data: &[u8]) -> String {
-    format!("blob {}\0", data.len())
+fn header(kind: ObjectType, data: &[u8]) -> String {
+    format!("{} {}\0", kind.str(), data.len())
 }
 
-/// Writes the blob `data`, whose id is `id`, as a loose object under `objects`
-/// (the repository's object folder), as git does: compressed, in
+/// Writes the blob `data`, whose id is `id`: [`write_object`].
+pub fn write_blob(objects: &Path, id: Oid, data: &[u8]) -> io::Result<()> {
+    write_object(objects, ObjectType::Blob, id, data)
+}
+
+/// Writes the object `data` of `kind`, whose id is `id`, as a loose object under
+/// `objects` (the repository's object folder), as git does: compressed, in
 /// `objects/xx/yyyy...`, read-only, put in place by a rename so that no reader
 /// ever sees a part. A concurrent writer of the same object wins harmlessly.
-pub fn write_blob(objects: &Path, id: Oid, data: &[u8]) -> io::Result<()> {
+pub fn write_object(objects: &Path, kind: ObjectType, id: Oid, data: &[u8]) -> io::Result<()> {
     let hex = id.to_string();
     let dir = objects.join(&hex[..2]);
     let path = dir.join(&hex[2..]);
     if path.exists() {
         return Ok(());
     }
-    let compressed = zlib(header(data).as_bytes(), data)?;
+    let compressed = zlib(header(kind, data).as_bytes(), data)?;
     std::fs::create_dir_all(&dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix("tmp_obj_")

@@ -341,53 +341,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// git's reading of a delta, written from the format, not from the writer.
+    /// A delta read back as a fetch reads one ([`crate::unpack::apply`]).
     fn apply(base: &[u8], delta: &[u8]) -> Vec<u8> {
-        fn varint(d: &[u8], i: &mut usize) -> usize {
-            let (mut n, mut shift) = (0, 0);
-            loop {
-                let b = d[*i];
-                *i += 1;
-                n |= ((b & 0x7f) as usize) << shift;
-                shift += 7;
-                if b & 0x80 == 0 {
-                    return n;
-                }
-            }
-        }
-        let mut i = 0;
-        assert_eq!(varint(delta, &mut i), base.len(), "base size");
-        let size = varint(delta, &mut i);
-        let mut out = Vec::new();
-        while i < delta.len() {
-            let cmd = delta[i];
-            i += 1;
-            if cmd & 0x80 != 0 {
-                let (mut off, mut n) = (0usize, 0usize);
-                for k in 0..4 {
-                    if cmd & (1 << k) != 0 {
-                        off |= (delta[i] as usize) << (8 * k);
-                        i += 1;
-                    }
-                }
-                for k in 0..3 {
-                    if cmd & (0x10 << k) != 0 {
-                        n |= (delta[i] as usize) << (8 * k);
-                        i += 1;
-                    }
-                }
-                if n == 0 {
-                    n = 0x10000;
-                }
-                out.extend_from_slice(&base[off..off + n]);
-            } else {
-                assert!(cmd != 0, "command 0 is reserved");
-                out.extend_from_slice(&delta[i..i + cmd as usize]);
-                i += cmd as usize;
-            }
-        }
-        assert_eq!(out.len(), size, "target size");
-        out
+        crate::unpack::apply(base, delta).expect("a delta this writer made applies")
     }
 
     fn lines() -> impl Strategy<Value = Vec<u8>> {

@@ -1,11 +1,18 @@
-//! A push over the git protocol (`git://`), spoken here rather than through
-//! libgit2 so that the pack can be thin and quick to make (see [`crate::pack`]).
-//! ssh and https go through libgit2.
+//! Fetches and pushes over the git protocol (`git://`), spoken here rather than
+//! through libgit2. A push's pack can then be thin and quick to make (see
+//! [`crate::pack`]); a fetch's small pack is read in memory, its deltas applied
+//! to objects this repository has, and its objects written loose (see
+//! [`crate::unpack`]), where libgit2 would first complete the pack with a
+//! recompressed copy of every base. ssh and https go through libgit2.
 //!
-//! The exchange (git's `gitprotocol-pack`): ask the daemon for
-//! `git-receive-pack`, read the refs it advertises, send one command `old new
-//! ref` and the pack, read its report. The server moves the ref only if it still
-//! points at `old`: the compare-and-swap that keeps concurrent pushes honest.
+//! A push (git's `gitprotocol-pack`): ask the daemon for `git-receive-pack`,
+//! read the refs it advertises, send one command `old new ref` and the pack,
+//! read its report. The server moves the ref only if it still points at `old`:
+//! the compare-and-swap that keeps concurrent pushes honest.
+//!
+//! A fetch: ask for `git-upload-pack`, read the refs, want the branch's tip,
+//! name the commits this repository has, say `done`, read the one-line answer
+//! and the pack.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -58,24 +65,13 @@ pub fn push(
     known: Known<'_>,
     timeout: Duration,
 ) -> Result<(), GitError> {
-    let address =
-        parse_url(url).ok_or_else(|| GitError::Other(format!("{url}: not a git:// URL")))?;
     let began = std::time::Instant::now();
     let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
-    let stream = connect(&address, timeout).map_err(net)?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(net)?);
-    let mut writer = BufWriter::with_capacity(1 << 16, stream);
-    let host = if address.port == DEFAULT_PORT {
-        address.host.clone()
-    } else if address.host.contains(':') {
-        format!("[{}]:{}", address.host, address.port)
-    } else {
-        format!("{}:{}", address.host, address.port)
-    };
-    let request = format!("git-receive-pack {}\0host={host}\0", address.path);
-    write_pkt(&mut writer, request.as_bytes()).map_err(net)?;
-    writer.flush().map_err(net)?;
-    let advertised = read_advertisement(&mut reader, url)?;
+    let Session {
+        mut reader,
+        mut writer,
+        advertised,
+    } = Session::open(url, Service::ReceivePack, timeout)?;
     tracing::debug!("{url}: refs advertised at {:?}", began.elapsed());
 
     let refname = format!("refs/heads/{branch}");
@@ -150,6 +146,253 @@ pub fn push(
     )))
 }
 
+/// The service asked of the daemon.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Service {
+    UploadPack,
+    ReceivePack,
+}
+
+/// A connection to a daemon's service, past its ref advertisement.
+struct Session {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    advertised: Advertised,
+}
+
+impl Session {
+    fn open(url: &str, service: Service, timeout: Duration) -> Result<Session, GitError> {
+        let address =
+            parse_url(url).ok_or_else(|| GitError::Other(format!("{url}: not a git:// URL")))?;
+        let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
+        let stream = connect(&address, timeout).map_err(net)?;
+        let mut reader = BufReader::with_capacity(1 << 16, stream.try_clone().map_err(net)?);
+        let mut writer = BufWriter::with_capacity(1 << 16, stream);
+        let host = if address.port == DEFAULT_PORT {
+            address.host.clone()
+        } else if address.host.contains(':') {
+            format!("[{}]:{}", address.host, address.port)
+        } else {
+            format!("{}:{}", address.host, address.port)
+        };
+        let name = match service {
+            Service::UploadPack => "git-upload-pack",
+            Service::ReceivePack => "git-receive-pack",
+        };
+        let request = format!("{name} {}\0host={host}\0", address.path);
+        write_pkt(&mut writer, request.as_bytes()).map_err(net)?;
+        writer.flush().map_err(net)?;
+        let advertised = read_advertisement(&mut reader, url, service)?;
+        Ok(Session {
+            reader,
+            writer,
+            advertised,
+        })
+    }
+
+    /// Ends the exchange without asking for anything, as git does.
+    fn close(mut self) {
+        let _ = self
+            .writer
+            .write_all(b"0000")
+            .and_then(|()| self.writer.flush());
+    }
+}
+
+/// A pack with at most this many objects is read here, each object written
+/// loose; a larger one (a first fetch, a host far behind) is kept as a pack by
+/// libgit2, whose deltas take less room than as many whole objects.
+const LOOSE_MAX_OBJECTS: u32 = 24;
+/// A pack that grows past this many bytes goes to libgit2 as well, whatever
+/// its count: the memory a fetch holds stays bounded.
+const LOOSE_MAX_BYTES: usize = 32 << 20;
+
+/// Fetches `refs/heads/{branch}` of the `git://` `url` into `repo`'s object
+/// database, writing no ref, telling the server of the commits `haves`; the
+/// remote tip, none when the remote has no such branch. `proceed` is asked,
+/// once the refs are listed, before anything is written: `Err(None)` when it
+/// says no.
+pub fn fetch(
+    repo: &Repository,
+    url: &str,
+    branch: &str,
+    haves: &[Oid],
+    timeout: Duration,
+    proceed: impl FnOnce() -> bool,
+) -> Result<Option<Oid>, Option<GitError>> {
+    let began = std::time::Instant::now();
+    let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
+    let session = Session::open(url, Service::UploadPack, timeout)?;
+    let refname = format!("refs/heads/{branch}");
+    let Some(tip) = session.advertised.refs.get(&refname).copied() else {
+        session.close();
+        return Ok(None);
+    };
+    if repo.find_commit(tip).is_ok() {
+        session.close();
+        return Ok(Some(tip));
+    }
+    if !proceed() {
+        session.close();
+        return Err(None);
+    }
+    let caps = &session.advertised.capabilities;
+    let offered = |c: &str| caps.iter().any(|a| a == c);
+    let band = if offered("side-band-64k") {
+        Some("side-band-64k")
+    } else if offered("side-band") {
+        Some("side-band")
+    } else {
+        None
+    };
+    let mut wanted: Vec<String> = band.into_iter().map(str::to_string).collect();
+    for c in ["ofs-delta", "thin-pack", "no-progress"] {
+        if offered(c) {
+            wanted.push(c.to_string());
+        }
+    }
+    wanted.push(format!("agent=memory-backup/{}", env!("CARGO_PKG_VERSION")));
+    let Session {
+        mut reader,
+        mut writer,
+        ..
+    } = session;
+    let want = format!("want {tip} {}\n", wanted.join(" "));
+    write_pkt(&mut writer, want.as_bytes()).map_err(net)?;
+    writer.write_all(b"0000").map_err(net)?;
+    for have in haves {
+        write_pkt(&mut writer, format!("have {have}\n").as_bytes()).map_err(net)?;
+    }
+    write_pkt(&mut writer, b"done\n").map_err(net)?;
+    writer.flush().map_err(net)?;
+    // Without multi_ack, one line: the first common commit, or none.
+    let answer = read_pkt(&mut reader).map_err(net)?.unwrap_or_default();
+    if !(answer.starts_with(b"ACK ") || answer.starts_with(b"NAK")) {
+        let text = String::from_utf8_lossy(&answer);
+        let text = text.trim_end();
+        return Err(Some(match text.strip_prefix("ERR ") {
+            Some(msg) => GitError::Other(format!("{url}: {msg}")),
+            None => GitError::Transient(format!("{url}: not an answer to a fetch: {text:?}")),
+        }));
+    }
+    let odb = repo.odb().map_err(|e| Some(git(e)))?;
+    let mut sink = PackSink::Memory(repo, &odb, Vec::new());
+    match band {
+        Some(_) => {
+            while let Some(pkt) = read_pkt(&mut reader).map_err(net)? {
+                match pkt.split_first() {
+                    Some((1, data)) => sink.write(data)?,
+                    Some((3, msg)) => {
+                        return Err(Some(GitError::Transient(format!(
+                            "{url}: {}",
+                            String::from_utf8_lossy(msg).trim_end()
+                        ))));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None => {
+            let mut buf = vec![0; 1 << 16];
+            loop {
+                let n = reader.read(&mut buf).map_err(net)?;
+                if n == 0 {
+                    break;
+                }
+                sink.write(&buf[..n])?;
+            }
+        }
+    }
+    tracing::debug!("{url}: pack received at {:?}", began.elapsed());
+    sink.finish(url)?;
+    tracing::debug!("{url}: pack stored at {:?}", began.elapsed());
+    if repo.find_commit(tip).is_err() {
+        return Err(Some(GitError::Transient(format!(
+            "the fetch of {refname} did not bring its tip {tip}"
+        ))));
+    }
+    Ok(Some(tip))
+}
+
+/// Where a fetched pack goes: into memory while it is small, to libgit2's
+/// pack writer once its header says it is large.
+enum PackSink<'o> {
+    Memory(&'o Repository, &'o git2::Odb<'o>, Vec<u8>),
+    Writer(git2::OdbPackwriter<'o>),
+}
+
+impl<'o> PackSink<'o> {
+    fn write(&mut self, data: &[u8]) -> Result<(), GitError> {
+        match self {
+            PackSink::Memory(_, odb, buf) => {
+                let odb: &'o git2::Odb<'o> = odb;
+                let had = buf.len();
+                buf.extend_from_slice(data);
+                let header = crate::unpack::HEADER_BYTES;
+                let many = had < header
+                    && buf.len() >= header
+                    && crate::unpack::object_count(buf).is_some_and(|n| n > LOOSE_MAX_OBJECTS);
+                if many || buf.len() > LOOSE_MAX_BYTES {
+                    let mut writer = odb.packwriter().map_err(git)?;
+                    writer.write_all(buf).map_err(io_local)?;
+                    *self = PackSink::Writer(writer);
+                }
+                Ok(())
+            }
+            PackSink::Writer(w) => w.write_all(data).map_err(io_local),
+        }
+    }
+
+    fn finish(self, url: &str) -> Result<(), GitError> {
+        match self {
+            PackSink::Memory(repo, odb, pack) => {
+                if pack.is_empty() {
+                    return Ok(());
+                }
+                store_loose(repo, odb, &pack).map_err(|e| match e {
+                    Stored::Bad(m) => GitError::Transient(format!("{url}: a bad pack: {m}")),
+                    Stored::Write(e) => e,
+                })
+            }
+            PackSink::Writer(mut w) => w.commit().map(drop).map_err(git),
+        }
+    }
+}
+
+enum Stored {
+    Bad(String),
+    Write(GitError),
+}
+
+/// Every object of the small `pack` written as a loose object, commits last.
+fn store_loose(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<(), Stored> {
+    let objects = crate::unpack::read_pack(pack, |id| {
+        odb.read(id).ok().map(|o| (o.kind(), o.data().to_vec()))
+    })
+    .map_err(Stored::Bad)?;
+    let dir = repo.commondir().join("objects");
+    for object in crate::unpack::write_order(&objects) {
+        if odb.exists(object.id) {
+            continue;
+        }
+        crate::loose::write_object(&dir, object.kind, object.id, &object.data).map_err(|e| {
+            Stored::Write(GitError::local(format!(
+                "{}: cannot write a fetched object: {e}",
+                dir.display()
+            )))
+        })?;
+    }
+    Ok(())
+}
+
+fn git(e: git2::Error) -> GitError {
+    GitError::local(e.message().to_string())
+}
+
+fn io_local(e: io::Error) -> GitError {
+    GitError::local(format!("cannot store the fetched pack: {e}"))
+}
+
 fn connect(address: &Address, timeout: Duration) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in (address.host.as_str(), address.port).to_socket_addrs()? {
@@ -173,7 +416,11 @@ struct Advertised {
     capabilities: Vec<String>,
 }
 
-fn read_advertisement(r: &mut impl BufRead, url: &str) -> Result<Advertised, GitError> {
+fn read_advertisement(
+    r: &mut impl BufRead,
+    url: &str,
+    service: Service,
+) -> Result<Advertised, GitError> {
     let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
     let mut out = Advertised::default();
     let mut first = true;
@@ -184,10 +431,13 @@ fn read_advertisement(r: &mut impl BufRead, url: &str) -> Result<Advertised, Git
             let lower = msg.to_lowercase();
             return Err(
                 if lower.contains("not exported") || lower.contains("no such repository") {
-                    // The fetch just read it: more likely pushes are not enabled.
-                    GitError::NotFound(format!(
-                        "{url}: {msg} (for pushes, git daemon needs --enable=receive-pack)"
-                    ))
+                    GitError::NotFound(match service {
+                        // The fetch just read it: more likely pushes are not enabled.
+                        Service::ReceivePack => format!(
+                            "{url}: {msg} (for pushes, git daemon needs --enable=receive-pack)"
+                        ),
+                        Service::UploadPack => format!("{url}: {msg}"),
+                    })
                 } else {
                     GitError::Other(format!("{url}: {msg}"))
                 },
@@ -351,7 +601,8 @@ mod tests {
         // A shallow server repository says so among the refs.
         write_pkt(&mut buf, format!("shallow {}\n", "3".repeat(40)).as_bytes()).unwrap();
         buf.extend_from_slice(b"0000");
-        let adv = read_advertisement(&mut buf.as_slice(), "git://h/r").unwrap();
+        let adv =
+            read_advertisement(&mut buf.as_slice(), "git://h/r", Service::ReceivePack).unwrap();
         assert_eq!(adv.refs["refs/heads/main"].to_string(), a);
         assert_eq!(adv.refs.len(), 2);
         assert_eq!(adv.capabilities, vec!["report-status", "side-band-64k"]);
@@ -363,7 +614,8 @@ mod tests {
         )
         .unwrap();
         empty.extend_from_slice(b"0000");
-        let adv = read_advertisement(&mut empty.as_slice(), "git://h/r").unwrap();
+        let adv =
+            read_advertisement(&mut empty.as_slice(), "git://h/r", Service::ReceivePack).unwrap();
         assert!(adv.refs.is_empty());
         assert_eq!(adv.capabilities, vec!["report-status"]);
 
@@ -373,10 +625,12 @@ mod tests {
             b"ERR access denied or repository not exported: /r",
         )
         .unwrap();
-        let e = read_advertisement(&mut err.as_slice(), "git://h/r").unwrap_err();
+        let e =
+            read_advertisement(&mut err.as_slice(), "git://h/r", Service::ReceivePack).unwrap_err();
         assert!(matches!(e, GitError::NotFound(_)), "{e:?}");
 
-        let e = read_advertisement(&mut &b"0000"[..], "git://h/r").unwrap_err();
+        let e =
+            read_advertisement(&mut &b"0000"[..], "git://h/r", Service::UploadPack).unwrap_err();
         assert!(e.is_retryable(), "{e:?}");
     }
 

@@ -1237,3 +1237,60 @@ fn a_run_that_stops_after_a_rejected_push_leaves_the_working_tree_at_the_local_t
         "{local}"
     );
 }
+
+/// The `git://` fetch keeps a small pack's objects loose, a large one as a pack;
+/// either way the repository is whole and the run merges what came.
+#[test]
+fn a_git_protocol_fetch_stores_a_few_commits_loose_and_many_as_a_pack() {
+    let env = Env::new();
+    let (_daemon, bare, url) = env.served();
+    let packs = |repo: &str| {
+        std::fs::read_dir(env.path(repo).join(".git/objects/pack"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    for host in ["a", "b"] {
+        assert_code(&env.run(host, host, &["init", "--remote", &url]), 0);
+    }
+    let named = |n: usize, tag: &str| (0..n).map(|i| format!("{tag}{i}")).collect::<Vec<_>>();
+    let a = env.memory_of("a.json", &named(50, "a"), "first");
+    assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
+    // b lands ten commits; a, ten commits behind, fetches them as one pack.
+    for round in 0..10 {
+        let b = env.memory_of("b.json", &named(50 + round, "b"), &format!("round {round}"));
+        assert_code(&env.run("b", "b", &["backup", "--memory", &b]), 0);
+    }
+    let before = packs("a");
+    assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
+    assert_eq!(packs("a"), before + 1, "ten commits are not kept as a pack");
+    fsck(&env, &env.path("a/.git"));
+    let unified = env.show(&bare, "unified-memory.json");
+    assert_eq!(
+        ids(&unified).iter().filter(|i| i.starts_with('b')).count(),
+        59
+    );
+
+    // One commit behind: its objects are written loose, the packs stay as they are.
+    let b = env.memory_of("b.json", &named(70, "b"), "last");
+    assert_code(&env.run("b", "b", &["backup", "--memory", &b]), 0);
+    let tip = stdout(&env.git(&["--git-dir", bare.to_str().unwrap(), "rev-parse", "main"]));
+    let before = packs("a");
+    assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
+    assert_eq!(packs("a"), before, "one commit went into a pack");
+    let tip_path = env
+        .path("a/.git/objects")
+        .join(&tip.trim()[..2])
+        .join(&tip.trim()[2..]);
+    assert!(tip_path.exists(), "the fetched tip is not a loose object");
+    fsck(&env, &env.path("a/.git"));
+    let local = std::fs::read_to_string(env.path("a/unified-memory.json")).unwrap();
+    assert_eq!(
+        ids(&local).iter().filter(|i| i.starts_with('b')).count(),
+        70
+    );
+    assert_eq!(local, env.show(&bare, "unified-memory.json"));
+}
