@@ -38,6 +38,91 @@ const FILE_MODE_BLOB: i32 = 0o100_644;
 /// Top-level files of a commit: name to content.
 pub type Files = BTreeMap<String, Vec<u8>>;
 
+/// A commit made in memory ([`Repo::stage_commit`]): its id, its objects.
+pub struct Staged<'f> {
+    pub id: CommitId,
+    commit: Vec<u8>,
+    tree: (Oid, Vec<u8>),
+    /// The files the first parent's tree does not hold as they are: name, id, bytes.
+    blobs: Vec<(&'f str, Oid, &'f [u8])>,
+}
+
+impl Staged<'_> {
+    /// Every object of the commit that its first parent lacks: kind, id, bytes,
+    /// and for a blob its file's name.
+    pub fn objects(&self) -> Vec<(ObjectType, Oid, &[u8], Option<&str>)> {
+        let mut out = vec![
+            (ObjectType::Commit, self.id.0, self.commit.as_slice(), None),
+            (ObjectType::Tree, self.tree.0, self.tree.1.as_slice(), None),
+        ];
+        for &(name, id, bytes) in &self.blobs {
+            if !out.iter().any(|&(_, i, _, _)| i == id) {
+                out.push((ObjectType::Blob, id, bytes, Some(name)));
+            }
+        }
+        out
+    }
+}
+
+/// The writing of a [`Staged`] commit's objects, loose, in order.
+pub struct StagedWriter<'s> {
+    dir: PathBuf,
+    objects: Vec<(ObjectType, Oid, &'s [u8], Option<&'s str>)>,
+}
+
+impl StagedWriter<'_> {
+    pub fn write(&self) -> Result<(), GitError> {
+        for &(kind, id, data, name) in &self.objects {
+            crate::loose::write_object(&self.dir, kind, id, data).map_err(|e| {
+                GitError::local(format!(
+                    "{}: cannot write the object of {}: {e}",
+                    self.dir.display(),
+                    name.unwrap_or(kind.str())
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A tree object of `entries` (name, mode, id), in git's order: by name, a
+/// folder's name as if it ended in `/`.
+fn tree_object(mut entries: Vec<(Vec<u8>, i32, Oid)>) -> Vec<u8> {
+    const FOLDER: i32 = 0o040_000;
+    let key = |(name, mode, _): &(Vec<u8>, i32, Oid)| {
+        let mut k = name.clone();
+        if *mode == FOLDER {
+            k.push(b'/');
+        }
+        k
+    };
+    entries.sort_by_key(key);
+    let mut out = Vec::with_capacity(entries.len() * 64);
+    for (name, mode, id) in entries {
+        out.extend_from_slice(format!("{mode:o} ").as_bytes());
+        out.extend_from_slice(&name);
+        out.push(0);
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+/// A commit object, as libgit2 writes one: author and committer the same.
+fn commit_object(tree: Oid, parents: &[CommitId], sig: &Signature<'_>, message: &str) -> Vec<u8> {
+    let who = format!(
+        "{} <{}> {} +0000",
+        String::from_utf8_lossy(sig.name_bytes()),
+        String::from_utf8_lossy(sig.email_bytes()),
+        sig.when().seconds()
+    );
+    let mut out = format!("tree {tree}\n");
+    for p in parents {
+        out.push_str(&format!("parent {}\n", p.0));
+    }
+    out.push_str(&format!("author {who}\ncommitter {who}\n\n{message}"));
+    out.into_bytes()
+}
+
 /// A commit's id, owned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CommitId(Oid);
@@ -49,6 +134,11 @@ impl fmt::Display for CommitId {
 }
 
 impl CommitId {
+    /// The object id.
+    pub(crate) fn oid(self) -> Oid {
+        self.0
+    }
+
     /// The first 10 hex digits, for messages.
     pub fn short(&self) -> String {
         self.0.to_string()[..10].to_string()
@@ -472,93 +562,93 @@ impl Repo {
         author: &Author,
         message: &str,
     ) -> Result<CommitId, GitError> {
-        let parents: Vec<git2::Commit<'_>> = parents
-            .iter()
-            .map(|p| self.repo.find_commit(p.0))
-            .collect::<Result<_, _>>()
-            .map_err(other)?;
+        let staged = self.stage_commit(files, first_parents_files, parents, author, message)?;
+        self.write_staged(&staged)
+    }
+
+    /// The commit [`Repo::write_commit`] writes, made in memory: its objects and
+    /// their ids, nothing written. A push can send it while
+    /// [`Repo::write_staged`] writes it here.
+    pub fn stage_commit<'f>(
+        &self,
+        files: &'f Files,
+        first_parents_files: &Files,
+        parents: &[CommitId],
+        author: &Author,
+        message: &str,
+    ) -> Result<Staged<'f>, GitError> {
         let base = match parents.first() {
-            Some(p) => Some(p.tree().map_err(other)?),
+            Some(p) => Some(
+                self.repo
+                    .find_commit(p.0)
+                    .and_then(|c| c.tree())
+                    .map_err(other)?,
+            ),
             None => None,
         };
-        let mut builder = self.repo.treebuilder(base.as_ref()).map_err(other)?;
+        let mut entries: Vec<(Vec<u8>, i32, Oid)> = base
+            .iter()
+            .flat_map(|t| t.iter())
+            .map(|e| (e.name_bytes().to_vec(), e.filemode_raw(), e.id()))
+            .collect();
         // Left as the first parent has it only where that is a plain file too.
         let kept = |name: &str| {
-            builder
-                .get(name)
-                .ok()
-                .flatten()
-                .is_some_and(|e| e.filemode() == FILE_MODE_BLOB)
+            entries
+                .iter()
+                .any(|(n, mode, _)| n == name.as_bytes() && *mode == FILE_MODE_BLOB)
         };
-        let changed: Vec<(&String, &Vec<u8>)> = files
+        let changed: Vec<(&'f str, &'f [u8])> = files
             .iter()
             .filter(|&(name, bytes)| first_parents_files.get(name) != Some(bytes) || !kept(name))
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
             .collect();
-        for (name, blob) in self.write_blobs(changed)? {
-            builder.insert(name, blob, FILE_MODE_BLOB).map_err(other)?;
-        }
-        let tree_id = builder.write().map_err(other)?;
-        let tree = self.repo.find_tree(tree_id).map_err(other)?;
-        let sig = Signature::new(&author.name, &author.email, &Time::new(author.time, 0))
-            .map_err(other)?;
-        let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
-        self.repo
-            .commit(None, &sig, &sig, message, &tree, &parent_refs)
-            .map(CommitId)
-            .map_err(other)
-    }
-
-    /// Writes the blobs of `files`.
-    fn write_blobs<'f>(
-        &self,
-        files: impl IntoIterator<Item = (&'f String, &'f Vec<u8>)>,
-    ) -> Result<Vec<(&'f str, Oid)>, GitError> {
         // Files with the same bytes (with one host, its file and the unified file)
-        // are one blob: hashed and compressed once.
-        let mut same: Vec<(&str, &str)> = Vec::new();
-        let mut unique: Vec<(&str, &[u8])> = Vec::new();
-        for (n, b) in files {
-            match unique.iter().find(|(_, u)| u == b) {
-                Some(&(first, _)) => same.push((n.as_str(), first)),
-                None => unique.push((n.as_str(), b.as_slice())),
+        // are one blob: hashed once.
+        let mut blobs: Vec<(&'f str, Oid, &'f [u8])> = Vec::new();
+        for (name, bytes) in changed {
+            let id = match blobs.iter().find(|(_, _, b)| *b == bytes) {
+                Some(&(_, id, _)) => id,
+                None => crate::loose::blob_id(bytes),
+            };
+            blobs.push((name, id, bytes));
+            match entries.iter_mut().find(|(n, _, _)| n == name.as_bytes()) {
+                Some(e) => *e = (name.as_bytes().to_vec(), FILE_MODE_BLOB, id),
+                None => entries.push((name.as_bytes().to_vec(), FILE_MODE_BLOB, id)),
             }
         }
-        let mut out = self.write_unique_blobs(unique)?;
-        for (n, first) in same {
-            let id = out
-                .iter()
-                .find(|(u, _)| *u == first)
-                .map(|&(_, id)| id)
-                .expect("the first file of equal ones was written");
-            out.push((n, id));
-        }
-        Ok(out)
+        let tree = tree_object(entries);
+        let tree_id = crate::loose::object_id(ObjectType::Tree, &tree);
+        let sig = Signature::new(&author.name, &author.email, &Time::new(author.time, 0))
+            .map_err(other)?;
+        let commit = commit_object(tree_id, parents, &sig, message);
+        Ok(Staged {
+            id: CommitId(crate::loose::object_id(ObjectType::Commit, &commit)),
+            commit,
+            tree: (tree_id, tree),
+            blobs,
+        })
     }
 
-    /// [`Repo::write_blobs`] of files with distinct contents, as loose objects
-    /// (see [`crate::loose`]); those the repository has already are not written.
-    fn write_unique_blobs<'f>(
-        &self,
-        files: Vec<(&'f str, &'f [u8])>,
-    ) -> Result<Vec<(&'f str, Oid)>, GitError> {
+    /// Writes the objects of `staged`: its blobs first, then its tree, its commit
+    /// last, so that no reader finds the commit before what it names.
+    pub fn write_staged(&self, staged: &Staged<'_>) -> Result<CommitId, GitError> {
+        self.staged_writer(staged)?.write()?;
+        Ok(staged.id)
+    }
+
+    /// What [`Repo::write_staged`] does, ready to run on another thread: the
+    /// objects that this repository lacks, and where they go.
+    pub fn staged_writer<'s>(&self, staged: &'s Staged<'s>) -> Result<StagedWriter<'s>, GitError> {
         let odb = self.repo.odb().map_err(other)?;
-        // The common git folder: a linked worktree's own holds only HEAD and the index.
-        let objects = self.repo.commondir().join("objects");
-        files
-            .into_iter()
-            .map(|(name, bytes)| {
-                let id = crate::loose::blob_id(bytes);
-                if !odb.exists(id) {
-                    crate::loose::write_blob(&objects, id, bytes).map_err(|e| {
-                        GitError::local(format!(
-                            "{}: cannot write the object of {name}: {e}",
-                            objects.display()
-                        ))
-                    })?;
-                }
-                Ok((name, id))
-            })
-            .collect()
+        let mut objects = staged.objects();
+        objects.retain(|&(_, id, _, _)| !odb.exists(id));
+        // Blobs, the tree, the commit: the reverse of the pack's order.
+        objects.reverse();
+        Ok(StagedWriter {
+            // The common git folder: a linked worktree's own holds only HEAD and the index.
+            dir: self.repo.commondir().join("objects"),
+            objects,
+        })
     }
 
     /// Fetches `branch` of `url` into the object database, writing no ref; returns
@@ -714,6 +804,33 @@ impl Repo {
             ),
             RemoteKind::Network => self.push_network(url, branch, new, timeout),
         }
+    }
+
+    /// Whether [`Repo::push_staged`] pushes to `url`: a `git://` remote.
+    pub fn pushes_staged(url: &str) -> bool {
+        crate::wire::parse_url(url).is_some()
+    }
+
+    /// [`Repo::push`] of a commit made in memory on `expected`, its only parent,
+    /// to a `git://` remote: its objects need not be written here yet.
+    pub fn push_staged(
+        &self,
+        url: &str,
+        branch: &str,
+        staged: &Staged<'_>,
+        expected: Option<CommitId>,
+        known: Known<'_>,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
+        crate::wire::push_staged(
+            &self.repo,
+            url,
+            branch,
+            staged,
+            expected.map(|c| c.0),
+            known,
+            network_timeout(timeout),
+        )
     }
 
     /// Over the git protocol the server compares the ref with the old id we send
@@ -1524,6 +1641,79 @@ impl Repo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A commit made in memory is the one libgit2 makes of the same files:
+    /// the same tree (git's order, a folder sorting as if its name ended in
+    /// `/`) and the same commit bytes.
+    #[test]
+    fn a_commit_made_in_memory_is_byte_for_byte_the_one_libgit2_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = Repository::init(dir.path()).unwrap();
+        let blob = |b: &[u8]| raw.blob(b).unwrap();
+        let mut sub = raw.treebuilder(None).unwrap();
+        sub.insert("x", blob(b"in a folder"), FILE_MODE_BLOB)
+            .unwrap();
+        let sub = sub.write().unwrap();
+        let mut root = raw.treebuilder(None).unwrap();
+        root.insert("a", sub, 0o040_000).unwrap();
+        root.insert("a.b", blob(b"old"), FILE_MODE_BLOB).unwrap();
+        root.insert("a-c", blob(b"kept"), FILE_MODE_BLOB).unwrap();
+        root.insert("run.sh", blob(b"#!/bin/sh"), 0o100_755)
+            .unwrap();
+        let tree = raw.find_tree(root.write().unwrap()).unwrap();
+        let sig =
+            Signature::new("Some One", "one@example.org", &Time::new(1_700_000_000, 0)).unwrap();
+        let parent = raw.commit(None, &sig, &sig, "first", &tree, &[]).unwrap();
+
+        let repo = Repo {
+            repo: Repository::open(dir.path()).unwrap(),
+        };
+        let before: Files = [("a-c".to_string(), b"kept".to_vec())].into();
+        let files: Files = [
+            ("a-c".to_string(), b"kept".to_vec()),
+            ("a.b".to_string(), b"new".to_vec()),
+            ("a0".to_string(), b"added".to_vec()),
+            ("run.sh".to_string(), b"#!/bin/sh".to_vec()),
+        ]
+        .into();
+        let author = Author {
+            name: "Some One".into(),
+            email: "one@example.org".into(),
+            time: 1_700_000_100,
+        };
+        let parents = [CommitId(parent)];
+        let staged = repo
+            .stage_commit(&files, &before, &parents, &author, "backup from h: 1 new")
+            .unwrap();
+        let id = repo.write_staged(&staged).unwrap();
+
+        // The same through libgit2's tree builder and commit writer.
+        let mut expected = raw.treebuilder(Some(&tree)).unwrap();
+        for (name, bytes) in &files {
+            if name != "a-c" {
+                expected.insert(name, blob(bytes), FILE_MODE_BLOB).unwrap();
+            }
+        }
+        let expected_tree = raw.find_tree(expected.write().unwrap()).unwrap();
+        let when =
+            Signature::new("Some One", "one@example.org", &Time::new(1_700_000_100, 0)).unwrap();
+        let parent = raw.find_commit(parent).unwrap();
+        let want = raw
+            .commit(
+                None,
+                &when,
+                &when,
+                "backup from h: 1 new",
+                &expected_tree,
+                &[&parent],
+            )
+            .unwrap();
+        assert_eq!(id.0, want);
+        let made = repo.repo.find_commit(id.0).unwrap();
+        assert_eq!(made.tree_id(), expected_tree.id());
+        // The folder and the file left as they were are still there.
+        assert_eq!(made.tree().unwrap().get_name("a").unwrap().id(), sub);
+    }
 
     #[test]
     fn remote_kinds() {

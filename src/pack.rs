@@ -126,24 +126,9 @@ pub fn write_pack(
                 None => whole(&odb, id)?,
             };
             if thin && kind == ObjectType::Blob {
-                if let Some(&base) = bases.get(&path) {
-                    let read;
-                    let base_data = match known.old.and_then(|f| f.get(&path)) {
-                        Some(bytes) => bytes.as_slice(),
-                        None => {
-                            read = odb.read(base)?;
-                            read.data()
-                        }
-                    };
-                    let d = delta(base_data, &item.data);
-                    if d.len() * DELTA_WORTH <= item.data.len() {
-                        item = Item {
-                            kind,
-                            data: Cow::Owned(d),
-                            base: Some(base),
-                        };
-                        deltas += 1;
-                    }
+                if let Some(d) = as_delta(&odb, &item.data, &path, &bases, known)? {
+                    item = d;
+                    deltas += 1;
                 }
             }
             items.push(item);
@@ -151,6 +136,74 @@ pub fn write_pack(
     }
     write_items(&items, out).map_err(PackError::Io)?;
     Ok(deltas)
+}
+
+/// The pack of a commit made in memory on the receiver's tip `old` (its only
+/// parent): the commit, its tree and its changed files, the files as deltas
+/// against those of the same name in `old` with `thin`, as [`write_pack`] sends
+/// them. Returns how many objects went as deltas.
+pub fn write_staged_pack(
+    repo: &Repository,
+    staged: &crate::git::Staged<'_>,
+    old: Option<Oid>,
+    thin: bool,
+    known: Known<'_>,
+    out: &mut impl Write,
+) -> Result<usize, PackError> {
+    let odb = repo.odb()?;
+    let mut bases: HashMap<String, Oid> = HashMap::new();
+    if let Some(old) = old {
+        for entry in repo.find_commit(old)?.tree()?.iter() {
+            if let (Some(ObjectType::Blob), Ok(name)) = (entry.kind(), entry.name()) {
+                bases.insert(name.to_string(), entry.id());
+            }
+        }
+    }
+    let mut items = Vec::new();
+    let mut deltas = 0;
+    for (kind, _, data, name) in staged.objects() {
+        let item = Item {
+            kind,
+            data: Cow::Borrowed(data),
+            base: None,
+        };
+        let delta = match name.filter(|_| thin) {
+            Some(name) => as_delta(&odb, data, name, &bases, known)?,
+            None => None,
+        };
+        deltas += usize::from(delta.is_some());
+        items.push(delta.unwrap_or(item));
+    }
+    write_items(&items, out).map_err(PackError::Io)?;
+    Ok(deltas)
+}
+
+/// `data`, the file at `path`, as a delta against the receiver's file there,
+/// where there is one and the delta is much smaller.
+fn as_delta(
+    odb: &git2::Odb<'_>,
+    data: &[u8],
+    path: &str,
+    bases: &HashMap<String, Oid>,
+    known: Known<'_>,
+) -> Result<Option<Item<'static>>, git2::Error> {
+    let Some(&base) = bases.get(path) else {
+        return Ok(None);
+    };
+    let read;
+    let base_data = match known.old.and_then(|f| f.get(path)) {
+        Some(bytes) => bytes.as_slice(),
+        None => {
+            read = odb.read(base)?;
+            read.data()
+        }
+    };
+    let d = delta(base_data, data);
+    Ok((d.len() * DELTA_WORTH <= data.len()).then_some(Item {
+        kind: ObjectType::Blob,
+        data: Cow::Owned(d),
+        base: Some(base),
+    }))
 }
 
 fn whole(odb: &git2::Odb<'_>, id: Oid) -> Result<Item<'static>, git2::Error> {

@@ -65,6 +65,41 @@ pub fn push(
     known: Known<'_>,
     timeout: Duration,
 ) -> Result<(), GitError> {
+    push_pack(url, branch, new, expected, timeout, |out, thin| {
+        pack::write_pack(repo, new, expected, thin, known, out)
+    })
+}
+
+/// [`push`] of a commit made in memory on `expected`, its only parent: its
+/// objects need not be in the repository yet.
+pub fn push_staged(
+    repo: &Repository,
+    url: &str,
+    branch: &str,
+    staged: &crate::git::Staged<'_>,
+    expected: Option<Oid>,
+    known: Known<'_>,
+    timeout: Duration,
+) -> Result<(), GitError> {
+    push_pack(
+        url,
+        branch,
+        staged.id.oid(),
+        expected,
+        timeout,
+        |out, thin| pack::write_staged_pack(repo, staged, expected, thin, known, out),
+    )
+}
+
+/// The exchange of a push, with `pack` writing the pack (thin or not).
+fn push_pack(
+    url: &str,
+    branch: &str,
+    new: Oid,
+    expected: Option<Oid>,
+    timeout: Duration,
+    pack: impl FnOnce(&mut BufWriter<TcpStream>, bool) -> Result<usize, PackError>,
+) -> Result<(), GitError> {
     let began = std::time::Instant::now();
     let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
     let Session {
@@ -101,11 +136,10 @@ pub fn push(
     write_pkt(&mut writer, command.as_bytes()).map_err(net)?;
     writer.write_all(b"0000").map_err(net)?;
     let thin = THIN.load(Ordering::Relaxed) && !caps.iter().any(|c| c == "no-thin");
-    let deltas =
-        pack::write_pack(repo, new, expected, thin, known, &mut writer).map_err(|e| match e {
-            PackError::Io(e) => GitError::Transient(format!("{url}: sending the pack: {e}")),
-            PackError::Git(e) => GitError::Other(format!("cannot pack the push: {}", e.message())),
-        })?;
+    let deltas = pack(&mut writer, thin).map_err(|e| match e {
+        PackError::Io(e) => GitError::Transient(format!("{url}: sending the pack: {e}")),
+        PackError::Git(e) => GitError::Other(format!("cannot pack the push: {}", e.message())),
+    })?;
     writer.flush().map_err(net)?;
     tracing::debug!(
         "{url}: pack sent at {:?}, {deltas} object(s) as deltas",

@@ -17,7 +17,7 @@ use crate::crdt;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::files::{self, UNIFIED_FILE};
-use crate::git::{self, Author, CommitId, Files, GitError, Repo};
+use crate::git::{self, Author, CommitId, Files, GitError, Repo, Staged};
 use crate::memory::Located;
 use crate::pack::Known;
 use crate::report::Report;
@@ -208,10 +208,21 @@ impl Run<'_> {
             }
             let p = self.prepare(local, remote_tip, &mut noticed, report)?;
             tracing::debug!("merged at {:?}", self.started.elapsed());
-            let target = match (p.unchanged, p.parents.first()) {
-                (true, Some(&base)) => base,
-                _ => self.commit(&p)?,
+            let staged = match (p.unchanged, p.parents.first()) {
+                (true, Some(_)) => None,
+                _ => Some(self.stage(&p)?),
             };
+            let target = staged.as_ref().map_or_else(|| p.parents[0], |s| s.id);
+            // A commit on the remote tip alone, for a `git://` remote, is written
+            // here while the push sends it; any other before anything else.
+            let deferred = staged.as_ref().filter(|_| {
+                url.as_deref().is_some_and(Repo::pushes_staged)
+                    && remote_tip.is_some()
+                    && p.parents == [remote_tip.expect("checked")]
+            });
+            if let (Some(s), None) = (&staged, deferred) {
+                self.repo.write_staged(s).map_err(|e| self.write_error(e))?;
+            }
             tracing::debug!("committed at {:?}", self.started.elapsed());
             let Some(url) = &url else {
                 if local == Some(target) {
@@ -251,7 +262,18 @@ impl Run<'_> {
                 return Ok(());
             }
             attempts += 1;
-            let pushed = self.push_and_prewrite(url, target, remote_tip, &p, retry.remaining());
+            let (pushed, written) =
+                self.push_and_prewrite(url, target, remote_tip, &p, deferred, retry.remaining());
+            if let Err(e) = written {
+                // The local branch cannot show a commit that is not here.
+                if pushed.is_ok() {
+                    report.warn(format!(
+                        "pushed {} to {shown}, but could not keep it here",
+                        target.short()
+                    ));
+                }
+                return Err(self.write_error(e));
+            }
             match pushed {
                 Ok(()) => {
                     tracing::info!(
@@ -304,35 +326,61 @@ impl Run<'_> {
     /// Pushes `target` and, while the server takes it, writes its files into
     /// the working tree: the files a landed push shows there (what a run shows
     /// on the way does not matter; [`Run::sync_worktree`] has the last word).
+    /// A `deferred` commit is pushed from memory while its objects are written
+    /// here, before those files. The push's result, and the writing's.
     fn push_and_prewrite(
         &self,
         url: &str,
         target: CommitId,
         remote_tip: Option<CommitId>,
         p: &Prepared,
+        deferred: Option<&Staged<'_>>,
         timeout: Duration,
-    ) -> std::result::Result<(), GitError> {
+    ) -> (
+        std::result::Result<(), GitError>,
+        std::result::Result<(), GitError>,
+    ) {
         let known = Known {
             new: Some(&p.files),
             old: remote_tip.map(|_| &p.base_files),
         };
-        let Some(dir) = self.repo.workdir().map(Path::to_path_buf) else {
-            return self
+        let push = || match deferred {
+            Some(staged) => {
+                self.repo
+                    .push_staged(url, &self.branch, staged, remote_tip, known, timeout)
+            }
+            None => self
                 .repo
-                .push(url, &self.branch, target, remote_tip, known, timeout);
+                .push(url, &self.branch, target, remote_tip, known, timeout),
+        };
+        let dir = self.repo.workdir().map(Path::to_path_buf);
+        if dir.is_none() && deferred.is_none() {
+            return (push(), Ok(()));
+        }
+        let writer = match deferred.map(|s| self.repo.staged_writer(s)).transpose() {
+            Ok(w) => w,
+            Err(e) => return (Ok(()), Err(e)),
         };
         std::thread::scope(|s| {
             let files = &p.files;
-            let writing = s.spawn(move || git::write_files(&dir, files));
-            let pushed = self
-                .repo
-                .push(url, &self.branch, target, remote_tip, known, timeout);
-            match writing.join() {
-                Ok(Err(e)) => tracing::debug!("the working tree was not written ahead: {e}"),
-                Err(_) => tracing::debug!("the working tree was not written ahead"),
-                Ok(Ok(())) => {}
-            }
-            pushed
+            let writing = s.spawn(move || {
+                if let Some(writer) = writer {
+                    writer.write()?;
+                }
+                if let Some(dir) = dir {
+                    if let Err(e) = git::write_files(&dir, files) {
+                        tracing::debug!("the working tree was not written ahead: {e}");
+                    }
+                }
+                Ok(())
+            });
+            let pushed = push();
+            let written = writing.join().unwrap_or_else(|_| {
+                Err(GitError::Other(
+                    "the thread writing the commit panicked".to_string(),
+                ))
+            });
+            (pushed, written)
         })
     }
 
@@ -576,31 +624,42 @@ impl Run<'_> {
         Ok(Vec::new())
     }
 
-    fn commit(&self, p: &Prepared) -> Result<CommitId> {
+    /// The commit of `p`, made in memory ([`Repo::stage_commit`]).
+    fn stage<'p>(&self, p: &'p Prepared) -> Result<Staged<'p>> {
         let message = format!(
             "backup from {}: {} new, {} changed; unified {} entries",
             self.host, p.new, p.changed, p.unified
         );
-        // Writing objects fails for want of room or rights, never for the remote:
-        // a write failure, and what is in the repository already is untouched.
         self.repo
             // The base files are those of the first parent (none without one).
-            .write_commit(
+            .stage_commit(
                 &p.files,
                 &p.base_files,
                 &p.parents,
                 &self.author(),
                 &message,
             )
-            .map_err(|e| {
-                let cause = match e.to_string() {
-                    m if m.trim_end().ends_with("no error") => {
-                        "cannot write the commit's objects (is the disk full?)".to_string()
-                    }
-                    m => format!("cannot write the commit's objects: {m}"),
-                };
-                Error::write(&self.cx.repo, std::io::Error::other(cause))
-            })
+            .map_err(|e| self.write_error(e))
+    }
+
+    /// The commit of `p`, written here.
+    fn commit(&self, p: &Prepared) -> Result<CommitId> {
+        let staged = self.stage(p)?;
+        self.repo
+            .write_staged(&staged)
+            .map_err(|e| self.write_error(e))
+    }
+
+    /// Writing objects fails for want of room or rights, never for the remote:
+    /// a write failure, and what is in the repository already is untouched.
+    fn write_error(&self, e: GitError) -> Error {
+        let cause = match e.to_string() {
+            m if m.trim_end().ends_with("no error") => {
+                "cannot write the commit's objects (is the disk full?)".to_string()
+            }
+            m => format!("cannot write the commit's objects: {m}"),
+        };
+        Error::write(&self.cx.repo, std::io::Error::other(cause))
     }
 
     /// git's `user.name` and `user.email` where set, else one made of the host.

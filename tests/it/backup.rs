@@ -774,6 +774,46 @@ fn a_full_disk_while_committing_is_exit_74_and_the_repository_stays_usable() {
     );
 }
 
+/// Over `git://` a commit is pushed while it is written here: on a disk that
+/// cannot hold it, the push may land while this repository cannot keep it. The
+/// run says both, exits 74, and leaves the repository as it was.
+#[test]
+fn a_full_disk_while_a_git_protocol_push_lands_is_exit_74_and_the_local_branch_stays() {
+    let env = Env::new();
+    let Some(_disk) = crate::common::SmallDisk::mount(&env.path("small"), "400k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let (_daemon, bare, url) = env.served();
+    let repo = "small/repo";
+    let small = env.memory("s.json", r#"[{"id":"a","c":"x"}]"#);
+    assert_code(&env.run(repo, "h", &["init", "--remote", &url]), 0);
+    assert_code(&env.run(repo, "h", &["backup", "--memory", &small]), 0);
+    let tip = |args: &[&str]| stdout(&env.git(args)).trim().to_string();
+    let local_before = tip(&["-C", env.path(repo).to_str().unwrap(), "rev-parse", "main"]);
+    // Random text does not compress: about 900 KB of objects.
+    let big = incompressible_memory(&env, "b.json");
+    let out = env.run(repo, "h", &["backup", "--memory", &big]);
+    assert_code(&out, 74);
+    let remote = tip(&["--git-dir", bare.to_str().unwrap(), "rev-parse", "main"]);
+    let local = tip(&["-C", env.path(repo).to_str().unwrap(), "rev-parse", "main"]);
+    assert_eq!(
+        local, local_before,
+        "the local branch moved to a commit it cannot hold"
+    );
+    // The push landed: the backup is safe on the remote, and the run says so.
+    assert_ne!(remote, local_before, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not keep it here"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.show(&bare, "memory-h.json").contains("n0"));
+    assert!(stderr(&out).contains("write failed"), "{}", stderr(&out));
+    fsck(&env, &env.path(repo).join(".git"));
+    fsck(&env, &bare);
+}
+
 #[test]
 fn an_edit_from_a_host_whose_clock_is_behind_still_wins() {
     let env = Env::new();
