@@ -690,7 +690,8 @@ impl Repo {
         }
         if crate::wire::parse_url(url).is_some() {
             let haves = self.haves(branch);
-            return crate::wire::fetch(&self.repo, url, branch, &haves, timeout, proceed)
+            let limit = network_timeout(timeout);
+            return crate::wire::fetch(&self.repo, url, branch, &haves, limit, proceed)
                 .map(|tip| tip.map(CommitId));
         }
         set_timeouts(timeout);

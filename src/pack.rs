@@ -250,7 +250,7 @@ fn write_items(items: &[Item<'_>], out: &mut impl Write) -> io::Result<()> {
 
 /// An object's type and size: 3 bits of type and 4 of size in the first byte,
 /// 7 more bits of size in each next one.
-fn object_header(kind: u8, size: usize) -> Vec<u8> {
+pub(crate) fn object_header(kind: u8, size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(10);
     let mut byte = (kind << 4) | (size & 0x0f) as u8;
     let mut rest = size >> 4;

@@ -232,7 +232,9 @@ fn read_entry(body: &[u8], at: usize) -> Result<(Raw, usize), String> {
 /// that stream took.
 fn inflate(input: &[u8], size: usize) -> Result<(Vec<u8>, usize), String> {
     let mut z = Decompress::new(true);
-    let mut out = Vec::with_capacity(size);
+    // The size is the server's word: room for what this input can inflate to at
+    // most (deflate's limit is about 1032 to 1), never more.
+    let mut out = Vec::with_capacity(size.min(input.len().saturating_mul(1032)));
     loop {
         let consumed = usize::try_from(z.total_in()).map_err(|e| e.to_string())?;
         // Room for one byte more than promised, to notice a stream that runs over.
@@ -295,7 +297,9 @@ pub fn apply(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, String> {
         ));
     }
     let size = delta_size(delta, &mut pos)?;
-    let mut out = Vec::with_capacity(size);
+    // Room for about the base's size: the stated size is the sender's word, and
+    // the checks below hold the delta to it.
+    let mut out = Vec::with_capacity(size.min(base.len().saturating_add(delta.len())));
     while pos < delta.len() {
         let op = delta[pos];
         pos += 1;
@@ -560,6 +564,33 @@ mod tests {
             missing.contains("neither in the pack nor here"),
             "{missing}"
         );
+    }
+
+    /// A pack of one blob whose header states `size`, its data `data`.
+    fn one_blob_pack(size: u64, data: &[u8]) -> Vec<u8> {
+        let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
+        pack.extend(crate::pack::object_header(3, size as usize));
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut z, data).unwrap();
+        pack.extend(z.finish().unwrap());
+        let sum = Sha1::digest(&pack);
+        pack.extend_from_slice(&sum);
+        pack
+    }
+
+    #[test]
+    fn sizes_that_the_data_does_not_have_are_refused_without_reserving_them() {
+        let ok = read_pack(&one_blob_pack(5, b"hello"), |_| None).unwrap();
+        assert_eq!(ok[0].data, b"hello");
+        assert_eq!(ok[0].id, crate::loose::blob_id(b"hello"));
+        // 32 TiB promised: an error, not an allocation that aborts the process.
+        let e = read_pack(&one_blob_pack(1 << 45, b"hello"), |_| None).unwrap_err();
+        assert!(e.contains("not its size"), "{e}");
+        let e = read_pack(&one_blob_pack(3, b"hello"), |_| None).unwrap_err();
+        assert!(e.contains("more than its size"), "{e}");
+        // A delta promising a huge result.
+        let e = apply(b"base", &[4, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, b'x']).unwrap_err();
+        assert!(e.contains("not its stated"), "{e}");
     }
 
     #[test]

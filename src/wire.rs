@@ -368,12 +368,12 @@ impl<'o> PackSink<'o> {
                     && crate::unpack::object_count(buf).is_some_and(|n| n > LOOSE_MAX_OBJECTS);
                 if many || buf.len() > LOOSE_MAX_BYTES {
                     let mut writer = odb.packwriter().map_err(git)?;
-                    writer.write_all(buf).map_err(io_local)?;
+                    writer.write_all(buf).map_err(|_| pack_writer_error())?;
                     *self = PackSink::Writer(writer);
                 }
                 Ok(())
             }
-            PackSink::Writer(w) => w.write_all(data).map_err(io_local),
+            PackSink::Writer(w) => w.write_all(data).map_err(|_| pack_writer_error()),
         }
     }
 
@@ -388,7 +388,7 @@ impl<'o> PackSink<'o> {
                     Stored::Write(e) => e,
                 })
             }
-            PackSink::Writer(mut w) => w.commit().map(drop).map_err(git),
+            PackSink::Writer(mut w) => w.commit().map(drop).map_err(|e| stored_pack_error(&e)),
         }
     }
 }
@@ -423,8 +423,19 @@ fn git(e: git2::Error) -> GitError {
     GitError::local(e.message().to_string())
 }
 
-fn io_local(e: io::Error) -> GitError {
-    GitError::local(format!("cannot store the fetched pack: {e}"))
+/// libgit2's own account of why its pack writer failed: git2's `Write` for it
+/// says only "Write error".
+fn pack_writer_error() -> GitError {
+    stored_pack_error(&git2::Error::last_error(-1))
+}
+
+/// A full disk is this machine's to mend ([`GitError::LocalWrite`]); anything
+/// else (a pack that does not index) is worth fetching again.
+fn stored_pack_error(e: &git2::Error) -> GitError {
+    match GitError::local(format!("cannot store the fetched pack: {}", e.message())) {
+        GitError::Other(m) => GitError::Transient(m),
+        no_room => no_room,
+    }
 }
 
 fn connect(address: &Address, timeout: Duration) -> io::Result<TcpStream> {

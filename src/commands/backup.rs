@@ -359,7 +359,10 @@ impl Run<'_> {
         }
         let writer = match deferred.map(|s| self.repo.staged_writer(s)).transpose() {
             Ok(w) => w,
-            Err(e) => return (Ok(()), Err(e)),
+            Err(e) => {
+                let not = GitError::Other(format!("not pushed: {e}"));
+                return (Err(not), Err(e));
+            }
         };
         std::thread::scope(|s| {
             let files = &p.files;

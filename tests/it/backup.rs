@@ -750,6 +750,38 @@ fn a_full_disk_while_fetching_is_exit_74_at_once_not_a_retry() {
     assert!(!log.status.success(), "a commit was made: {}", stdout(&log));
 }
 
+/// Many commits to fetch go into a pack that libgit2 writes: a full disk there
+/// is 74 as well, with the system's reason.
+#[test]
+fn a_full_disk_while_fetching_many_commits_is_exit_74_too() {
+    let env = Env::new();
+    let (_daemon, _bare, url) = env.served();
+    let small = env.memory("s.json", r#"[{"id":"a","c":"x"}]"#);
+    assert_code(&env.run("other", "o", &["init", "--remote", &url]), 0);
+    // Ten commits, more objects than a fetch keeps loose, the last large.
+    for i in 0..9 {
+        let m = env.memory("o.json", &format!(r#"[{{"id":"o","c":"{i}"}}]"#));
+        assert_code(&env.run("other", "o", &["backup", "--memory", &m]), 0);
+    }
+    let big = incompressible_memory(&env, "b.json");
+    assert_code(&env.run("other", "o", &["backup", "--memory", &big]), 0);
+    let Some(_disk) = crate::common::SmallDisk::mount(&env.path("small"), "400k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let repo = "small/repo";
+    assert_code(&env.run(repo, "h", &["init"]), 0);
+    let out = env.git_in(&env.path(repo), &["remote", "add", "origin", &url]);
+    assert!(out.is_empty());
+    let out = env.run(
+        repo,
+        "h",
+        &["backup", "--memory", &small, "--max-elapsed", "60"],
+    );
+    assert_code(&out, 74);
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_full_disk_while_committing_is_exit_74_and_the_repository_stays_usable() {
     let env = Env::new();
@@ -1333,4 +1365,59 @@ fn a_git_protocol_fetch_stores_a_few_commits_loose_and_many_as_a_pack() {
         70
     );
     assert_eq!(local, env.show(&bare, "unified-memory.json"));
+}
+
+/// A server that takes a connection and then says nothing holds a fetch only
+/// for the network timeout (30 s), not for all of `--max-elapsed`: the retry,
+/// on a new connection, gets through.
+#[test]
+fn a_fetch_stalled_on_one_connection_is_retried_after_the_network_timeout() {
+    use std::net::{TcpListener, TcpStream};
+    let env = Env::new();
+    let (daemon, _bare, url) = env.served();
+    let target = url
+        .trim_start_matches("git://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { continue };
+            if n == 0 {
+                // The first connection: taken, never answered.
+                held.push(client);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(&target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    let m = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["init"]), 0);
+    let proxied = format!("git://127.0.0.1:{port}/remote.git");
+    let out = env.git_in(&env.path("r"), &["remote", "add", "origin", &proxied]);
+    assert!(out.is_empty());
+    let started = Instant::now();
+    let out = env.run("r", "h", &["backup", "--memory", &m, "--max-elapsed", "50"]);
+    assert_code(&out, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(daemon);
 }
