@@ -881,8 +881,9 @@ impl Repo {
     ) -> Result<(), GitError> {
         check_local_remote(path)?;
         let remote = Repository::open(path).map_err(|e| classify_open(&e, path))?;
-        let odb = remote.odb().map_err(other)?;
-        let mut writer = odb.packwriter().map_err(other)?;
+        let gone = |e: git2::Error| remote_write_error(path, &e);
+        let odb = remote.odb().map_err(gone)?;
+        let mut writer = odb.packwriter().map_err(gone)?;
         // Whole objects: the receiving side would store a delta's base again.
         let old = expected.map(|c| c.0);
         crate::pack::write_pack(&self.repo, new.0, old, false, known, &mut writer).map_err(
@@ -893,7 +894,7 @@ impl Repo {
                 }
             },
         )?;
-        writer.commit().map_err(other)?;
+        writer.commit().map_err(gone)?;
         let expect = match expected {
             Some(old) => Expect::Is(old.0),
             None => Expect::Absent,
@@ -1207,6 +1208,21 @@ fn remove_stale_temporaries(dir: &Path, prefix: &str) {
 
 /// A local remote that is not there is unreachable (an unmounted disk): worth a
 /// retry. One that is there but is not a repository is a configuration error.
+/// A failure to write into a local remote's object database: when the remote
+/// is no longer there (moved or unmounted while the push ran), it is out of
+/// reach, as a server that went down is, and worth another try.
+fn remote_write_error(path: &Path, e: &git2::Error) -> GitError {
+    if path.exists() {
+        GitError::local(e.message().to_string())
+    } else {
+        GitError::Transient(format!(
+            "{}: the remote went away during the push: {}",
+            path.display(),
+            e.message()
+        ))
+    }
+}
+
 fn check_local_remote(path: &Path) -> Result<(), GitError> {
     if !path.exists() {
         return Err(GitError::Transient(format!(
@@ -1714,6 +1730,17 @@ mod tests {
         assert_eq!(made.tree_id(), expected_tree.id());
         // The folder and the file left as they were are still there.
         assert_eq!(made.tree().unwrap().get_name("a").unwrap().id(), sub);
+    }
+
+    #[test]
+    fn a_local_remote_that_went_away_during_a_push_is_worth_another_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = git2::Error::from_str("failed to create locked file 'objects/pack/x.lock'");
+        let here = remote_write_error(dir.path(), &e);
+        assert!(!here.is_retryable(), "{here:?}");
+        let gone = remote_write_error(&dir.path().join("moved-away.git"), &e);
+        assert!(matches!(gone, GitError::Transient(_)), "{gone:?}");
+        assert!(gone.to_string().contains("went away"), "{gone}");
     }
 
     #[test]
