@@ -204,7 +204,7 @@ impl GitError {
     }
 }
 
-fn other(e: git2::Error) -> GitError {
+pub(crate) fn other(e: git2::Error) -> GitError {
     GitError::local(e.message().to_string())
 }
 
@@ -761,9 +761,8 @@ impl Repo {
             return tips;
         };
         for &t in &tips {
-            if walk.push(t).is_err() {
-                continue;
-            }
+            // A tip that cannot be walked is still named below.
+            let _ = walk.push(t);
         }
         for id in walk.take(HAVES).flatten() {
             out.push(id);

@@ -309,7 +309,7 @@ pub fn fetch(
             None => GitError::Transient(format!("{url}: not an answer to a fetch: {text:?}")),
         }));
     }
-    let odb = repo.odb().map_err(|e| Some(git(e)))?;
+    let odb = repo.odb().map_err(|e| Some(crate::git::other(e)))?;
     let mut sink = PackSink::Memory(repo, &odb, Vec::new());
     match band {
         Some(_) => {
@@ -367,7 +367,7 @@ impl<'o> PackSink<'o> {
                     && buf.len() >= header
                     && crate::unpack::object_count(buf).is_some_and(|n| n > LOOSE_MAX_OBJECTS);
                 if many || buf.len() > LOOSE_MAX_BYTES {
-                    let mut writer = odb.packwriter().map_err(git)?;
+                    let mut writer = odb.packwriter().map_err(crate::git::other)?;
                     writer.write_all(buf).map_err(|_| pack_writer_error())?;
                     *self = PackSink::Writer(writer);
                 }
@@ -417,10 +417,6 @@ fn store_loose(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<()
         })?;
     }
     Ok(())
-}
-
-fn git(e: git2::Error) -> GitError {
-    GitError::local(e.message().to_string())
 }
 
 /// libgit2's own account of why its pack writer failed: git2's `Write` for it

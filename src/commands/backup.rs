@@ -217,8 +217,7 @@ impl Run<'_> {
             // here while the push sends it; any other before anything else.
             let deferred = staged.as_ref().filter(|_| {
                 url.as_deref().is_some_and(Repo::pushes_staged)
-                    && remote_tip.is_some()
-                    && p.parents == [remote_tip.expect("checked")]
+                    && remote_tip.is_some_and(|t| p.parents == [t])
             });
             if let (Some(s), None) = (&staged, deferred) {
                 self.repo.write_staged(s).map_err(|e| self.write_error(e))?;
