@@ -157,6 +157,11 @@ pub enum GitError {
     Untrusted(String),
     /// Another host moved the remote branch first: fetch and redo.
     Rejected(String),
+    /// The server refused the push for a reason of its own, not another push:
+    /// it could not take the branch's lock, or a hook declined. Retried, as a
+    /// lock may be held for an instant by a push that is running, but a run
+    /// stops when every push it tries ends this way for [`REFUSED_PATIENCE`].
+    Refused(String),
     /// The network, a timeout, an unreachable path: back off and retry.
     Transient(String),
     /// Writing into this machine's repository failed for want of room or rights
@@ -173,6 +178,7 @@ impl fmt::Display for GitError {
             | GitError::NotFound(m)
             | GitError::Untrusted(m)
             | GitError::Rejected(m)
+            | GitError::Refused(m)
             | GitError::Transient(m)
             | GitError::LocalWrite(m)
             | GitError::Other(m) => f.write_str(m),
@@ -182,8 +188,55 @@ impl fmt::Display for GitError {
 
 impl GitError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, GitError::Rejected(_) | GitError::Transient(_))
+        matches!(
+            self,
+            GitError::Rejected(_) | GitError::Refused(_) | GitError::Transient(_)
+        )
     }
+}
+
+/// How long a run goes on pushing when the server refuses every push for a
+/// reason of its own ([`GitError::Refused`]). A branch lock held by a running
+/// push lasts milliseconds; one left by a git process killed on the server
+/// stays until someone removes it.
+pub const REFUSED_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Sorts the server's refusal of `refname`, `why` in its report, with what it
+/// printed on the way (`said`, its side-band messages).
+pub(crate) fn refusal(refname: &str, why: &str, said: &str) -> GitError {
+    if let Some(lock) = lock_in(said) {
+        return GitError::Refused(format!(
+            "the server cannot lock {refname}: {lock} exists; a git process killed on the server \
+             leaves it behind: if no push is running there, remove that file"
+        ));
+    }
+    if why.contains("hook declined") {
+        let said = said
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!(" (the server said: {said})")
+        };
+        return GitError::Refused(format!(
+            "the server declined the push of {refname}: {why}{said}"
+        ));
+    }
+    GitError::Rejected(format!("the remote refused the push: {refname}: {why}"))
+}
+
+/// The lock file that git on the server says it could not create, in its
+/// "Unable to create '<path>': File exists." message.
+fn lock_in(said: &str) -> Option<String> {
+    const BEFORE: &str = "Unable to create '";
+    const AFTER: &str = "': File exists";
+    let start = said.find(BEFORE)? + BEFORE.len();
+    let len = said[start..].find(AFTER)?;
+    Some(said[start..start + len].replace("/./", "/"))
 }
 
 impl GitError {
@@ -845,12 +898,18 @@ impl Repo {
         set_timeouts(timeout);
         let mut remote = self.repo.remote_anonymous(url).map_err(other)?;
         let seen = SharedSeen::default();
-        let refused: Rc<RefCell<Option<String>>> = Rc::default();
-        let refused_cb = refused.clone();
+        let refused: Rc<RefCell<Option<GitError>>> = Rc::default();
+        let said: Rc<RefCell<Vec<u8>>> = Rc::default();
+        let (refused_cb, said_cb) = (refused.clone(), said.clone());
         let mut callbacks = remote_callbacks(url, self.credential_config(), &seen);
+        callbacks.sideband_progress(move |text| {
+            said_cb.borrow_mut().extend_from_slice(text);
+            true
+        });
         callbacks.push_update_reference(move |refname, status| {
-            if let Some(s) = status {
-                *refused_cb.borrow_mut() = Some(format!("{refname}: {s}"));
+            if let Some(why) = status {
+                let said = String::from_utf8_lossy(&said.borrow()).into_owned();
+                *refused_cb.borrow_mut() = Some(refusal(refname, why, &said));
             }
             Ok(())
         });
@@ -860,10 +919,8 @@ impl Repo {
         remote
             .push(&[spec], Some(&mut opts))
             .map_err(|e| explain(classify(&e), url, &seen))?;
-        if let Some(why) = refused.borrow_mut().take() {
-            return Err(GitError::Rejected(format!(
-                "the remote refused the push: {why}"
-            )));
+        if let Some(e) = refused.borrow_mut().take() {
+            return Err(e);
         }
         Ok(())
     }
@@ -1657,6 +1714,33 @@ impl Repo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server's refusal is another push's doing only when git says the
+    /// branch moved; a lock it cannot take, or a hook, is the server's own.
+    #[test]
+    fn a_refusal_is_sorted_by_what_the_server_said() {
+        let lock = "error: cannot lock ref 'refs/heads/main': Unable to create \
+                    '/srv/r.git/./refs/heads/main.lock': File exists.\n\nAnother git process";
+        let e = refusal("refs/heads/main", "failed to update ref", lock);
+        assert!(matches!(e, GitError::Refused(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("/srv/r.git/refs/heads/main.lock exists"),
+            "{e}"
+        );
+
+        let moved = "error: cannot lock ref 'refs/heads/main': is at 1111 but expected 2222";
+        let e = refusal("refs/heads/main", "failed to update ref", moved);
+        assert!(matches!(e, GitError::Rejected(_)), "{e:?}");
+        let e = refusal("refs/heads/main", "failed to update ref", "");
+        assert!(matches!(e, GitError::Rejected(_)), "{e:?}");
+
+        let hook = "hook: no pushes on Fridays\n";
+        let e = refusal("refs/heads/main", "pre-receive hook declined", hook);
+        assert!(matches!(e, GitError::Refused(_)), "{e:?}");
+        assert!(e.to_string().contains("no pushes on Fridays"), "{e}");
+        assert!(e.is_retryable());
+    }
 
     /// A commit made in memory is the one libgit2 makes of the same files:
     /// the same tree (git's order, a folder sorting as if its name ended in

@@ -146,10 +146,10 @@ fn push_pack(
         began.elapsed()
     );
 
-    let report = if side_band {
+    let (report, said) = if side_band {
         demultiplex(&mut reader, url)?
     } else {
-        read_until_flush(&mut reader).map_err(net)?
+        (read_until_flush(&mut reader).map_err(net)?, Vec::new())
     };
     let mut lines = report.iter().map(|l| String::from_utf8_lossy(l));
     match lines.next().as_deref().map(str::trim_end) {
@@ -170,9 +170,11 @@ fn push_pack(
             return Ok(());
         }
         if let Some(why) = line.strip_prefix(&format!("ng {refname} ")) {
-            return Err(GitError::Rejected(format!(
-                "the remote refused the push: {refname}: {why}"
-            )));
+            return Err(crate::git::refusal(
+                &refname,
+                why,
+                &String::from_utf8_lossy(&said),
+            ));
         }
     }
     Err(GitError::Transient(format!(
@@ -522,18 +524,20 @@ fn read_advertisement(
 /// an error from the server.
 /// Returns as soon as the report inside is whole: the server sends the outer flush
 /// only after its hooks have run, and the push has landed by then.
-fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<Vec<Vec<u8>>, GitError> {
+fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<(Vec<Vec<u8>>, Vec<u8>), GitError> {
     let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
     let mut data = Vec::new();
+    let mut said = Vec::new();
     while let Some(pkt) = read_pkt(r).map_err(net)? {
         match pkt.split_first() {
             Some((1, rest)) => {
                 data.extend_from_slice(rest);
                 if let Some(report) = whole_report(&data) {
-                    return Ok(report);
+                    return Ok((report, said));
                 }
             }
-            Some((2, _)) => {}
+            // What the server prints: kept, bounded, for a refusal to quote.
+            Some((2, msg)) if said.len() < SAID_MAX => said.extend_from_slice(msg),
             Some((3, msg)) => {
                 return Err(GitError::Transient(format!(
                     "{url}: {}",
@@ -544,8 +548,12 @@ fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<Vec<Vec<u8>>, GitError
         }
     }
     whole_report(&data)
+        .map(|report| (report, said))
         .ok_or_else(|| GitError::Transient(format!("{url}: the server's report ended early")))
 }
+
+/// The most of the server's messages that a push keeps.
+const SAID_MAX: usize = 64 << 10;
 
 /// The pkt-lines of `data` up to a flush, if the flush is there.
 fn whole_report(data: &[u8]) -> Option<Vec<Vec<u8>>> {
@@ -676,7 +684,7 @@ mod tests {
     }
 
     #[test]
-    fn side_band_data_is_joined_and_progress_dropped() {
+    fn side_band_data_is_joined_and_messages_kept_apart() {
         let mut inner = Vec::new();
         write_pkt(&mut inner, b"unpack ok\n").unwrap();
         write_pkt(&mut inner, b"ok refs/heads/main\n").unwrap();
@@ -687,17 +695,18 @@ mod tests {
         write_pkt(&mut buf, &[&[1u8][..], a].concat()).unwrap();
         write_pkt(&mut buf, &[&[1u8][..], b].concat()).unwrap();
         buf.extend_from_slice(b"0000");
-        let lines = demultiplex(&mut buf.as_slice(), "git://h/r").unwrap();
+        let (lines, said) = demultiplex(&mut buf.as_slice(), "git://h/r").unwrap();
         assert_eq!(
             lines,
             vec![b"unpack ok\n".to_vec(), b"ok refs/heads/main\n".to_vec()]
         );
+        assert_eq!(said, b"Resolving deltas\r");
 
         // The report is whole before the server's last flush, which comes only
         // after its hooks: it is taken without waiting.
         let mut early = Vec::new();
         write_pkt(&mut early, &[&[1u8][..], &inner].concat()).unwrap();
-        let lines = demultiplex(&mut early.as_slice(), "git://h/r").unwrap();
+        let (lines, _) = demultiplex(&mut early.as_slice(), "git://h/r").unwrap();
         assert_eq!(lines.len(), 2);
 
         let mut fatal = Vec::new();

@@ -176,6 +176,8 @@ impl Run<'_> {
         let mut attempts: u32 = 0;
         let mut noticed = false;
         let mut seen_tip = self.repo.noted_remote_tip(&self.branch);
+        // Since when every push has been refused by the server itself.
+        let mut refused_since: Option<Instant> = None;
         let result: std::result::Result<(), (Prepared, CommitId, GitError)> = loop {
             let local = self.local_tip()?;
             let fetched = |url: &str| match self.early.take() {
@@ -294,7 +296,14 @@ impl Run<'_> {
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::info!("push attempt {attempts} to {shown}: {e}");
-                    if retry.wait() {
+                    refused_since = match e {
+                        GitError::Refused(_) => refused_since.or_else(|| Some(Instant::now())),
+                        _ => None,
+                    };
+                    // Retrying cannot help a server that refuses every push for
+                    // git::REFUSED_PATIENCE: the next run tries again.
+                    let patient = refused_since.is_none_or(|t| t.elapsed() < git::REFUSED_PATIENCE);
+                    if patient && retry.wait() {
                         continue;
                     }
                     let commit = self.keep_local(&p, local, report)?;
@@ -828,7 +837,7 @@ pub fn git_error(e: GitError, remote: &str) -> Error {
         },
         GitError::NotFound(m) => Error::Config(format!("{remote}: repository not found: {m}")),
         GitError::Untrusted(m) => Error::Config(format!("{remote}: {m}")),
-        GitError::Rejected(m) | GitError::Transient(m) => Error::NotPushed {
+        GitError::Rejected(m) | GitError::Refused(m) | GitError::Transient(m) => Error::NotPushed {
             remote: remote.to_string(),
             cause: m,
         },

@@ -158,6 +158,37 @@ fn an_unchanged_memory_makes_no_commit_and_an_edit_is_a_one_line_change() {
 }
 
 #[test]
+fn a_branch_lock_left_on_a_git_daemon_is_named_and_the_run_stops_with_75() {
+    let env = Env::new();
+    let (_daemon, bare, url) = env.served();
+    assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+    a_stale_branch_lock_stops_the_run(&env, &bare, &|args| env.run("r", "h", args));
+}
+
+#[test]
+fn a_server_hook_that_declines_every_push_is_quoted_and_the_run_stops_with_75() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let (_daemon, bare, url) = env.served();
+    assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'backups are frozen until Monday' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    let says = [
+        "pre-receive hook declined",
+        "backups are frozen until Monday",
+    ];
+    backup_refused(&memory, &says, &|args| env.run("r", "h", args));
+    let local = env.git_in(&env.path("r"), &["show", "main:unified-memory.json"]);
+    assert_eq!(unique_ids(&local).len(), 1);
+}
+
+#[test]
 fn an_unreachable_git_daemon_keeps_the_commit_and_the_next_run_pushes_it() {
     let env = Env::new();
     let srv = env.path("srv");

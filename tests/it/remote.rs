@@ -239,6 +239,20 @@ fn http_backup_with_the_password_from_the_store_helper() {
 }
 
 #[test]
+fn a_branch_lock_left_on_an_http_server_is_named_and_the_run_stops_with_75() {
+    let env = Env::new();
+    let (server, bare, config) = http_setup(&env, HTTP_PASSWORD);
+    let url = format!("http://127.0.0.1:{}/mem.git", server.port);
+    let run = |args: &[&str]| {
+        let mut cmd = env.mb("r", "h");
+        cmd.env("GIT_CONFIG_GLOBAL", &config);
+        cmd.args(args).output().expect("run memory-backup")
+    };
+    assert_code(&run(&["init", "--remote", &url]), 0);
+    a_stale_branch_lock_stops_the_run(&env, &bare, &run);
+}
+
+#[test]
 fn a_wrong_http_password_gives_77_at_once_and_is_never_shown() {
     let env = Env::new();
     let (server, bare, config) = http_setup(&env, "not-the-password");

@@ -264,3 +264,58 @@ impl Drop for Daemon {
         self.stop();
     }
 }
+
+/// A backup of `memory` (`run` runs the tool in the repository `r` of host
+/// `h`) to a server that refuses every push for a reason of its own: it exits
+/// 75 well before its `--max-elapsed` of 120 s, with a message that says each
+/// of `says` and that the commit is kept for the next run.
+pub fn backup_refused(memory: &str, says: &[&str], run: &dyn Fn(&[&str]) -> Output) {
+    let started = Instant::now();
+    let out = run(&[
+        "--json",
+        "backup",
+        "--memory",
+        memory,
+        "--max-elapsed",
+        "120",
+    ]);
+    assert_code(&out, 75);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the run waited for --max-elapsed"
+    );
+    let err = stderr(&out);
+    for said in says.iter().chain(&["the next run pushes it"]) {
+        assert!(err.contains(said), "{said:?} not in {err}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("--json");
+    assert_eq!(report["pushed"], false, "{report}");
+}
+
+/// A `refs/heads/main.lock` left in the served `bare` repository, as a git
+/// process killed on the server leaves it: a backup names the lock file and
+/// stops ([`backup_refused`]); with the lock removed, the next run pushes the
+/// commit it kept.
+pub fn a_stale_branch_lock_stops_the_run(env: &Env, bare: &Path, run: &dyn Fn(&[&str]) -> Output) {
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&run(&["backup", "--memory", &memory]), 0);
+    let lock = bare.join("refs/heads/main.lock");
+    std::fs::write(&lock, "").expect("write the lock");
+
+    let memory = env.memory(
+        "m.json",
+        r#"[{"id":"a","content":"one"},{"id":"b","content":"two"}]"#,
+    );
+    let says = [
+        "the server cannot lock refs/heads/main",
+        "refs/heads/main.lock exists",
+    ];
+    backup_refused(&memory, &says, run);
+    let local = env.git_in(&env.path("r"), &["show", "main:unified-memory.json"]);
+    assert_eq!(unique_ids(&local).len(), 2);
+    assert_eq!(unique_ids(&env.show(bare, "unified-memory.json")).len(), 1);
+
+    std::fs::remove_file(&lock).expect("remove the lock");
+    assert_code(&run(&["backup", "--memory", &memory]), 0);
+    assert_eq!(unique_ids(&env.show(bare, "unified-memory.json")).len(), 2);
+}
