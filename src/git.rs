@@ -196,18 +196,36 @@ impl GitError {
 }
 
 /// How long a run goes on pushing when the server refuses every push for a
-/// reason of its own ([`GitError::Refused`]). A branch lock held by a running
-/// push lasts milliseconds; one left by a git process killed on the server
-/// stays until someone removes it.
+/// reason of its own ([`GitError::Refused`]) while the remote branch stays where
+/// it is: a branch lock that a push holds while it runs is let go, and the
+/// branch moves; one left by a git process killed on the server stays until
+/// someone removes it.
 pub const REFUSED_PATIENCE: Duration = Duration::from_secs(10);
+/// ... and how many refused pushes that takes at least.
+pub const REFUSED_ATTEMPTS: u32 = 3;
+
+/// The most of the server's messages that a refusal keeps: the last ones,
+/// where git's own error is.
+pub(crate) const SAID_MAX: usize = 64 << 10;
+/// The most of a declining hook's words that a message quotes.
+const QUOTED_MAX: usize = 600;
+
+/// Appends `text` to `said`, keeping its last [`SAID_MAX`] bytes.
+pub(crate) fn keep_said(said: &mut Vec<u8>, text: &[u8]) {
+    said.extend_from_slice(text);
+    if said.len() > 2 * SAID_MAX {
+        said.drain(..said.len() - SAID_MAX);
+    }
+}
 
 /// Sorts the server's refusal of `refname`, `why` in its report, with what it
 /// printed on the way (`said`, its side-band messages).
 pub(crate) fn refusal(refname: &str, why: &str, said: &str) -> GitError {
-    if let Some(lock) = lock_in(said) {
+    if let Some(lock) = lock_in(refname, said) {
         return GitError::Refused(format!(
-            "the server cannot lock {refname}: {lock} exists; a git process killed on the server \
-             leaves it behind: if no push is running there, remove that file"
+            "the server cannot lock {refname}: {lock} exists; when it stays while the branch \
+             does not move, a git process killed on the server left it: if no push is running \
+             there, remove that file"
         ));
     }
     if why.contains("hook declined") {
@@ -217,10 +235,10 @@ pub(crate) fn refusal(refname: &str, why: &str, said: &str) -> GitError {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join(" / ");
-        let said = if said.is_empty() {
-            String::new()
-        } else {
-            format!(" (the server said: {said})")
+        let said = match said.char_indices().rev().nth(QUOTED_MAX) {
+            Some((at, _)) => format!(" (the server said: ...{})", &said[at..]),
+            None if said.is_empty() => String::new(),
+            None => format!(" (the server said: {said})"),
         };
         return GitError::Refused(format!(
             "the server declined the push of {refname}: {why}{said}"
@@ -229,14 +247,17 @@ pub(crate) fn refusal(refname: &str, why: &str, said: &str) -> GitError {
     GitError::Rejected(format!("the remote refused the push: {refname}: {why}"))
 }
 
-/// The lock file that git on the server says it could not create, in its
-/// "Unable to create '<path>': File exists." message.
-fn lock_in(said: &str) -> Option<String> {
-    const BEFORE: &str = "Unable to create '";
+/// The lock file of `refname` that git on the server says it could not create,
+/// in its "cannot lock ref '<refname>': Unable to create '<path>': File
+/// exists." message.
+fn lock_in(refname: &str, said: &str) -> Option<String> {
+    let before = format!("cannot lock ref '{refname}': Unable to create '");
     const AFTER: &str = "': File exists";
-    let start = said.find(BEFORE)? + BEFORE.len();
+    let start = said.find(&before)? + before.len();
     let len = said[start..].find(AFTER)?;
-    Some(said[start..start + len].replace("/./", "/"))
+    let lock = &said[start..start + len];
+    lock.ends_with(&format!("{refname}.lock"))
+        .then(|| lock.replace("/./", "/"))
 }
 
 impl GitError {
@@ -903,7 +924,7 @@ impl Repo {
         let (refused_cb, said_cb) = (refused.clone(), said.clone());
         let mut callbacks = remote_callbacks(url, self.credential_config(), &seen);
         callbacks.sideband_progress(move |text| {
-            said_cb.borrow_mut().extend_from_slice(text);
+            keep_said(&mut said_cb.borrow_mut(), text);
             true
         });
         callbacks.push_update_reference(move |refname, status| {
@@ -1735,11 +1756,29 @@ mod tests {
         let e = refusal("refs/heads/main", "failed to update ref", "");
         assert!(matches!(e, GitError::Rejected(_)), "{e:?}");
 
+        // Another lock in the same messages (a `gc --auto` after the refusal)
+        // is not the branch's.
+        let gc = "error: cannot lock ref 'refs/heads/main': is at 1111 but expected 2222\n\
+                  fatal: Unable to create '/srv/r.git/gc.pid.lock': File exists.";
+        let e = refusal("refs/heads/main", "failed to update ref", gc);
+        assert!(matches!(e, GitError::Rejected(_)), "{e:?}");
+
         let hook = "hook: no pushes on Fridays\n";
         let e = refusal("refs/heads/main", "pre-receive hook declined", hook);
         assert!(matches!(e, GitError::Refused(_)), "{e:?}");
         assert!(e.to_string().contains("no pushes on Fridays"), "{e}");
         assert!(e.is_retryable());
+        let chatty = format!("{}the reason\n", "noise\n".repeat(10_000));
+        let e = refusal("refs/heads/main", "pre-receive hook declined", &chatty);
+        assert!(e.to_string().len() < 1000, "{e}");
+        assert!(e.to_string().ends_with("the reason)"), "{e}");
+
+        let mut said = Vec::new();
+        for _ in 0..3 * SAID_MAX / 4 {
+            keep_said(&mut said, b"....");
+        }
+        keep_said(&mut said, b"the end");
+        assert!(said.len() <= 2 * SAID_MAX && said.ends_with(b"the end"));
     }
 
     /// A commit made in memory is the one libgit2 makes of the same files:

@@ -536,8 +536,8 @@ fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<(Vec<Vec<u8>>, Vec<u8>
                     return Ok((report, said));
                 }
             }
-            // What the server prints: kept, bounded, for a refusal to quote.
-            Some((2, msg)) if said.len() < SAID_MAX => said.extend_from_slice(msg),
+            // What the server prints: its last words kept, for a refusal to quote.
+            Some((2, msg)) => crate::git::keep_said(&mut said, msg),
             Some((3, msg)) => {
                 return Err(GitError::Transient(format!(
                     "{url}: {}",
@@ -551,9 +551,6 @@ fn demultiplex(r: &mut impl BufRead, url: &str) -> Result<(Vec<Vec<u8>>, Vec<u8>
         .map(|report| (report, said))
         .ok_or_else(|| GitError::Transient(format!("{url}: the server's report ended early")))
 }
-
-/// The most of the server's messages that a push keeps.
-const SAID_MAX: usize = 64 << 10;
 
 /// The pkt-lines of `data` up to a flush, if the flush is there.
 fn whole_report(data: &[u8]) -> Option<Vec<Vec<u8>>> {

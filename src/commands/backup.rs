@@ -176,8 +176,10 @@ impl Run<'_> {
         let mut attempts: u32 = 0;
         let mut noticed = false;
         let mut seen_tip = self.repo.noted_remote_tip(&self.branch);
-        // Since when every push has been refused by the server itself.
-        let mut refused_since: Option<Instant> = None;
+        // Since when, on which remote tip and how many times in a row, the
+        // server itself has refused every push: a tip that moves means that
+        // pushes land, and the lock was a running push's.
+        let mut refused: Option<(Instant, Option<CommitId>, u32)> = None;
         let result: std::result::Result<(), (Prepared, CommitId, GitError)> = loop {
             let local = self.local_tip()?;
             let fetched = |url: &str| match self.early.take() {
@@ -296,13 +298,18 @@ impl Run<'_> {
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::info!("push attempt {attempts} to {shown}: {e}");
-                    refused_since = match e {
-                        GitError::Refused(_) => refused_since.or_else(|| Some(Instant::now())),
+                    refused = match (&e, refused) {
+                        (GitError::Refused(_), Some((since, tip, n))) if tip == remote_tip => {
+                            Some((since, tip, n + 1))
+                        }
+                        (GitError::Refused(_), _) => Some((Instant::now(), remote_tip, 1)),
                         _ => None,
                     };
-                    // Retrying cannot help a server that refuses every push for
-                    // git::REFUSED_PATIENCE: the next run tries again.
-                    let patient = refused_since.is_none_or(|t| t.elapsed() < git::REFUSED_PATIENCE);
+                    // Retrying cannot help a server that refuses every push on
+                    // one tip for git::REFUSED_PATIENCE: the next run tries again.
+                    let patient = refused.is_none_or(|(since, _, n)| {
+                        n < git::REFUSED_ATTEMPTS || since.elapsed() < git::REFUSED_PATIENCE
+                    });
                     if patient && retry.wait() {
                         continue;
                     }

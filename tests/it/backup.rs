@@ -165,6 +165,52 @@ fn a_branch_lock_left_on_a_git_daemon_is_named_and_the_run_stops_with_75() {
     a_stale_branch_lock_stops_the_run(&env, &bare, &|args| env.run("r", "h", args));
 }
 
+/// A server where, for 12 s, every push of this host finds the branch's lock
+/// held by another push that lands (a pre-receive hook moves the branch and
+/// takes its lock for half a second): the refusals say the lock exists, but
+/// the branch moves, so the run goes on past the 10 s it gives a lock that
+/// stays, and its push lands once the others let it.
+#[test]
+fn a_branch_lock_held_by_pushes_that_land_is_waited_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let (_daemon, bare, url) = env.served();
+    assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\n\
+         [ -f first ] || date +%s > first\n\
+         [ $(( $(date +%s) - $(cat first) )) -ge 12 ] && exit 0\n\
+         unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n\
+         export GIT_AUTHOR_NAME=o GIT_AUTHOR_EMAIL=o@x GIT_COMMITTER_NAME=o GIT_COMMITTER_EMAIL=o@x\n\
+         tip=$(git rev-parse refs/heads/main)\n\
+         c=$(git commit-tree -p $tip -m other \"$tip^{tree}\")\n\
+         git update-ref refs/heads/main $c $tip\n\
+         : > refs/heads/main.lock\n\
+         (sleep 0.5; rm -f refs/heads/main.lock) >/dev/null 2>&1 &\n\
+         exit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let memory = env.memory(
+        "m.json",
+        r#"[{"id":"a","content":"one"},{"id":"b","content":"two"}]"#,
+    );
+    let out = env.run(
+        "r",
+        "h",
+        &["-v", "backup", "--memory", &memory, "--max-elapsed", "60"],
+    );
+    assert_code(&out, 0);
+    let refusals = stderr(&out).matches("the server cannot lock").count();
+    assert!(refusals >= 3, "{}", stderr(&out));
+    assert_eq!(unique_ids(&env.show(&bare, "unified-memory.json")).len(), 2);
+}
+
 #[test]
 fn a_server_hook_that_declines_every_push_is_quoted_and_the_run_stops_with_75() {
     use std::os::unix::fs::PermissionsExt;
