@@ -165,9 +165,10 @@ fn a_branch_lock_left_on_a_git_daemon_is_named_and_the_run_stops_with_75() {
     a_stale_branch_lock_stops_the_run(&env, &bare, &|args| env.run("r", "h", args));
 }
 
-/// A server where, for 12 s, every push of this host finds the branch's lock
+/// A server where, for 16 s, every push of this host finds the branch's lock
 /// held by another push that lands (a pre-receive hook moves the branch and
-/// takes its lock for half a second): the refusals say the lock exists, but
+/// takes its lock for half a second, once the last push's is let go): the
+/// refusals say the lock exists, but
 /// the branch moves, so the run goes on past the 10 s it gives a lock that
 /// stays, and its push lands once the others let it.
 #[test]
@@ -183,9 +184,10 @@ fn a_branch_lock_held_by_pushes_that_land_is_waited_out() {
         &hook,
         "#!/bin/sh\n\
          [ -f first ] || date +%s > first\n\
-         [ $(( $(date +%s) - $(cat first) )) -ge 12 ] && exit 0\n\
+         [ $(( $(date +%s) - $(cat first) )) -ge 16 ] && exit 0\n\
          unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\n\
          export GIT_AUTHOR_NAME=o GIT_AUTHOR_EMAIL=o@x GIT_COMMITTER_NAME=o GIT_COMMITTER_EMAIL=o@x\n\
+         while [ -e refs/heads/main.lock ]; do sleep 0.05; done\n\
          tip=$(git rev-parse refs/heads/main)\n\
          c=$(git commit-tree -p $tip -m other \"$tip^{tree}\")\n\
          git update-ref refs/heads/main $c $tip\n\
