@@ -278,6 +278,20 @@ impl GitError {
     }
 }
 
+/// Whether libgit2's `message` says that an object of the repository cannot be
+/// read: a damaged repository, not a failure that another run would not meet.
+pub fn is_damage(message: &str) -> bool {
+    const DAMAGE: [&str; 5] = [
+        "failed to parse loose object",
+        "object not found",
+        "failed to inflate",
+        "corrupt",
+        "invalid object",
+    ];
+    let lower = message.to_lowercase();
+    DAMAGE.iter().any(|d| lower.contains(d))
+}
+
 pub(crate) fn other(e: git2::Error) -> GitError {
     GitError::local(e.message().to_string())
 }
@@ -433,7 +447,21 @@ pub unsafe fn skip_tls_setup() {
 /// they were hashed when written, and a fetched pack is checked when indexed.
 fn settings() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| git2::opts::strict_hash_verification(false));
+    ONCE.call_once(|| {
+        git2::opts::strict_hash_verification(false);
+        // What libgit2 writes into a repository (packs and their indexes, refs,
+        // the index) reaches the disk before it is renamed into place, so that
+        // a power cut never leaves a ref that names objects it lost.
+        // SAFETY: sets one of libgit2's global options, before any
+        // repository is opened; git2 has no wrapper for it.
+        unsafe {
+            libgit2_sys::init();
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as libc::c_int,
+                1,
+            );
+        }
+    });
 }
 
 /// A commit author.
@@ -1143,6 +1171,8 @@ fn swap_ref(repo: &Repository, refname: &str, new: Oid, expect: Expect) -> Resul
         )));
     }
     file.write_all(format!("{new}\n").as_bytes()).map_err(io)?;
+    // Durable before it is the ref: the objects it names were synced first.
+    file.sync_data().map_err(io)?;
     std::fs::rename(&lock, &path).map_err(io)?;
     held.armed = false;
     Ok(())

@@ -55,6 +55,9 @@ pub fn write_object(objects: &Path, kind: ObjectType, id: Oid, data: &[u8]) -> i
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
         .tempfile_in(&dir)?;
     tmp.write_all(&compressed)?;
+    // On disk before it has its name: after a power cut an object is whole or
+    // absent, never an empty file that a ref names.
+    tmp.as_file().sync_data()?;
     match tmp.persist_noclobber(&path) {
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),

@@ -1500,3 +1500,159 @@ fn a_fetch_stalled_on_one_connection_is_retried_after_the_network_timeout() {
     );
     drop(daemon);
 }
+
+/// `memory-backup <args>` under strace: the file syncs, renames and links of
+/// every thread, in the order they ended, as (syscall, paths); none when
+/// strace cannot run here.
+fn traced(env: &Env, args: &[&str]) -> Option<Vec<(String, Vec<String>)>> {
+    let trace = env.path("trace.txt");
+    let mut inner = env.mb("r", "h");
+    inner.args(args);
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-y", "-qq", "-e"])
+        .arg("trace=fsync,fdatasync,rename,renameat,renameat2,link,linkat")
+        .arg("-o")
+        .arg(&trace)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(env.dir.path());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().ok()?;
+    let text = std::fs::read_to_string(&trace).ok()?;
+    assert_code(&out, 0);
+    // A call split by another thread's: its start kept until it resumes.
+    let mut started: std::collections::HashMap<String, String> = Default::default();
+    let mut events = Vec::new();
+    for line in text.lines() {
+        let (pid, rest) = line.split_once(' ').expect("pid first");
+        let whole = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            started.insert(pid.to_string(), head.to_string());
+            continue;
+        } else if let Some((_, tail)) = rest.split_once(" resumed>") {
+            format!(
+                "{}{tail}",
+                started.remove(pid).expect("a resumed call started")
+            )
+        } else {
+            rest.to_string()
+        };
+        if !whole.ends_with("= 0") {
+            continue;
+        }
+        let call = whole[..whole.find('(').expect("a call")].to_string();
+        let paths: Vec<String> = if call.contains("sync") {
+            // fsync(4</path>) = 0
+            let at = whole.find('<').expect("-y gives the path") + 1;
+            vec![whole[at..whole.rfind('>').unwrap()].to_string()]
+        } else {
+            whole
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        events.push((call, paths));
+    }
+    Some(events)
+}
+
+/// Every object file and every ref that a run puts in place, in this
+/// repository and in a path remote, was synced to disk before its rename or
+/// link gave it its name: after a power cut a ref never names an object that
+/// is an empty file.
+#[test]
+fn objects_and_refs_reach_the_disk_before_they_get_their_names() {
+    for remote in ["path", "git"] {
+        let env = Env::new();
+        let (_daemon, bare, url) = env.served();
+        let url = if remote == "path" {
+            bare.display().to_string()
+        } else {
+            url
+        };
+        assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+        let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+        assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+        let memory = env.memory(
+            "m.json",
+            r#"[{"id":"a","content":"two"},{"id":"b","content":"three"}]"#,
+        );
+        let Some(events) = traced(&env, &["backup", "--memory", &memory]) else {
+            eprintln!("skipped: strace cannot run here");
+            return;
+        };
+        let mut synced = std::collections::HashSet::new();
+        let (mut objects, mut refs) = (0, 0);
+        for (call, paths) in &events {
+            if call.contains("sync") {
+                synced.insert(paths[0].clone());
+                continue;
+            }
+            let [from, to] = &paths[..] else {
+                panic!("{call} {paths:?}")
+            };
+            let object = to.contains("/objects/");
+            let git_ref = to.contains("/refs/") && from.ends_with(".lock");
+            if object || git_ref {
+                assert!(
+                    synced.contains(from),
+                    "{remote}: {to} named before {from} was synced: {events:?}"
+                );
+                objects += usize::from(object);
+                refs += usize::from(git_ref);
+            }
+        }
+        // The commit's blobs, tree and commit; the branch here, and on a path
+        // remote its branch and pack too.
+        assert!(objects >= 3 && refs >= 1, "{remote}: {events:?}");
+        assert_eq!(ids(&env.show(&bare, "unified-memory.json")), ["a", "b"]);
+    }
+}
+
+/// A commit of the local branch whose object file is empty, as a power cut
+/// leaves a file that was never synced: the run stops with 1, says that the
+/// repository is damaged and how to get a whole one again, and that way
+/// works: nothing pushed is lost.
+#[test]
+fn a_damaged_repository_is_named_with_the_way_out() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.display().to_string();
+    assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"two"}]"#);
+    assert_code(
+        &env.run("r", "h", &["backup", "--memory", &memory, "--no-push"]),
+        0,
+    );
+    let tip = env.git_in(&env.path("r"), &["rev-parse", "main"]);
+    let tip = tip.trim();
+    let object = env.path(&format!("r/.git/objects/{}/{}", &tip[..2], &tip[2..]));
+    let mut perms = std::fs::metadata(&object).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&object, perms).unwrap();
+    std::fs::write(&object, "").unwrap();
+
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"three"}]"#);
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the backup repository is damaged") && err.contains("init --remote URL"),
+        "{err}"
+    );
+
+    std::fs::rename(env.path("r"), env.path("r.damaged")).unwrap();
+    assert_code(&env.run("r", "h", &["init", "--remote", &url]), 0);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+    let unified = env.show(&bare, "unified-memory.json");
+    assert!(unified.contains("three"), "{unified}");
+    assert_eq!(unique_ids(&unified).len(), 1);
+}
