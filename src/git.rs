@@ -167,6 +167,9 @@ pub enum GitError {
     /// Writing into this machine's repository failed for want of room or rights
     /// (a full disk, a read-only folder): stop at once; retrying cannot help.
     LocalWrite(String),
+    /// An object of this machine's repository cannot be read: stop, and say
+    /// how to get a whole repository again.
+    Damaged(String),
     /// Anything else (a local failure): stop.
     Other(String),
 }
@@ -181,6 +184,7 @@ impl fmt::Display for GitError {
             | GitError::Refused(m)
             | GitError::Transient(m)
             | GitError::LocalWrite(m)
+            | GitError::Damaged(m)
             | GitError::Other(m) => f.write_str(m),
         }
     }
@@ -278,21 +282,20 @@ impl GitError {
     }
 }
 
-/// Whether libgit2's `message` says that an object of the repository cannot be
-/// read: a damaged repository, not a failure that another run would not meet.
-pub fn is_damage(message: &str) -> bool {
-    const DAMAGE: [&str; 5] = [
-        "failed to parse loose object",
-        "object not found",
-        "failed to inflate",
-        "corrupt",
-        "invalid object",
-    ];
-    let lower = message.to_lowercase();
-    DAMAGE.iter().any(|d| lower.contains(d))
+/// Whether libgit2's error says that an object of the repository cannot be
+/// read (an empty or cut object file, a missing one that a ref or a tree
+/// names): a damaged repository, which no other run would find whole.
+fn is_damage(e: &git2::Error) -> bool {
+    matches!(
+        e.class(),
+        ErrorClass::Odb | ErrorClass::Zlib | ErrorClass::Object
+    )
 }
 
 pub(crate) fn other(e: git2::Error) -> GitError {
+    if is_damage(&e) {
+        return GitError::Damaged(e.message().to_string());
+    }
     GitError::local(e.message().to_string())
 }
 
@@ -449,9 +452,9 @@ fn settings() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         git2::opts::strict_hash_verification(false);
-        // What libgit2 writes into a repository (packs and their indexes, refs,
-        // the index) reaches the disk before it is renamed into place, so that
-        // a power cut never leaves a ref that names objects it lost.
+        // What libgit2 writes into a repository (packs and their indexes, refs)
+        // reaches the disk before it is renamed into place, so that a power
+        // cut never leaves a ref that names objects it lost.
         // SAFETY: sets one of libgit2's global options, before any
         // repository is opened; git2 has no wrapper for it.
         unsafe {
@@ -743,7 +746,8 @@ impl Repo {
     pub fn staged_writer<'s>(&self, staged: &'s Staged<'s>) -> Result<StagedWriter<'s>, GitError> {
         let odb = self.repo.odb().map_err(other)?;
         let mut objects = staged.objects();
-        objects.retain(|&(_, id, _, _)| !odb.exists(id));
+        let dir = self.repo.commondir().join("objects");
+        objects.retain(|&(_, id, _, _)| !odb.exists(id) || crate::loose::is_empty(&dir, id));
         // Blobs, the tree, the commit: the reverse of the pack's order.
         objects.reverse();
         Ok(StagedWriter {
@@ -813,6 +817,12 @@ impl Repo {
             .map(|h| h.oid());
         let Some(tip) = tip else { return Ok(None) };
         if !self.has_commit(tip) {
+            // libgit2 wants no object that has a file here, even an empty one.
+            let objects = self.repo.commondir().join("objects");
+            if crate::loose::is_empty(&objects, tip) {
+                let hex = tip.to_string();
+                let _ = std::fs::remove_file(objects.join(&hex[..2]).join(&hex[2..]));
+            }
             if !proceed() {
                 return Err(None);
             }

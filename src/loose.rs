@@ -32,6 +32,12 @@ fn header(kind: ObjectType, data: &[u8]) -> String {
     format!("{} {}\0", kind.str(), data.len())
 }
 
+/// Whether the loose object `id` under `objects` is an empty file.
+pub fn is_empty(objects: &Path, id: Oid) -> bool {
+    let hex = id.to_string();
+    std::fs::metadata(objects.join(&hex[..2]).join(&hex[2..])).is_ok_and(|m| m.len() == 0)
+}
+
 /// Writes the blob `data`, whose id is `id`: [`write_object`].
 pub fn write_blob(objects: &Path, id: Oid, data: &[u8]) -> io::Result<()> {
     write_object(objects, ObjectType::Blob, id, data)
@@ -45,9 +51,13 @@ pub fn write_object(objects: &Path, kind: ObjectType, id: Oid, data: &[u8]) -> i
     let hex = id.to_string();
     let dir = objects.join(&hex[..2]);
     let path = dir.join(&hex[2..]);
-    if path.exists() {
-        return Ok(());
-    }
+    // An empty file is no object (a zlib stream is never empty): one that a
+    // power cut left, never synced. It is written again, by a rename over it.
+    let replace = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > 0 => return Ok(()),
+        Ok(_) => true,
+        Err(_) => false,
+    };
     let compressed = zlib(header(kind, data).as_bytes(), data)?;
     std::fs::create_dir_all(&dir)?;
     let mut tmp = tempfile::Builder::new()
@@ -58,6 +68,9 @@ pub fn write_object(objects: &Path, kind: ObjectType, id: Oid, data: &[u8]) -> i
     // On disk before it has its name: after a power cut an object is whole or
     // absent, never an empty file that a ref names.
     tmp.as_file().sync_data()?;
+    if replace {
+        return tmp.persist(&path).map(drop).map_err(|e| e.error);
+    }
     match tmp.persist_noclobber(&path) {
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -260,6 +273,31 @@ mod tests {
             // Written again: already there, left alone.
             write_blob(&dir.path().join("objects"), id, &data).unwrap();
         }
+    }
+
+    /// An empty object file (a power cut's leftover) is replaced when the
+    /// object is written again; a whole one is left as it is.
+    #[test]
+    fn an_empty_object_file_is_replaced_and_a_whole_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(dir.path()).unwrap();
+        let objects = dir.path().join("objects");
+        let data = b"the memory of a host";
+        let id = blob_id(data);
+        let hex = id.to_string();
+        let path = objects.join(&hex[..2]).join(&hex[2..]);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert!(repo.find_blob(id).is_err());
+        write_blob(&objects, id, data).unwrap();
+        assert_eq!(repo.find_blob(id).unwrap().content(), data);
+        let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_blob(&objects, id, data).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            written
+        );
     }
 
     #[test]

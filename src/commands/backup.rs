@@ -849,11 +849,12 @@ pub fn git_error(e: GitError, remote: &str) -> Error {
             cause: m,
         },
         GitError::LocalWrite(m) => Error::RepoWrite(format!("git: {m}")),
-        GitError::Other(m) if git::is_damage(&m) => Error::Other(format!(
-            "git: {m}: the backup repository is damaged (an object file is empty or \
-             unreadable, as after a power cut or a disk fault); what was pushed is safe on the \
-             remote: move the repository away and run `memory-backup init --remote URL`, which \
-             clones it again, and the next backup stamps this host's memory against it"
+        GitError::Damaged(m) => Error::Other(format!(
+            "git: {m}: the backup repository is damaged (an object cannot be read: a file \
+             left empty by a power cut, or a disk fault); what was pushed is safe on the remote, \
+             if one is set: move the repository away and run `memory-backup init` (with \
+             `--remote URL`, to clone it again); commits never pushed are only in the moved \
+             copy, whose working tree still holds their files"
         )),
         GitError::Other(m) => Error::Other(format!("git: {m}")),
     }
