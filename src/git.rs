@@ -293,10 +293,12 @@ fn is_damage(e: &git2::Error) -> bool {
 }
 
 pub(crate) fn other(e: git2::Error) -> GitError {
-    if is_damage(&e) {
-        return GitError::Damaged(e.message().to_string());
+    // A full disk first: libgit2 reports a write that found no room in the
+    // object database under the same classes as damage.
+    match GitError::local(e.message().to_string()) {
+        GitError::Other(m) if is_damage(&e) => GitError::Damaged(m),
+        sorted => sorted,
     }
-    GitError::local(e.message().to_string())
 }
 
 /// Sorts an error from talking to a remote.
@@ -1775,6 +1777,28 @@ impl Repo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full disk is a full disk whatever libgit2's class; an object that
+    /// cannot be read is damage; anything else stays a plain failure.
+    #[test]
+    fn local_failures_are_sorted_by_class_and_by_the_system_s_words() {
+        let err = |class, msg| git2::Error::new(ErrorCode::GenericError, class, msg);
+        let full = err(
+            ErrorClass::Odb,
+            "failed to write object: No space left on device",
+        );
+        assert!(matches!(other(full), GitError::LocalWrite(_)));
+        let empty = err(
+            ErrorClass::Object,
+            "failed to parse loose object: invalid header",
+        );
+        assert!(matches!(other(empty), GitError::Damaged(_)));
+        let path = err(
+            ErrorClass::Config,
+            "failed to parse config file /x/corrupt-disk/r",
+        );
+        assert!(matches!(other(path), GitError::Other(_)));
+    }
 
     /// A server's refusal is another push's doing only when git says the
     /// branch moved; a lock it cannot take, or a hook, is the server's own.
