@@ -289,7 +289,7 @@ fn is_damage(e: &git2::Error) -> bool {
     matches!(
         e.class(),
         ErrorClass::Odb | ErrorClass::Zlib | ErrorClass::Object
-    )
+    ) && !matches!(e.code(), ErrorCode::Ambiguous | ErrorCode::InvalidSpec)
 }
 
 pub(crate) fn other(e: git2::Error) -> GitError {
@@ -1798,6 +1798,8 @@ mod tests {
             "failed to parse config file /x/corrupt-disk/r",
         );
         assert!(matches!(other(path), GitError::Other(_)));
+        let prefix = git2::Error::new(ErrorCode::Ambiguous, ErrorClass::Odb, "ambiguous id");
+        assert!(matches!(other(prefix), GitError::Other(_)));
     }
 
     /// A server's refusal is another push's doing only when git says the
