@@ -138,7 +138,10 @@ fn push_pack(
     let thin = THIN.load(Ordering::Relaxed) && !caps.iter().any(|c| c == "no-thin");
     let deltas = pack(&mut writer, thin).map_err(|e| match e {
         PackError::Io(e) => GitError::Transient(format!("{url}: sending the pack: {e}")),
-        PackError::Git(e) => GitError::Other(format!("cannot pack the push: {}", e.message())),
+        PackError::Git(e) => match crate::git::other(e) {
+            GitError::Damaged(m) => GitError::Damaged(format!("cannot pack the push: {m}")),
+            e => GitError::Other(format!("cannot pack the push: {e}")),
+        },
     })?;
     writer.flush().map_err(net)?;
     tracing::debug!(

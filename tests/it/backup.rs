@@ -1723,9 +1723,12 @@ fn empty_object_files_are_written_again_not_trusted() {
             &env.run_at("copy", "h", later, &[&backup[..], &["--no-push"]].concat()),
             0,
         );
-        let tree = env.git_in(&env.path("copy"), &["ls-tree", "main"]);
-        for line in tree.lines() {
-            empty_object(&env, "r", line.split_whitespace().nth(2).unwrap());
+        let copy = env.path("copy");
+        let tree = env.git_in(&copy, &["ls-tree", "main"]);
+        let made = env.git_in(&copy, &["rev-parse", "main^{tree}", "main"]);
+        let ids = tree.lines().map(|l| l.split_whitespace().nth(2).unwrap());
+        for id in ids.chain(made.lines()) {
+            empty_object(&env, "r", id);
         }
 
         assert_code(&env.run_at("r", "h", later, &backup), 0);
