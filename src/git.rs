@@ -159,8 +159,9 @@ pub enum GitError {
     Rejected(String),
     /// The server refused the push for a reason of its own, not another push:
     /// it could not take the branch's lock, or a hook declined. Retried, as a
-    /// lock may be held for an instant by a push that is running, but a run
-    /// stops when every push it tries ends this way for [`REFUSED_PATIENCE`].
+    /// lock may be held for a while by a push that is running, but a run stops
+    /// after [`REFUSED_ATTEMPTS`] such refusals in a row, over
+    /// [`REFUSED_PATIENCE`], on a remote tip that did not move.
     Refused(String),
     /// The network, a timeout, an unreachable path: back off and retry.
     Transient(String),
@@ -656,26 +657,12 @@ impl Repo {
         Ok(out)
     }
 
-    /// Writes a commit straight into the object database: the tree of the first
-    /// parent (or an empty one) with `files` put in, and `parents`. No ref moves.
-    /// `first_parents_files` are files as read from the first parent's tree: those
-    /// of `files` equal to them (and plain files there) are left as that tree has
-    /// them, neither hashed nor written again.
-    pub fn write_commit(
-        &self,
-        files: &Files,
-        first_parents_files: &Files,
-        parents: &[CommitId],
-        author: &Author,
-        message: &str,
-    ) -> Result<CommitId, GitError> {
-        let staged = self.stage_commit(files, first_parents_files, parents, author, message)?;
-        self.write_staged(&staged)
-    }
-
-    /// The commit [`Repo::write_commit`] writes, made in memory: its objects and
-    /// their ids, nothing written. A push can send it while
-    /// [`Repo::write_staged`] writes it here.
+    /// A commit made in memory, nothing written: the tree of the first parent
+    /// (or an empty one) with `files` put in, and `parents`; its objects and
+    /// their ids. `first_parents_files` are files as read from the first
+    /// parent's tree: those of `files` equal to them (and plain files there) are
+    /// left as that tree has them, not hashed again. [`Repo::write_staged`]
+    /// writes it, while a push may send it.
     pub fn stage_commit<'f>(
         &self,
         files: &'f Files,
@@ -748,15 +735,12 @@ impl Repo {
     pub fn staged_writer<'s>(&self, staged: &'s Staged<'s>) -> Result<StagedWriter<'s>, GitError> {
         let odb = self.repo.odb().map_err(other)?;
         let mut objects = staged.objects();
+        // The common git folder: a linked worktree's own holds only HEAD and the index.
         let dir = self.repo.commondir().join("objects");
         objects.retain(|&(_, id, _, _)| !odb.exists(id) || crate::loose::is_empty(&dir, id));
         // Blobs, the tree, the commit: the reverse of the pack's order.
         objects.reverse();
-        Ok(StagedWriter {
-            // The common git folder: a linked worktree's own holds only HEAD and the index.
-            dir: self.repo.commondir().join("objects"),
-            objects,
-        })
+        Ok(StagedWriter { dir, objects })
     }
 
     /// Fetches `branch` of `url` into the object database, writing no ref; returns
@@ -822,8 +806,7 @@ impl Repo {
             // libgit2 wants no object that has a file here, even an empty one.
             let objects = self.repo.commondir().join("objects");
             if crate::loose::is_empty(&objects, tip) {
-                let hex = tip.to_string();
-                let _ = std::fs::remove_file(objects.join(&hex[..2]).join(&hex[2..]));
+                let _ = std::fs::remove_file(crate::loose::path(&objects, tip));
             }
             if !proceed() {
                 return Err(None);

@@ -6,7 +6,7 @@
 //! on all cores, joined into one zlib stream as `pigz` does.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 use git2::{ObjectType, Oid};
@@ -32,10 +32,15 @@ fn header(kind: ObjectType, data: &[u8]) -> String {
     format!("{} {}\0", kind.str(), data.len())
 }
 
+/// Where the loose object `id` lies under `objects`: `xx/yyyy...`.
+pub fn path(objects: &Path, id: Oid) -> PathBuf {
+    let hex = id.to_string();
+    objects.join(&hex[..2]).join(&hex[2..])
+}
+
 /// Whether the loose object `id` under `objects` is an empty file.
 pub fn is_empty(objects: &Path, id: Oid) -> bool {
-    let hex = id.to_string();
-    std::fs::metadata(objects.join(&hex[..2]).join(&hex[2..])).is_ok_and(|m| m.len() == 0)
+    std::fs::metadata(path(objects, id)).is_ok_and(|m| m.len() == 0)
 }
 
 /// Writes the blob `data`, whose id is `id`: [`write_object`].
@@ -48,9 +53,8 @@ pub fn write_blob(objects: &Path, id: Oid, data: &[u8]) -> io::Result<()> {
 /// `objects/xx/yyyy...`, read-only, put in place by a rename so that no reader
 /// ever sees a part. A concurrent writer of the same object wins harmlessly.
 pub fn write_object(objects: &Path, kind: ObjectType, id: Oid, data: &[u8]) -> io::Result<()> {
-    let hex = id.to_string();
-    let dir = objects.join(&hex[..2]);
-    let path = dir.join(&hex[2..]);
+    let path = path(objects, id);
+    let dir = path.parent().expect("an object's folder");
     // An empty file is no object (a zlib stream is never empty): one that a
     // power cut left, never synced. It is written again, by a rename over it.
     let replace = match std::fs::metadata(&path) {
@@ -59,11 +63,11 @@ pub fn write_object(objects: &Path, kind: ObjectType, id: Oid, data: &[u8]) -> i
         Err(_) => false,
     };
     let compressed = zlib(header(kind, data).as_bytes(), data)?;
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix("tmp_obj_")
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
-        .tempfile_in(&dir)?;
+        .tempfile_in(dir)?;
     tmp.write_all(&compressed)?;
     // On disk before it has its name: after a power cut an object is whole or
     // absent, never an empty file that a ref names.
@@ -284,8 +288,7 @@ mod tests {
         let objects = dir.path().join("objects");
         let data = b"the memory of a host";
         let id = blob_id(data);
-        let hex = id.to_string();
-        let path = objects.join(&hex[..2]).join(&hex[2..]);
+        let path = path(&objects, id);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"").unwrap();
         let read_only = std::os::unix::fs::PermissionsExt::from_mode(0o444);
