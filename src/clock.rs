@@ -34,10 +34,18 @@ impl Timestamp {
 
     /// Reads any RFC 3339 form; digits past the microsecond are dropped.
     pub fn parse(s: &str) -> Option<Self> {
-        parse_canonical(s.as_bytes()).or_else(|| {
-            let dt = DateTime::parse_from_rfc3339(s).ok()?;
-            Some(Timestamp(dt.timestamp_micros()))
-        })
+        Timestamp::parse_noting_form(s).map(|(t, _)| t)
+    }
+
+    /// [`Timestamp::parse`], and whether `s` is the canonical text of the instant
+    /// read (what [`Timestamp::canonical_bytes`] gives): the canonical form is the
+    /// only one the fast path takes, and every text it takes is canonical.
+    pub fn parse_noting_form(s: &str) -> Option<(Self, bool)> {
+        if let Some(t) = parse_canonical(s.as_bytes()) {
+            return Some((t, true));
+        }
+        let dt = DateTime::parse_from_rfc3339(s).ok()?;
+        Some((Timestamp(dt.timestamp_micros()), false))
     }
 
     /// Reads an RFC 3339 timestamp, or a plain `YYYY-MM-DD` as that day's end (UTC):
@@ -273,7 +281,8 @@ mod tests {
             let t = Timestamp(us);
             assert_eq!(t.to_string(), via_chrono(t), "{us}");
             if let Some(b) = t.canonical_bytes() {
-                assert_eq!(Timestamp::parse(std::str::from_utf8(&b).unwrap()), Some(t));
+                let text = std::str::from_utf8(&b).unwrap();
+                assert_eq!(Timestamp::parse_noting_form(text), Some((t, true)));
             }
         }
     }
@@ -288,8 +297,32 @@ mod tests {
             "2026-11-21T17:12:04.123456000-05:00",
         ] {
             assert_eq!(Timestamp::parse(s), Some(a), "{s}");
+            assert_eq!(Timestamp::parse_noting_form(s), Some((a, false)), "{s}");
         }
         assert_eq!(Timestamp::parse("2026-11-21 22:12"), None);
+    }
+
+    #[test]
+    fn a_leap_second_is_read_but_not_canonical() {
+        let text = "2016-12-31T23:59:60.500000Z";
+        let (t, canonical) = Timestamp::parse_noting_form(text).unwrap();
+        assert!(!canonical);
+        assert_ne!(t.to_string(), text);
+    }
+
+    proptest::proptest! {
+        /// Law: the fast path takes a text only when it is the canonical text of the
+        /// instant it reads, so `Metadata` can skip formatting it again to know.
+        #[test]
+        fn every_text_the_fast_path_takes_is_canonical(
+            y in 0u32..10_000, mo in 0u32..14, d in 0u32..33, h in 0u32..26,
+            mi in 0u32..62, s in 0u32..62, us in 0u32..1_000_000,
+        ) {
+            let text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z");
+            if let Some(t) = parse_canonical(text.as_bytes()) {
+                proptest::prop_assert_eq!(t.canonical_bytes().unwrap(), text.as_bytes());
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,14 @@ impl Metadata {
     /// [`Metadata::write`] writes: canonical JSON that holds its timestamp in the
     /// canonical form too.
     fn read(text: &[u8], hosts: &mut HostNames) -> Result<(Metadata, bool), MetadataError> {
+        match Metadata::read_usual(text, hosts) {
+            Some(read) => Ok(read),
+            None => Metadata::read_any(text, hosts),
+        }
+    }
+
+    /// [`Metadata::read`] of any canonical text.
+    fn read_any(text: &[u8], hosts: &mut HostNames) -> Result<(Metadata, bool), MetadataError> {
         let bad = |s: &str| Err(MetadataError(s.to_string()));
         if text.first() != Some(&b'{') {
             return bad("_crdt_metadata is not an object");
@@ -80,7 +88,7 @@ impl Metadata {
         let Some(ts) = timestamp else {
             return bad("_crdt_metadata.timestamp is missing or not a string");
         };
-        let Some(timestamp) = Timestamp::parse(&ts) else {
+        let Some((timestamp, as_written)) = Timestamp::parse_noting_form(&ts) else {
             return Err(MetadataError(format!(
                 "_crdt_metadata.timestamp {ts:?} is not an RFC 3339 timestamp"
             )));
@@ -91,9 +99,6 @@ impl Metadata {
         let Some(unique_id) = unique_id.filter(|u| !u.is_empty()) else {
             return bad("_crdt_metadata.unique_id is missing or not a non-empty string");
         };
-        let as_written = timestamp
-            .canonical_bytes()
-            .is_some_and(|b| b == ts.as_bytes());
         let meta = Metadata {
             host: hosts.intern(&host),
             timestamp,
@@ -102,6 +107,35 @@ impl Metadata {
             extra: extra.into_boxed_slice(),
         };
         Ok((meta, as_written))
+    }
+
+    /// [`Metadata::read`] of the metadata that this tool writes, whose text it
+    /// matches byte by byte: the four known keys in order, strings without
+    /// escapes, a canonical timestamp. `None` for any other text, which the
+    /// general reading then takes, so this decides nothing on its own.
+    fn read_usual(text: &[u8], hosts: &mut HostNames) -> Option<(Metadata, bool)> {
+        let rest = text.strip_prefix(b"{\"host\":\"")?;
+        let (host, rest) = plain_string(rest)?;
+        let rest = rest.strip_prefix(b",\"timestamp\":\"")?;
+        let (ts, rest) = plain_string(rest)?;
+        let rest = rest.strip_prefix(b",\"unique_id\":\"")?;
+        let (unique_id, rest) = plain_string(rest)?;
+        let digits = rest.strip_prefix(b",\"version\":")?.strip_suffix(b"}")?;
+        let version = parse_u64(digits).filter(|&v| v >= 1)?;
+        if host.is_empty() || unique_id.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        let (timestamp, true) = Timestamp::parse_noting_form(ts)? else {
+            return None;
+        };
+        let meta = Metadata {
+            host: hosts.intern(host),
+            timestamp,
+            version,
+            unique_id: unique_id.into(),
+            extra: Box::default(),
+        };
+        Some((meta, true))
     }
 
     /// The canonical JSON of this metadata, appended to `out`.
@@ -158,6 +192,16 @@ impl Metadata {
         }
         out.push(b'}');
     }
+}
+
+/// The text of a string token whose opening quote is just before `b`, when it
+/// holds no escape, and what follows its closing quote.
+fn plain_string(b: &[u8]) -> Option<(&str, &[u8])> {
+    let end = b.iter().position(|&c| c == b'"' || c == b'\\')?;
+    if b[end] != b'"' {
+        return None;
+    }
+    Some((std::str::from_utf8(&b[..end]).ok()?, &b[end + 1..]))
 }
 
 /// A timestamp as a canonical JSON string token (its text needs no escapes).
@@ -335,7 +379,6 @@ fn without(text: &[u8], cut0: usize, cut1: usize) -> Vec<u8> {
 /// its buffers from one record to the next.
 #[derive(Default)]
 pub struct EntryReader {
-    scratch: Vec<u8>,
     members: Vec<Member>,
     hosts: HostNames,
     /// What the bodies of [`EntryReader::read_into`] point to until their text
@@ -393,9 +436,25 @@ impl EntryReader {
         pos: usize,
         side: &mut Vec<u8>,
     ) -> Result<(Result<Read, MetadataError>, usize), SyntaxError> {
-        let end = canonical_record(src, pos, &mut self.scratch, &mut self.members)?;
-        let canon = self.scratch.as_slice();
+        // The canonical text is written at the end of `side`, where it stays
+        // unless the record is canonical in `src` already.
+        let s0 = side.len();
+        let end = json::canonicalize_object(
+            src,
+            pos,
+            side,
+            &mut self.members,
+            "entry is not a JSON object",
+        )
+        .inspect_err(|_| side.truncate(s0))?;
+        for m in &mut self.members {
+            m.key = (m.key.0 - s0, m.key.1 - s0);
+            m.value = (m.value.0 - s0, m.value.1 - s0);
+        }
+        let canon = &side[s0..];
+        let clen = canon.len();
         let Some(i) = metadata_index(canon, &self.members) else {
+            side.truncate(s0);
             let no = MetadataError("entry has no _crdt_metadata".to_string());
             return Ok((Err(no), end));
         };
@@ -403,15 +462,20 @@ impl EntryReader {
         let (meta, as_written) = match Metadata::read(&canon[m.value.0..m.value.1], &mut self.hosts)
         {
             Ok(read) => read,
-            Err(e) => return Ok((Err(e), end)),
+            Err(e) => {
+                side.truncate(s0);
+                return Ok((Err(e), end));
+            }
         };
         let n = self.members.len();
         let last = i + 1 == n;
-        let at = end.saturating_sub(canon.len());
+        let at = end.saturating_sub(clen);
         let in_place = as_written && n > 1 && (i == 0 || last) && src[at..end] == *canon;
         let (start, len, meta_at, raw_meta, placed) = if in_place {
+            side.truncate(s0);
             // The comma between the metadata and the other members becomes the
-            // brace that the body lacks, so the body is one range of `src`.
+            // brace that the body lacks, so the body is one range of `src`, and
+            // the metadata's text stays just before or after it.
             let raw_meta = Some((at + m.value.0, (m.value.1 - m.value.0) as u32));
             if last {
                 let comma = at + m.key.0 - 1;
@@ -419,18 +483,26 @@ impl EntryReader {
                 (at, comma + 1 - at, comma - at, raw_meta, patch)
             } else {
                 let comma = at + m.value.1;
-                (comma, end - comma, 1, raw_meta, Placed::Source(comma, b'{'))
+                (
+                    comma,
+                    at + clen - comma,
+                    1,
+                    raw_meta,
+                    Placed::Source(comma, b'{'),
+                )
             }
         } else {
+            // The metadata and one comma beside it are cut out of the text, and
+            // written again from `meta`: kept, they would make the side text
+            // larger by about a third.
             let (cut0, cut1) = metadata_cut(&m, i, n - 1);
-            let start = side.len();
-            side.extend_from_slice(&canon[..cut0]);
-            side.extend_from_slice(&canon[cut1..]);
-            let len = side.len() - start;
+            side.copy_within(s0 + cut1.., s0 + cut0);
+            side.truncate(s0 + clen - (cut1 - cut0));
+            let len = side.len() - s0;
             // The metadata goes back where it was: before the member after it,
             // or before the closing brace.
             let meta_at = if last { len - 1 } else { m.key.0 };
-            (start, len, meta_at, None, Placed::Side)
+            (s0, len, meta_at, None, Placed::Side)
         };
         let entry = Entry {
             meta,
@@ -550,6 +622,45 @@ impl Entry {
 
     /// The entry's canonical JSON line, metadata included, appended to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
+        if let Some((record, comma)) = self.record_as_read() {
+            let from = out.len();
+            out.extend_from_slice(&self.body.text[record]);
+            out[from + comma] = b',';
+            return;
+        }
+        self.write_parts(out);
+    }
+
+    /// The range of the body's text that holds the entry's whole record as it
+    /// was read, and the offset in it of the one byte that differs: the comma
+    /// beside the metadata, which the body's brace took (see
+    /// [`EntryReader::read_into`]). `None` for an entry that was not read so.
+    fn record_as_read(&self) -> Option<(std::ops::Range<usize>, usize)> {
+        let (meta, len) = self.raw_meta?;
+        let meta_end = meta + len as usize;
+        let (start, end) = (self.body.start, self.body.start + self.body.len);
+        // `{"_crdt_metadata":` before the metadata, or `"_crdt_metadata":` after
+        // the body.
+        let (record, comma) = if meta_end == start {
+            let open = meta - METADATA_TOKEN.len() - 2;
+            (open..end, start - open)
+        } else if end + METADATA_TOKEN.len() + 1 == meta {
+            (start..meta_end + 1, end - 1 - start)
+        } else {
+            return None;
+        };
+        debug_assert!({
+            let mut parts = Vec::new();
+            self.write_parts(&mut parts);
+            let mut whole = self.body.text[record.clone()].to_vec();
+            whole[comma] = b',';
+            parts == whole
+        });
+        Some((record, comma))
+    }
+
+    /// [`Entry::write`] piece by piece: the body around the metadata.
+    fn write_parts(&self, out: &mut Vec<u8>) {
         let at = self.meta_at as usize;
         let b = self.body.bytes();
         out.extend_from_slice(&b[..at]);
@@ -709,6 +820,38 @@ mod tests {
             let r = record(&format!(r#"{{"_crdt_metadata":{m}}}"#));
             let err = r.metadata.unwrap().unwrap_err();
             assert!(err.0.contains(why), "{m}: {}", err.0);
+        }
+    }
+
+    #[test]
+    fn the_usual_metadata_reads_as_any_metadata_does() {
+        let ts = "2026-01-01T00:00:00.000000Z";
+        // (canonical metadata text, whether the fast path takes it)
+        let cases = [
+            (format!(r#"{{"host":"h","timestamp":"{ts}","unique_id":"u","version":1}}"#), true),
+            (format!(r#"{{"host":"hé","timestamp":"{ts}","unique_id":"h_é_x","version":18446744073709551615}}"#), true),
+            (format!(r#"{{"host":"h\u0000","timestamp":"{ts}","unique_id":"u","version":1}}"#), false),
+            (format!(r#"{{"host":"h","timestamp":"{ts}","unique_id":"u\"q","version":1}}"#), false),
+            (r#"{"host":"h","timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":1}"#.into(), false),
+            (r#"{"host":"h","timestamp":"2016-12-31T23:59:60.000000Z","unique_id":"u","version":1}"#.into(), false),
+            (format!(r#"{{"host":"h","i":1,"timestamp":"{ts}","unique_id":"u","version":1}}"#), false),
+            (format!(r#"{{"host":"h","timestamp":"{ts}","unique_id":"u","version":1,"z":2}}"#), false),
+            (format!(r#"{{"a":0,"host":"h","timestamp":"{ts}","unique_id":"u","version":1}}"#), false),
+            (format!(r#"{{"host":"","timestamp":"{ts}","unique_id":"u","version":1}}"#), false),
+            (format!(r#"{{"host":"h","timestamp":"{ts}","unique_id":"","version":1}}"#), false),
+            (format!(r#"{{"host":"h","timestamp":"{ts}","unique_id":"u","version":0}}"#), false),
+            (format!(r#"{{"host":"h","timestamp":"{ts}","unique_id":"u","version":1.0}}"#), false),
+            (format!(r#"{{"host":"h","timestamp":"{ts}","unique_id":"u","version":18446744073709551616}}"#), false),
+        ];
+        for (text, fast) in cases {
+            let mut hosts = HostNames::default();
+            let usual = Metadata::read_usual(text.as_bytes(), &mut hosts);
+            let any = Metadata::read_any(text.as_bytes(), &mut hosts);
+            assert_eq!(usual.is_some(), fast, "{text}");
+            if let Some(usual) = usual {
+                assert_eq!(Ok(usual), any, "{text}");
+            }
+            assert_eq!(Metadata::read(text.as_bytes(), &mut hosts), any, "{text}");
         }
     }
 
