@@ -121,8 +121,9 @@ impl Metadata {
         let rest = rest.strip_prefix(b",\"unique_id\":\"")?;
         let (unique_id, rest) = plain_string(rest)?;
         let digits = rest.strip_prefix(b",\"version\":")?.strip_suffix(b"}")?;
+        // Canonical JSON has no leading zeros, so these are the digits written.
         let version = parse_u64(digits).filter(|&v| v >= 1)?;
-        if host.is_empty() || unique_id.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+        if host.is_empty() || unique_id.is_empty() {
             return None;
         }
         let (timestamp, true) = Timestamp::parse_noting_form(ts)? else {
@@ -850,6 +851,12 @@ mod tests {
             assert_eq!(usual.is_some(), fast, "{text}");
             if let Some(usual) = usual {
                 assert_eq!(Ok(usual), any, "{text}");
+            }
+            // Read "as written" exactly when writing the metadata gives its text.
+            if let Ok((meta, as_written)) = &any {
+                let mut again = Vec::new();
+                meta.write(&mut again);
+                assert_eq!(*as_written, again == text.as_bytes(), "{text}");
             }
             assert_eq!(Metadata::read(text.as_bytes(), &mut hosts), any, "{text}");
         }
