@@ -195,11 +195,11 @@ impl Metadata {
     }
 }
 
-/// The text of a string token whose opening quote is just before `b`, when it
-/// holds no escape, and what follows its closing quote.
+/// The text of a canonical string token whose opening quote is just before `b`,
+/// when it holds no escape, and what follows its closing quote.
 fn plain_string(b: &[u8]) -> Option<(&str, &[u8])> {
-    let end = b.iter().position(|&c| c == b'"' || c == b'\\')?;
-    if b[end] != b'"' {
+    let end = json::plain_end(b, 0);
+    if b.get(end) != Some(&b'"') {
         return None;
     }
     Some((std::str::from_utf8(&b[..end]).ok()?, &b[end + 1..]))

@@ -737,7 +737,7 @@ impl Repo {
         let mut objects = staged.objects();
         // The common git folder: a linked worktree's own holds only HEAD and the index.
         let dir = self.repo.commondir().join("objects");
-        objects.retain(|&(_, id, _, _)| !odb.exists(id) || crate::loose::is_empty(&dir, id));
+        objects.retain(|&(_, id, _, _)| !crate::loose::is_whole(&odb, &dir, id));
         // Blobs, the tree, the commit: the reverse of the pack's order.
         objects.reverse();
         Ok(StagedWriter { dir, objects })

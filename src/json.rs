@@ -162,7 +162,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// The offset of the first byte at or after `i` that a string cannot hold as it
 /// is (`"`, `\\` or a control character), or `b.len()`. Eight bytes at a time:
 /// strings are most of the text.
-fn plain_end(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn plain_end(b: &[u8], mut i: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     while let Some(chunk) = b.get(i..i + 8) {

@@ -43,6 +43,12 @@ pub fn is_empty(objects: &Path, id: Oid) -> bool {
     std::fs::metadata(path(objects, id)).is_ok_and(|m| m.len() == 0)
 }
 
+/// Whether the object database `odb`, whose loose objects are under `objects`,
+/// holds `id` whole: an empty loose file (a power cut's leftover) is no object.
+pub fn is_whole(odb: &git2::Odb<'_>, objects: &Path, id: Oid) -> bool {
+    odb.exists(id) && !is_empty(objects, id)
+}
+
 /// Writes the blob `data`, whose id is `id`: [`write_object`].
 pub fn write_blob(objects: &Path, id: Oid, data: &[u8]) -> io::Result<()> {
     write_object(objects, ObjectType::Blob, id, data)

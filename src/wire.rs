@@ -411,7 +411,7 @@ fn store_loose(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<()
     .map_err(Stored::Bad)?;
     let dir = repo.commondir().join("objects");
     for object in crate::unpack::write_order(&objects) {
-        if odb.exists(object.id) && !crate::loose::is_empty(&dir, object.id) {
+        if crate::loose::is_whole(odb, &dir, object.id) {
             continue;
         }
         crate::loose::write_object(&dir, object.kind, object.id, &object.data).map_err(|e| {
