@@ -13,6 +13,7 @@ pub mod error;
 pub mod files;
 pub mod fold;
 pub mod git;
+pub mod index_pack;
 pub mod json;
 pub mod logging;
 pub mod loose;

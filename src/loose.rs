@@ -95,7 +95,7 @@ pub fn write_object(objects: &Path, kind: ObjectType, id: Oid, data: &[u8]) -> i
 /// of the input are deflated on their own threads; every part but the last ends
 /// with a sync flush (byte-aligned, not final), so their raw streams concatenate
 /// into one, and their checksums combine into the stream's.
-fn zlib(head: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn zlib(head: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
     let parts = crate::cores().min(data.len() / PART_BYTES).max(1);
     let size = data.len().div_ceil(parts).max(1);
     let chunks: Vec<&[u8]> = if data.is_empty() {

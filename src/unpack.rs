@@ -9,6 +9,7 @@
 //! each object a type and size header, for a delta its base (an offset back in
 //! the pack, or an object id), then its zlib stream; the SHA-1 of it all.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use flate2::{Decompress, FlushDecompress, Status};
@@ -53,9 +54,28 @@ enum Base {
 /// One entry as read: a whole object or a delta.
 struct Raw {
     offset: usize,
+    /// Where the next entry starts.
+    end: usize,
     kind: Option<ObjectType>,
     base: Option<Base>,
     data: Vec<u8>,
+}
+
+/// Where an entry of a pack lies and what it is, once resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub id: Oid,
+    pub kind: ObjectType,
+    /// Where its bytes start in the pack, and where the next entry's start.
+    pub offset: usize,
+    pub end: usize,
+}
+
+/// A pack resolved: its entries in the pack's order, and the objects of this
+/// repository that its deltas lean on ("thin" bases), in the order first asked.
+pub struct Resolved {
+    pub entries: Vec<Placed>,
+    pub thin_bases: Vec<Object>,
 }
 
 /// Every object of `pack`, whole, in the pack's order. `local` gives the kind and
@@ -63,8 +83,34 @@ struct Raw {
 /// not hold. Checks the pack's checksum, every size and every delta.
 pub fn read_pack(
     pack: &[u8],
-    mut local: impl FnMut(Oid) -> Option<(ObjectType, Vec<u8>)>,
+    local: impl FnMut(Oid) -> Option<(ObjectType, Vec<u8>)>,
 ) -> Result<Vec<Object>, String> {
+    let mut objects: Vec<Option<Object>> = Vec::new();
+    resolve(pack, local, |i, id, kind, data| {
+        if objects.len() <= i {
+            objects.resize(i + 1, None);
+        }
+        objects[i] = Some(Object {
+            id,
+            kind,
+            data: data.into_owned(),
+        });
+    })?;
+    Ok(objects
+        .into_iter()
+        .map(|o| o.expect("all resolved"))
+        .collect())
+}
+
+/// Resolves every object of `pack`, handing each to `found` with its entry's
+/// index, its id, kind and data, the data by value once no delta of the pack
+/// needs it as a base: a fetch of many versions of a large file holds about
+/// two of them at a time, not all. `local` as for [`read_pack`].
+pub fn resolve(
+    pack: &[u8],
+    mut local: impl FnMut(Oid) -> Option<(ObjectType, Vec<u8>)>,
+    mut found: impl FnMut(usize, Oid, ObjectType, Cow<'_, [u8]>),
+) -> Result<Resolved, String> {
     let count = object_count(pack).ok_or("not a pack of version 2 or 3")?;
     if pack.len() < HEADER_BYTES + TRAILER_BYTES {
         return Err("the pack ends before its checksum".into());
@@ -76,9 +122,9 @@ pub fn read_pack(
     let mut raws = Vec::with_capacity(count as usize);
     let mut at = HEADER_BYTES;
     for _ in 0..count {
-        let (raw, next) = read_entry(body, at)?;
+        let raw = read_entry(body, at)?;
+        at = raw.end;
         raws.push(raw);
-        at = next;
     }
     if at != body.len() {
         return Err(format!("{} bytes after the last object", body.len() - at));
@@ -91,62 +137,106 @@ pub fn read_pack(
         .enumerate()
         .map(|(i, r)| (r.offset, i))
         .collect();
-    let mut done: Vec<Option<Object>> = vec![None; raws.len()];
+    // How many deltas still wait on each entry (by offset) and each id.
+    let mut waiting_at = vec![0usize; raws.len()];
+    let mut waiting_for: HashMap<Oid, usize> = HashMap::new();
+    for r in &raws {
+        match &r.base {
+            Some(Base::At(offset)) => {
+                let j = *by_offset
+                    .get(offset)
+                    .ok_or_else(|| format!("the delta at {} has no base at {offset}", r.offset))?;
+                waiting_at[j] += 1;
+            }
+            Some(Base::Id(id)) => *waiting_for.entry(*id).or_default() += 1,
+            None => {}
+        }
+    }
+    let mut placed: Vec<Option<Placed>> = vec![None; raws.len()];
+    // The data of resolved entries that deltas still wait on.
+    let mut kept: HashMap<usize, Vec<u8>> = HashMap::new();
     let mut by_id: HashMap<Oid, usize> = HashMap::new();
-    let mut locals: HashMap<Oid, (ObjectType, Vec<u8>)> = HashMap::new();
+    let mut locals: HashMap<Oid, usize> = HashMap::new();
+    let mut thin_bases: Vec<Object> = Vec::new();
     let mut absent: std::collections::HashSet<Oid> = Default::default();
     let mut left = raws.len();
     while left > 0 {
         let mut progressed = false;
         for i in 0..raws.len() {
-            if done[i].is_some() {
+            if placed[i].is_some() {
                 continue;
             }
-            let made = match &raws[i].base {
-                None => raws[i].kind.map(|k| (k, std::mem::take(&mut raws[i].data))),
-                Some(base) => {
-                    let found = match base {
-                        Base::At(offset) => {
-                            let j = *by_offset.get(offset).ok_or_else(|| {
-                                format!("the delta at {} has no base at {offset}", raws[i].offset)
-                            })?;
-                            done[j].as_ref().map(|b| (b.kind, b.data.as_slice()))
-                        }
-                        Base::Id(id) => match by_id.get(id) {
-                            Some(&j) => done[j].as_ref().map(|b| (b.kind, b.data.as_slice())),
-                            None => locals.get(id).map(|(k, d)| (*k, d.as_slice())),
-                        },
-                    };
-                    match found {
-                        Some((kind, base)) => Some((kind, apply(base, &raws[i].data)?)),
-                        None => None,
-                    }
+            // The base: an entry of the pack, or one of this repository's objects.
+            let from = match &raws[i].base {
+                None => None,
+                Some(Base::At(offset)) => Some(From::Entry(by_offset[offset])),
+                Some(Base::Id(id)) => match (by_id.get(id), locals.get(id)) {
+                    (Some(&j), _) => Some(From::Entry(j)),
+                    (None, Some(&t)) => Some(From::Thin(t)),
+                    (None, None) => continue,
+                },
+            };
+            let (kind, data) = match from {
+                None => match raws[i].kind {
+                    Some(k) => (k, std::mem::take(&mut raws[i].data)),
+                    None => return Err(format!("the entry at {} has no kind", raws[i].offset)),
+                },
+                Some(From::Entry(j)) => {
+                    let Some(b) = placed[j] else { continue };
+                    let base = kept
+                        .get(&j)
+                        .ok_or_else(|| format!("the base at {} was let go early", b.offset))?;
+                    let made = apply(base, &std::mem::take(&mut raws[i].data))?;
+                    release(&mut kept, &mut waiting_at, &mut waiting_for, j, b.id);
+                    (b.kind, made)
+                }
+                Some(From::Thin(t)) => {
+                    let base = &thin_bases[t];
+                    (
+                        base.kind,
+                        apply(&base.data, &std::mem::take(&mut raws[i].data))?,
+                    )
                 }
             };
-            if let Some((kind, data)) = made {
-                let id = crate::loose::object_id(kind, &data);
-                by_id.insert(id, i);
-                done[i] = Some(Object { id, kind, data });
-                left -= 1;
-                progressed = true;
+            let id = crate::loose::object_id(kind, &data);
+            by_id.entry(id).or_insert(i);
+            placed[i] = Some(Placed {
+                id,
+                kind,
+                offset: raws[i].offset,
+                end: raws[i].end,
+            });
+            let wanted = waiting_at[i] + waiting_for.get(&id).copied().unwrap_or(0);
+            if wanted == 0 {
+                found(i, id, kind, Cow::Owned(data));
+            } else {
+                found(i, id, kind, Cow::Borrowed(&data));
+                kept.insert(i, data);
             }
+            left -= 1;
+            progressed = true;
         }
         if progressed || left == 0 {
             continue;
         }
         // What is left waits on bases that the pack does not hold.
-        let mut found = false;
+        let mut asked = false;
         let mut missing = None;
-        for (raw, d) in raws.iter().zip(&done) {
-            if let (Some(Base::Id(id)), None) = (&raw.base, d) {
+        for (raw, p) in raws.iter().zip(&placed) {
+            if let (Some(Base::Id(id)), None) = (&raw.base, p) {
                 if by_id.contains_key(id) || locals.contains_key(id) || absent.contains(id) {
                     missing.get_or_insert(*id);
                     continue;
                 }
                 match local(*id) {
-                    Some(base) => {
-                        locals.insert(*id, base);
-                        found = true;
+                    Some((kind, data)) => {
+                        locals.insert(*id, thin_bases.len());
+                        thin_bases.push(Object {
+                            id: *id,
+                            kind,
+                            data,
+                        });
+                        asked = true;
                     }
                     None => {
                         absent.insert(*id);
@@ -155,18 +245,51 @@ pub fn read_pack(
                 }
             }
         }
-        if !found {
+        if !asked {
             return Err(match missing {
                 Some(id) => format!("the base {id} of a delta is neither in the pack nor here"),
                 None => "a delta's base is never resolved".into(),
             });
         }
     }
-    Ok(done.into_iter().map(|o| o.expect("all resolved")).collect())
+    Ok(Resolved {
+        entries: placed
+            .into_iter()
+            .map(|p| p.expect("all resolved"))
+            .collect(),
+        thin_bases,
+    })
+}
+
+/// Where a delta's base is, once found.
+enum From {
+    /// The entry of this index.
+    Entry(usize),
+    /// The thin base of this index.
+    Thin(usize),
+}
+
+/// One delta less waits on entry `j` (of id `id`): its data goes once none does.
+fn release(
+    kept: &mut HashMap<usize, Vec<u8>>,
+    waiting_at: &mut [usize],
+    waiting_for: &mut HashMap<Oid, usize>,
+    j: usize,
+    id: Oid,
+) {
+    // A delta names its base by offset or by id; either count goes down.
+    if waiting_at[j] > 0 {
+        waiting_at[j] -= 1;
+    } else if let Some(n) = waiting_for.get_mut(&id) {
+        *n = n.saturating_sub(1);
+    }
+    if waiting_at[j] == 0 && waiting_for.get(&id).is_none_or(|&n| n == 0) {
+        kept.remove(&j);
+    }
 }
 
 /// The entry at `at` of `body`, and where the next one starts.
-fn read_entry(body: &[u8], at: usize) -> Result<(Raw, usize), String> {
+fn read_entry(body: &[u8], at: usize) -> Result<Raw, String> {
     let short = || format!("the pack ends inside the object at {at}");
     let mut pos = at;
     let mut byte = *body.get(pos).ok_or_else(short)?;
@@ -217,15 +340,13 @@ fn read_entry(body: &[u8], at: usize) -> Result<(Raw, usize), String> {
     };
     let (data, used) =
         inflate(&body[pos..], size).map_err(|e| format!("the object at {at}: {e}"))?;
-    Ok((
-        Raw {
-            offset: at,
-            kind,
-            base,
-            data,
-        },
-        pos + used,
-    ))
+    Ok(Raw {
+        offset: at,
+        end: pos + used,
+        kind,
+        base,
+        data,
+    })
 }
 
 /// The `size` bytes of the zlib stream at the start of `input`, and the bytes
@@ -409,12 +530,12 @@ pub fn write_order(objects: &[Object]) -> Vec<&Object> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::Path;
     use std::process::Command;
 
-    fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+    pub(crate) fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
         let mut cmd = Command::new("git");
         cmd.arg("-C")
             .arg(dir)
@@ -441,7 +562,7 @@ mod tests {
 
     /// A repository with `versions` commits of a file of a few thousand lines,
     /// each changing a few of them, as a backup does; their ids, oldest first.
-    fn history(dir: &Path, versions: usize) -> Vec<String> {
+    pub(crate) fn history(dir: &Path, versions: usize) -> Vec<String> {
         git(dir, &["init", "-q", "-b", "main"], None);
         let mut lines: Vec<String> = (0..3000).map(|i| format!("{{\"n\":{i}}}")).collect();
         let mut ids = Vec::new();
@@ -459,20 +580,12 @@ mod tests {
         ids
     }
 
-    /// What git has for `id`: its kind and data.
-    fn stored(repo: &git2::Repository, id: Oid) -> Option<(ObjectType, Vec<u8>)> {
-        let odb = repo.odb().ok()?;
-        let o = odb.read(id).ok()?;
-        Some((o.kind(), o.data().to_vec()))
-    }
-
-    #[test]
-    fn a_thin_pack_from_git_with_offset_deltas_reads_into_git_s_own_objects() {
-        let dir = tempfile::tempdir().unwrap();
-        let ids = history(dir.path(), 6);
-        let revs = format!("{}\n^{}\n", ids[5], ids[1]);
-        let pack = git(
-            dir.path(),
+    /// git's thin pack of the commits from `old` (left out) to `new`, with
+    /// deltas on bases by offset, as a fetch receives it.
+    pub(crate) fn thin_pack(dir: &Path, new: &str, old: &str) -> Vec<u8> {
+        let revs = format!("{new}\n^{old}\n");
+        git(
+            dir,
             &[
                 "pack-objects",
                 "--revs",
@@ -482,7 +595,21 @@ mod tests {
                 "-q",
             ],
             Some(revs.as_bytes()),
-        );
+        )
+    }
+
+    /// What git has for `id`: its kind and data.
+    pub(crate) fn stored(repo: &git2::Repository, id: Oid) -> Option<(ObjectType, Vec<u8>)> {
+        let odb = repo.odb().ok()?;
+        let o = odb.read(id).ok()?;
+        Some((o.kind(), o.data().to_vec()))
+    }
+
+    #[test]
+    fn a_thin_pack_from_git_with_offset_deltas_reads_into_git_s_own_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = history(dir.path(), 6);
+        let pack = thin_pack(dir.path(), &ids[5], &ids[1]);
         let repo = git2::Repository::open(dir.path()).unwrap();
         let mut asked = Vec::new();
         let objects = read_pack(&pack, |id| {
@@ -516,6 +643,56 @@ mod tests {
             !asked.is_empty(),
             "the pack was not thin: no base asked of the repository"
         );
+    }
+
+    #[test]
+    fn resolving_hands_over_by_value_every_object_that_no_delta_leans_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = history(dir.path(), 8);
+        let revs = format!("{}\n", ids[7]);
+        let pack = git(
+            dir.path(),
+            &[
+                "pack-objects",
+                "--revs",
+                "--stdout",
+                "--delta-base-offset",
+                "-q",
+            ],
+            Some(revs.as_bytes()),
+        );
+        let file = dir.path().join("all.pack");
+        std::fs::write(&file, &pack).unwrap();
+        git(dir.path(), &["index-pack", file.to_str().unwrap()], None);
+        let listed = git(
+            dir.path(),
+            &["verify-pack", "-v", file.to_str().unwrap()],
+            None,
+        );
+        // git's word on each delta's base: "id type size packed offset depth base".
+        let bases: std::collections::HashSet<String> = String::from_utf8(listed)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(6).map(str::to_string))
+            .filter(|b| b.len() == 40)
+            .collect();
+        assert!(bases.len() > 2, "too few deltas to tell: {bases:?}");
+        let mut lent = std::collections::HashSet::new();
+        let mut given = 0;
+        let resolved = resolve(
+            &pack,
+            |_| None,
+            |_, id, _, data| match data {
+                Cow::Borrowed(_) => {
+                    lent.insert(id.to_string());
+                }
+                Cow::Owned(_) => given += 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(lent, bases);
+        assert_eq!(given + lent.len(), resolved.entries.len());
+        assert!(resolved.thin_bases.is_empty());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Fetches and pushes over the git protocol (`git://`), spoken here rather than
 //! through libgit2. A push's pack can then be thin and quick to make (see
-//! [`crate::pack`]); a fetch's small pack is read in memory, its deltas applied
-//! to objects this repository has, and its objects written loose (see
-//! [`crate::unpack`]), where libgit2 would first complete the pack with a
-//! recompressed copy of every base. ssh and https go through libgit2.
+//! [`crate::pack`]); a fetch's pack of about one commit is read in memory, its
+//! deltas applied to objects this repository has, and its objects written loose
+//! (see [`crate::unpack`]), where libgit2 would first complete the pack with a
+//! recompressed copy of every base; a larger one is kept as a pack with an
+//! index made here ([`crate::index_pack`]). ssh and https go through libgit2.
 //!
 //! A push (git's `gitprotocol-pack`): ask the daemon for `git-receive-pack`,
 //! read the refs it advertises, send one command `old new ref` and the pack,
@@ -238,13 +239,15 @@ impl Session {
     }
 }
 
-/// A pack with at most this many objects is read here, each object written
-/// loose; a larger one (a first fetch, a host far behind) is kept as a pack by
-/// libgit2, whose deltas take less room than as many whole objects.
-const LOOSE_MAX_OBJECTS: u32 = 24;
-/// A pack that grows past this many bytes goes to libgit2 as well, whatever
-/// its count: the memory a fetch holds stays bounded.
-const LOOSE_MAX_BYTES: usize = 32 << 20;
+/// A pack with at most this many objects (about one commit's) is read here,
+/// each object written loose; a larger one (a host some commits behind) is kept
+/// as a pack with an index made here ([`crate::index_pack`]): its deltas take
+/// less room and less time than as many whole objects compressed again.
+const LOOSE_MAX_OBJECTS: u32 = 6;
+/// A pack that grows past this many bytes (a first fetch of a large
+/// repository) goes to libgit2's indexer, which writes it to disk as it comes:
+/// the memory a fetch holds stays bounded.
+const MEMORY_MAX_BYTES: usize = 256 << 20;
 
 /// Fetches `refs/heads/{branch}` of the `git://` `url` into `repo`'s object
 /// database, writing no ref, telling the server of the commits `haves`; the
@@ -365,13 +368,8 @@ impl<'o> PackSink<'o> {
         match self {
             PackSink::Memory(_, odb, buf) => {
                 let odb: &'o git2::Odb<'o> = odb;
-                let had = buf.len();
                 buf.extend_from_slice(data);
-                let header = crate::unpack::HEADER_BYTES;
-                let many = had < header
-                    && buf.len() >= header
-                    && crate::unpack::object_count(buf).is_some_and(|n| n > LOOSE_MAX_OBJECTS);
-                if many || buf.len() > LOOSE_MAX_BYTES {
+                if buf.len() > MEMORY_MAX_BYTES {
                     let mut writer = odb.packwriter().map_err(crate::git::other)?;
                     writer.write_all(buf).map_err(|_| pack_writer_error())?;
                     *self = PackSink::Writer(writer);
@@ -388,7 +386,22 @@ impl<'o> PackSink<'o> {
                 if pack.is_empty() {
                     return Ok(());
                 }
-                store_loose(repo, odb, &pack).map_err(|e| match e {
+                let few =
+                    crate::unpack::object_count(&pack).is_some_and(|n| n <= LOOSE_MAX_OBJECTS);
+                let stored = if few {
+                    store_loose(repo, odb, &pack)
+                } else {
+                    // A pack it cannot index (one that holds an object twice) is
+                    // still stored, loose.
+                    keep_pack(repo, odb, &pack).or_else(|e| match e {
+                        Stored::Bad(m) => {
+                            tracing::debug!("the pack is stored loose: {m}");
+                            store_loose(repo, odb, &pack)
+                        }
+                        e => Err(e),
+                    })
+                };
+                stored.map_err(|e| match e {
                     Stored::Bad(m) => GitError::Transient(format!("{url}: a bad pack: {m}")),
                     Stored::Write(e) => e,
                 })
@@ -421,6 +434,28 @@ fn store_loose(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<()
             )))
         })?;
     }
+    Ok(())
+}
+
+/// The pack kept as it came, with the bases it leans on appended and an index.
+fn keep_pack(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<(), Stored> {
+    let dir = repo.commondir().join("objects").join("pack");
+    let kept = crate::index_pack::keep(pack, &dir, |id| {
+        odb.read(id).ok().map(|o| (o.kind(), o.data().to_vec()))
+    })
+    .map_err(|e| match e {
+        crate::index_pack::KeepError::Bad(m) => Stored::Bad(m),
+        crate::index_pack::KeepError::Write(e) => Stored::Write(GitError::local(format!(
+            "{}: cannot write a fetched pack: {e}",
+            dir.display()
+        ))),
+    })?;
+    tracing::debug!(
+        "kept {} ({} objects, {} bases appended)",
+        kept.pack.display(),
+        kept.objects,
+        kept.appended
+    );
     Ok(())
 }
 
