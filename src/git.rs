@@ -482,6 +482,10 @@ pub struct Author {
 /// The backup repository: a non-bare repository whose HEAD names the branch.
 pub struct Repo {
     repo: Repository,
+    /// Blobs that this run's last fetch made whole, by id: the newest versions
+    /// that came as deltas. Reading them here saves libgit2 applying their chains
+    /// of deltas again (or inflating them).
+    fetched: std::sync::Mutex<crate::wire::Fetched>,
 }
 
 impl Repo {
@@ -489,7 +493,7 @@ impl Repo {
     pub fn open(path: &Path) -> Result<Option<Repo>, GitError> {
         settings();
         match Repository::open(path) {
-            Ok(repo) => Ok(Some(Repo { repo })),
+            Ok(repo) => Ok(Some(Repo::of(repo))),
             Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(other(e)),
         }
@@ -506,7 +510,7 @@ impl Repo {
         if occupied {
             // A folder of the user's: the repository is made inside it.
             let repo = Repository::init_opts(path, &opts).map_err(other)?;
-            let r = Repo { repo };
+            let r = Repo::of(repo);
             r.exclude_temporary_files();
             return Ok(r);
         }
@@ -521,9 +525,7 @@ impl Repo {
             .prefix(".memory-backup-repo-")
             .tempdir_in(parent)
             .map_err(io)?;
-        let made = Repo {
-            repo: Repository::init_opts(tmp.path(), &opts).map_err(other)?,
-        };
+        let made = Repo::of(Repository::init_opts(tmp.path(), &opts).map_err(other)?);
         made.exclude_temporary_files();
         drop(made);
         if std::fs::rename(tmp.path(), path).is_ok() {
@@ -531,7 +533,14 @@ impl Repo {
         }
         // Ours, or the one another run put there first.
         let repo = Repository::open(path).map_err(other)?;
-        Ok(Repo { repo })
+        Ok(Repo::of(repo))
+    }
+
+    fn of(repo: Repository) -> Repo {
+        Repo {
+            repo,
+            fetched: Default::default(),
+        }
     }
 
     /// Temporary files of an interrupted atomic write are not the user's business.
@@ -639,9 +648,15 @@ impl Repo {
             if item.kind() != Some(ObjectType::Blob) || !keep(name) {
                 continue;
             }
+            let fetched = || {
+                let fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+                fetched.get(&item.id()).cloned()
+            };
             let bytes = match seen.get(&item.id()).and_then(|n| out.get(n)) {
                 Some(b) => b.clone(),
-                None => match workdir.and_then(|d| same_in_worktree(&odb, d, name, item.id())) {
+                None => match fetched()
+                    .or_else(|| workdir.and_then(|d| same_in_worktree(&odb, d, name, item.id())))
+                {
                     Some(b) => b,
                     None => self
                         .repo
@@ -783,8 +798,19 @@ impl Repo {
         if crate::wire::parse_url(url).is_some() {
             let haves = self.haves(branch);
             let limit = network_timeout(timeout);
-            return crate::wire::fetch(&self.repo, url, branch, &haves, limit, proceed)
-                .map(|tip| tip.map(CommitId));
+            let mut fetched = crate::wire::Fetched::new();
+            let tip = crate::wire::fetch(
+                &self.repo,
+                url,
+                branch,
+                &haves,
+                limit,
+                proceed,
+                &mut fetched,
+            );
+            // The tips read next are this fetch's: its blobs replace the last one's.
+            *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) = fetched;
+            return tip.map(|tip| tip.map(CommitId));
         }
         set_timeouts(timeout);
         let refname = format!("refs/heads/{branch}");
@@ -1853,9 +1879,7 @@ mod tests {
             Signature::new("Some One", "one@example.org", &Time::new(1_700_000_000, 0)).unwrap();
         let parent = raw.commit(None, &sig, &sig, "first", &tree, &[]).unwrap();
 
-        let repo = Repo {
-            repo: Repository::open(dir.path()).unwrap(),
-        };
+        let repo = Repo::of(Repository::open(dir.path()).unwrap());
         let before: Files = [("a-c".to_string(), b"kept".to_vec())].into();
         let files: Files = [
             ("a-c".to_string(), b"kept".to_vec()),

@@ -16,6 +16,7 @@
 //! or an index into a table of 64-bit offsets); the pack's checksum; the
 //! index's own checksum.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -51,7 +52,8 @@ pub struct Kept {
 
 /// Keeps `pack` in `pack_dir` (a repository's `objects/pack`) with an index, the
 /// bases that its deltas lean on appended from `local` (which gives the kind and
-/// data of an object of this repository). The pack goes in place before its
+/// data of an object of this repository); each object made whole is handed to
+/// `found` as [`unpack::resolve`] hands it. The pack goes in place before its
 /// index, each by a rename after being synced to disk: a reader finds a pack
 /// by its index, so it sees the whole pack or none. A pack already there (the
 /// same fetch by a concurrent run) is left as it is.
@@ -59,8 +61,10 @@ pub fn keep(
     pack: &[u8],
     pack_dir: &Path,
     local: impl FnMut(Oid) -> Option<(ObjectType, Vec<u8>)>,
+    mut found: impl FnMut(Oid, ObjectType, Cow<'_, [u8]>),
 ) -> Result<Kept, KeepError> {
-    let resolved = unpack::resolve(pack, local, |_, _, _, _| {}).map_err(KeepError::Bad)?;
+    let resolved = unpack::resolve(pack, local, |_, id, kind, data| found(id, kind, data))
+        .map_err(KeepError::Bad)?;
     let body = &pack[..pack.len() - TRAILER_BYTES];
     let mut rows: Vec<Row> = resolved
         .entries
@@ -263,7 +267,13 @@ mod tests {
 
     fn keep_in(here: &Path, pack: &[u8]) -> Kept {
         let repo = git2::Repository::open(here).unwrap();
-        keep(pack, &here.join("objects/pack"), |id| stored(&repo, id)).unwrap()
+        keep(
+            pack,
+            &here.join("objects/pack"),
+            |id| stored(&repo, id),
+            |_, _, _| {},
+        )
+        .unwrap()
     }
 
     #[test]
@@ -335,7 +345,7 @@ mod tests {
         let pack_dir = here.join("objects/pack");
         let before = std::fs::read_dir(&pack_dir).unwrap().count();
         // Its bases are not here.
-        match keep(&pack, &pack_dir, |_| None) {
+        match keep(&pack, &pack_dir, |_| None, |_, _, _| {}) {
             Err(KeepError::Bad(m)) => assert!(m.contains("neither in the pack nor here"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -343,7 +353,7 @@ mod tests {
         let mid = flipped.len() / 2;
         flipped[mid] ^= 0xff;
         let repo = git2::Repository::open(&here).unwrap();
-        match keep(&flipped, &pack_dir, |id| stored(&repo, id)) {
+        match keep(&flipped, &pack_dir, |id| stored(&repo, id), |_, _, _| {}) {
             Err(KeepError::Bad(m)) => assert!(m.contains("checksum"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -351,7 +361,7 @@ mod tests {
         // A folder that is a file.
         let file = here.join("a-file");
         std::fs::write(&file, b"").unwrap();
-        match keep(&pack, &file, |id| stored(&repo, id)) {
+        match keep(&pack, &file, |id| stored(&repo, id), |_, _, _| {}) {
             Err(KeepError::Write(_)) => {}
             other => panic!("{other:?}"),
         }
@@ -389,7 +399,7 @@ mod tests {
             (y_id, crate::pack::delta(y, x)),
         ]);
         let pack_dir = dir.path().join("objects/pack");
-        let kept = keep(&pack, &pack_dir, |id| stored(&repo, id)).unwrap();
+        let kept = keep(&pack, &pack_dir, |id| stored(&repo, id), |_, _, _| {}).unwrap();
         assert_eq!((kept.objects, kept.appended), (3, 1));
         let theirs = dir.path().join("theirs.idx");
         git(

@@ -261,6 +261,7 @@ pub fn fetch(
     haves: &[Oid],
     timeout: Duration,
     proceed: impl FnOnce() -> bool,
+    fetched: &mut Fetched,
 ) -> Result<Option<Oid>, Option<GitError>> {
     let began = std::time::Instant::now();
     let net = |e: io::Error| GitError::Transient(format!("{url}: {e}"));
@@ -346,7 +347,7 @@ pub fn fetch(
         }
     }
     tracing::debug!("{url}: pack received at {:?}", began.elapsed());
-    sink.finish(url)?;
+    sink.finish(url, fetched)?;
     tracing::debug!("{url}: pack stored at {:?}", began.elapsed());
     if repo.find_commit(tip).is_err() {
         return Err(Some(GitError::Transient(format!(
@@ -380,7 +381,7 @@ impl<'o> PackSink<'o> {
         }
     }
 
-    fn finish(self, url: &str) -> Result<(), GitError> {
+    fn finish(self, url: &str, fetched: &mut Fetched) -> Result<(), GitError> {
         match self {
             PackSink::Memory(repo, odb, pack) => {
                 if pack.is_empty() {
@@ -389,14 +390,14 @@ impl<'o> PackSink<'o> {
                 let few =
                     crate::unpack::object_count(&pack).is_some_and(|n| n <= LOOSE_MAX_OBJECTS);
                 let stored = if few {
-                    store_loose(repo, odb, &pack)
+                    store_loose(repo, odb, &pack, fetched)
                 } else {
                     // A pack it cannot index (one that holds an object twice) is
                     // still stored, loose.
-                    keep_pack(repo, odb, &pack).or_else(|e| match e {
+                    keep_pack(repo, odb, &pack, fetched).or_else(|e| match e {
                         Stored::Bad(m) => {
                             tracing::debug!("the pack is stored loose: {m}");
-                            store_loose(repo, odb, &pack)
+                            store_loose(repo, odb, &pack, fetched)
                         }
                         e => Err(e),
                     })
@@ -416,8 +417,61 @@ enum Stored {
     Write(GitError),
 }
 
-/// Every object of the small `pack` written as a loose object, commits last.
-fn store_loose(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<(), Stored> {
+/// Blobs that a fetch made whole, by id (see [`Fetched::keep`]).
+#[derive(Debug)]
+pub struct Fetched {
+    blobs: HashMap<Oid, Vec<u8>>,
+    bytes: usize,
+    /// At most this many bytes of blobs are kept.
+    max_bytes: usize,
+}
+
+impl Default for Fetched {
+    fn default() -> Fetched {
+        Fetched::new()
+    }
+}
+
+impl Fetched {
+    pub fn new() -> Fetched {
+        Fetched::at_most(256 << 20)
+    }
+
+    fn at_most(max_bytes: usize) -> Fetched {
+        Fetched {
+            blobs: HashMap::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Keeps `data`, a blob of id `id`, unless that goes past the bound.
+    fn keep(&mut self, id: Oid, data: Vec<u8>) {
+        if self.bytes + data.len() <= self.max_bytes && !self.blobs.contains_key(&id) {
+            self.bytes += data.len();
+            self.blobs.insert(id, data);
+        }
+    }
+
+    pub fn get(&self, id: &Oid) -> Option<&Vec<u8>> {
+        self.blobs.get(id)
+    }
+
+    pub fn extend(&mut self, other: Fetched) {
+        for (id, data) in other.blobs {
+            self.keep(id, data);
+        }
+    }
+}
+
+/// Every object of the small `pack` written as a loose object, commits last;
+/// its blobs go to `fetched`.
+fn store_loose(
+    repo: &Repository,
+    odb: &git2::Odb<'_>,
+    pack: &[u8],
+    fetched: &mut Fetched,
+) -> Result<(), Stored> {
     let objects = crate::unpack::read_pack(pack, |id| {
         odb.read(id).ok().map(|o| (o.kind(), o.data().to_vec()))
     })
@@ -434,15 +488,34 @@ fn store_loose(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<()
             )))
         })?;
     }
+    for o in objects {
+        if o.kind == git2::ObjectType::Blob {
+            fetched.keep(o.id, o.data);
+        }
+    }
     Ok(())
 }
 
-/// The pack kept as it came, with the bases it leans on appended and an index.
-fn keep_pack(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<(), Stored> {
+/// The pack kept as it came, with the bases it leans on appended and an index;
+/// the blobs that no delta of it leans on (the newest versions) go to `fetched`.
+fn keep_pack(
+    repo: &Repository,
+    odb: &git2::Odb<'_>,
+    pack: &[u8],
+    fetched: &mut Fetched,
+) -> Result<(), Stored> {
     let dir = repo.commondir().join("objects").join("pack");
-    let kept = crate::index_pack::keep(pack, &dir, |id| {
-        odb.read(id).ok().map(|o| (o.kind(), o.data().to_vec()))
-    })
+    let mut made = Fetched::new();
+    let kept = crate::index_pack::keep(
+        pack,
+        &dir,
+        |id| odb.read(id).ok().map(|o| (o.kind(), o.data().to_vec())),
+        |id, kind, data| {
+            if let (git2::ObjectType::Blob, std::borrow::Cow::Owned(data)) = (kind, data) {
+                made.keep(id, data);
+            }
+        },
+    )
     .map_err(|e| match e {
         crate::index_pack::KeepError::Bad(m) => Stored::Bad(m),
         crate::index_pack::KeepError::Write(e) => Stored::Write(GitError::local(format!(
@@ -456,6 +529,8 @@ fn keep_pack(repo: &Repository, odb: &git2::Odb<'_>, pack: &[u8]) -> Result<(), 
         kept.objects,
         kept.appended
     );
+    // Only once the pack is in place: what is read from here is also there.
+    fetched.extend(made);
     Ok(())
 }
 
@@ -630,6 +705,25 @@ fn write_pkt(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetched_blobs_are_kept_up_to_their_bound_and_once_each() {
+        let id = |b: u8| Oid::from_bytes(&[b; 20]).unwrap();
+        let mut f = Fetched::at_most(100);
+        f.keep(id(1), vec![1; 90]);
+        f.keep(id(2), vec![2; 11]);
+        assert!(f.get(&id(2)).is_none(), "kept past the bound");
+        f.keep(id(3), vec![3; 10]);
+        assert_eq!(f.get(&id(3)), Some(&vec![3; 10]));
+        f.keep(id(3), vec![4; 0]);
+        assert_eq!(f.get(&id(3)), Some(&vec![3; 10]), "replaced");
+        assert_eq!(f.bytes, 100);
+        // Room for one of the two only, whichever comes first.
+        let mut g = Fetched::at_most(95);
+        g.extend(f);
+        assert_eq!(g.blobs.len(), 1);
+        assert!(g.bytes == 90 || g.bytes == 10, "{}", g.bytes);
+    }
 
     #[test]
     fn git_urls_give_host_port_and_path() {
