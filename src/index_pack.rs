@@ -117,8 +117,15 @@ pub fn keep(
     let mut parts: Vec<&[u8]> = vec![&header, &body[HEADER_BYTES..]];
     parts.extend(appended.iter().map(Vec::as_slice));
     parts.push(&checksum);
-    write(&pack_path, &parts).map_err(KeepError::Write)?;
-    write(&index_path, &[&index]).map_err(KeepError::Write)?;
+    let made = write(&pack_path, &parts).map_err(KeepError::Write)?;
+    if let Err(e) = write(&index_path, &[&index]) {
+        // A pack without its index is never read: it would only take room, on
+        // what may be a full disk.
+        if made {
+            let _ = std::fs::remove_file(&pack_path);
+        }
+        return Err(KeepError::Write(e));
+    }
     Ok(Kept {
         pack: pack_path,
         index: index_path,
@@ -194,10 +201,11 @@ fn index_bytes(rows: &mut [Row], checksum: &[u8; 20]) -> Result<Vec<u8>, String>
 }
 
 /// Writes `parts` one after the other as `path`, read-only, synced before it
-/// takes its name; a file already of that name is kept.
-fn write_new(dir: &Path, path: &Path, parts: &[&[u8]]) -> io::Result<()> {
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-        return Ok(());
+/// takes its name; a file already of that name is kept. Whether it wrote it.
+fn write_new(dir: &Path, path: &Path, parts: &[&[u8]]) -> io::Result<bool> {
+    let whole = |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0);
+    if whole(path) {
+        return Ok(false);
     }
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
@@ -214,15 +222,15 @@ fn write_new(dir: &Path, path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     tmp.as_file().sync_data()?;
     // An empty file left by a power cut is replaced; a whole one stays.
     match tmp.persist_noclobber(path) {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-            if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-                Ok(())
+            if whole(path) {
+                Ok(false)
             } else {
-                e.file.persist(path).map(drop).map_err(|e| e.error)
+                e.file.persist(path).map(|_| true).map_err(|e| e.error)
             }
         }
-        Err(e) => e.file.persist(path).map(drop).map_err(|e| e.error),
+        Err(e) => e.file.persist(path).map(|_| true).map_err(|e| e.error),
     }
 }
 
@@ -236,7 +244,8 @@ mod tests {
     use crate::unpack::tests::{git, history, stored, thin_pack};
 
     /// A thin pack of `history`'s last version over its `since`-th, and a bare
-    /// repository that holds the history up to `since`: as a fetch finds it.
+    /// repository that holds the history up to `since` and nothing after it: as
+    /// a fetch finds it.
     fn thin_fetch(
         versions: usize,
         since: usize,
@@ -254,6 +263,8 @@ mod tests {
                 "clone",
                 "-q",
                 "--bare",
+                // Not a copy of the source's objects: only the history up to `since`.
+                "--no-local",
                 "--single-branch",
                 "-b",
                 "old",
@@ -416,6 +427,32 @@ mod tests {
         let t_id = crate::loose::blob_id(t);
         let shown = git(dir.path(), &["cat-file", "-p", &t_id.to_string()], None);
         assert_eq!(shown, t);
+    }
+
+    #[test]
+    fn a_pack_whose_index_cannot_be_written_is_taken_away_again() {
+        let (_dir, pack, here, _) = thin_fetch(5, 1);
+        let pack_dir = here.join("objects/pack");
+        // The names it will take, from a keep into a scratch folder.
+        let scratch = here.join("scratch");
+        let repo = git2::Repository::open(&here).unwrap();
+        let named = keep(&pack, &scratch, |id| stored(&repo, id), |_, _, _| {}).unwrap();
+        let index = pack_dir.join(named.index.file_name().unwrap());
+        let packed = pack_dir.join(named.pack.file_name().unwrap());
+        // A folder where the index goes: it cannot be written there.
+        std::fs::create_dir(&index).unwrap();
+        std::fs::write(index.join("x"), b"x").unwrap();
+        match keep(&pack, &pack_dir, |id| stored(&repo, id), |_, _, _| {}) {
+            Err(KeepError::Write(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(!packed.exists(), "a pack without its index was left");
+        let left: Vec<_> = std::fs::read_dir(&pack_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("tmp_"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

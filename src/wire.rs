@@ -244,10 +244,10 @@ impl Session {
 /// as a pack with an index made here ([`crate::index_pack`]): its deltas take
 /// less room and less time than as many whole objects compressed again.
 const LOOSE_MAX_OBJECTS: u32 = 6;
-/// A pack that grows past this many bytes (a first fetch of a large
-/// repository) goes to libgit2's indexer, which writes it to disk as it comes:
-/// the memory a fetch holds stays bounded.
-const MEMORY_MAX_BYTES: usize = 256 << 20;
+/// A pack that grows past this many bytes (a host very far behind) goes to
+/// libgit2's indexer, which writes it to disk as it comes: the memory a fetch
+/// holds stays bounded.
+const MEMORY_MAX_BYTES: usize = 64 << 20;
 
 /// Fetches `refs/heads/{branch}` of the `git://` `url` into `repo`'s object
 /// database, writing no ref, telling the server of the commits `haves`; the
@@ -319,7 +319,13 @@ pub fn fetch(
         }));
     }
     let odb = repo.odb().map_err(|e| Some(crate::git::other(e)))?;
-    let mut sink = PackSink::Memory(repo, &odb, Vec::new());
+    // A first fetch (nothing here to name) brings the whole history: libgit2
+    // writes it to disk as it comes, and nothing in it leans on objects here.
+    let mut sink = if haves.is_empty() {
+        PackSink::Writer(odb.packwriter().map_err(|e| Some(crate::git::other(e)))?)
+    } else {
+        PackSink::Memory(repo, &odb, Vec::new())
+    };
     match band {
         Some(_) => {
             while let Some(pkt) = read_pkt(&mut reader).map_err(net)? {
@@ -505,6 +511,11 @@ fn keep_pack(
     fetched: &mut Fetched,
 ) -> Result<(), Stored> {
     let dir = repo.commondir().join("objects").join("pack");
+    // libgit2 looks for new packs only in a folder that was there when it
+    // opened the repository.
+    if !dir.is_dir() {
+        return store_loose(repo, odb, pack, fetched);
+    }
     let mut made = Fetched::new();
     let kept = crate::index_pack::keep(
         pack,

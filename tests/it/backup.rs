@@ -829,8 +829,8 @@ fn a_full_disk_while_fetching_is_exit_74_at_once_not_a_retry() {
     assert!(!log.status.success(), "a commit was made: {}", stdout(&log));
 }
 
-/// Many commits to fetch go into a pack that libgit2 writes: a full disk there
-/// is 74 as well, with the system's reason.
+/// A first fetch of many commits goes into a pack that libgit2 writes: a full
+/// disk there is 74 as well, with the system's reason.
 #[test]
 fn a_full_disk_while_fetching_many_commits_is_exit_74_too() {
     let env = Env::new();
@@ -1444,6 +1444,39 @@ fn a_git_protocol_fetch_stores_a_few_commits_loose_and_many_as_a_pack() {
         70
     );
     assert_eq!(local, env.show(&bare, "unified-memory.json"));
+}
+
+/// A repository without an `objects/pack` folder (copied by a tool that drops
+/// empty folders): libgit2 would not see a pack put there, so a fetch of many
+/// commits is written loose.
+#[test]
+fn a_fetch_of_many_commits_into_a_repository_without_a_pack_folder_lands() {
+    let env = Env::new();
+    let (_daemon, bare, url) = env.served();
+    for host in ["a", "b"] {
+        assert_code(&env.run(host, host, &["init", "--remote", &url]), 0);
+    }
+    let named = |n: usize, tag: &str| (0..n).map(|i| format!("{tag}{i}")).collect::<Vec<_>>();
+    let a = env.memory_of("a.json", &named(5, "a"), "first");
+    assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
+    for round in 0..5 {
+        let b = env.memory_of("b.json", &named(5 + round, "b"), &format!("round {round}"));
+        assert_code(&env.run("b", "b", &["backup", "--memory", &b]), 0);
+    }
+    let pack_dir = env.path("a/.git/objects/pack");
+    if pack_dir.exists() {
+        assert_eq!(
+            std::fs::read_dir(&pack_dir).unwrap().count(),
+            0,
+            "a has packs"
+        );
+        std::fs::remove_dir(&pack_dir).unwrap();
+    }
+    let a = env.memory_of("a.json", &named(6, "a"), "second");
+    assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
+    fsck(&env, &env.path("a/.git"));
+    let unified = env.show(&bare, "unified-memory.json");
+    assert_eq!(ids(&unified).len(), 6 + 9);
 }
 
 /// A server that takes a connection and then says nothing holds a fetch only
