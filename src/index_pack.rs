@@ -410,8 +410,21 @@ mod tests {
             (y_id, crate::pack::delta(y, x)),
         ]);
         let pack_dir = dir.path().join("objects/pack");
-        let kept = keep(&pack, &pack_dir, |id| stored(&repo, id), |_, _, _| {}).unwrap();
+        let mut lent = Vec::new();
+        let kept = keep(
+            &pack,
+            &pack_dir,
+            |id| stored(&repo, id),
+            |id, _, data| {
+                if matches!(data, Cow::Borrowed(_)) {
+                    lent.push(id);
+                }
+            },
+        )
+        .unwrap();
         assert_eq!((kept.objects, kept.appended), (3, 1));
+        // t was made from x as this repository has it: x waits for no delta.
+        assert!(lent.is_empty(), "{lent:?}");
         let theirs = dir.path().join("theirs.idx");
         git(
             dir.path(),

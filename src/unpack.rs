@@ -192,10 +192,15 @@ pub fn resolve(
                 }
                 Some(From::Thin(t)) => {
                     let base = &thin_bases[t];
-                    (
+                    let made = (
                         base.kind,
                         apply(&base.data, &std::mem::take(&mut raws[i].data))?,
-                    )
+                    );
+                    // An entry of the pack with the same id need not wait for it.
+                    if let Some(n) = waiting_for.get_mut(&base.id) {
+                        *n = n.saturating_sub(1);
+                    }
+                    made
                 }
             };
             let id = crate::loose::object_id(kind, &data);

@@ -717,6 +717,48 @@ fn write_pkt(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A pack of the whole blobs `blobs`, in that order.
+    fn blob_pack(blobs: &[&[u8]]) -> Vec<u8> {
+        use sha1::Digest;
+        let mut pack = b"PACK\0\0\0\x02".to_vec();
+        pack.extend_from_slice(&(blobs.len() as u32).to_be_bytes());
+        for b in blobs {
+            pack.extend(crate::pack::object_header(3, b.len()));
+            pack.extend(crate::loose::zlib(&[], b).unwrap());
+        }
+        let sum = sha1::Sha1::digest(&pack);
+        pack.extend_from_slice(&sum);
+        pack
+    }
+
+    #[test]
+    fn a_fetched_pack_that_holds_an_object_twice_is_stored_loose() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let odb = repo.odb().unwrap();
+        let blobs: Vec<Vec<u8>> = (0..7).map(|i| format!("blob {i}\n").into_bytes()).collect();
+        let mut listed: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        listed.push(&blobs[0]);
+        let pack = blob_pack(&listed);
+        let mut fetched = Fetched::new();
+        PackSink::Memory(&repo, &odb, pack)
+            .finish("git://127.0.0.1/r.git", &mut fetched)
+            .unwrap();
+        for b in &blobs {
+            let id = crate::loose::blob_id(b);
+            assert!(
+                crate::loose::path(&dir.path().join("objects"), id).exists(),
+                "{id} not loose"
+            );
+            assert_eq!(odb.read(id).unwrap().data(), b.as_slice());
+            assert_eq!(fetched.get(&id), Some(b));
+        }
+        let packs = std::fs::read_dir(dir.path().join("objects/pack"))
+            .unwrap()
+            .count();
+        assert_eq!(packs, 0, "a pack was left");
+    }
+
     #[test]
     fn fetched_blobs_are_kept_up_to_their_bound_and_once_each() {
         let id = |b: u8| Oid::from_bytes(&[b; 20]).unwrap();
