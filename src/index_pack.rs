@@ -8,7 +8,7 @@
 //! with SHA-1DC, the collision-detecting SHA-1, about three times slower than
 //! the CPU's SHA instructions that the `sha1` crate uses, and compresses the
 //! bases it appends on one thread. Here the objects are hashed with `sha1`,
-//! each base is compressed on every core ([`crate::loose::zlib`]), and of the
+//! each base is compressed on every core (`loose::zlib`), and of the
 //! versions only about two are in memory at a time ([`crate::unpack::resolve`]).
 //!
 //! The index (git's `gitformat-pack`): a magic and version 2; a fan-out table

@@ -1,9 +1,11 @@
-//! Reading a small pack, as a fetch receives it, into whole objects: each
-//! object inflated, each delta applied to its base (in the pack, or an object
-//! this repository has: a "thin" pack), each id hashed. libgit2 would instead
-//! keep the pack, and first append to it every base it lacks, compressed at
-//! zlib's default level: for a fetch that brings one new version of a unified
-//! file of megabytes, most of that fetch's time.
+//! Reading a pack, as a fetch receives it, into whole objects: each object
+//! inflated, each delta applied to its base (in the pack, or an object this
+//! repository has: a "thin" pack), each id hashed. A small pack's objects are
+//! then written loose ([`read_pack`]); a larger one is kept as it came, with
+//! the ids and bases found here ([`resolve`], for [`crate::index_pack`]).
+//! libgit2 would keep every pack, and first append to it every base it lacks,
+//! compressed at zlib's default level: for a fetch that brings one new version
+//! of a unified file of megabytes, most of that fetch's time.
 //!
 //! The format (git's `gitformat-pack`): `PACK`, a version, an object count;
 //! each object a type and size header, for a delta its base (an offset back in

@@ -423,7 +423,7 @@ enum Stored {
     Write(GitError),
 }
 
-/// Blobs that a fetch made whole, by id (see [`Fetched::keep`]).
+/// Blobs that a fetch made whole, by id, up to a bound.
 #[derive(Debug)]
 pub struct Fetched {
     blobs: HashMap<Oid, Vec<u8>>,

@@ -1,4 +1,4 @@
-//! One module per command; each fills a [`Report`](crate::report::Report).
+//! One module per command; each fills a [`crate::report::Report`].
 
 pub mod backup;
 pub mod init;
