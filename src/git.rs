@@ -482,9 +482,10 @@ pub struct Author {
 /// The backup repository: a non-bare repository whose HEAD names the branch.
 pub struct Repo {
     repo: Repository,
-    /// Blobs that this run's last fetch made whole, by id: the newest versions
-    /// that came as deltas. Reading them here saves libgit2 applying their chains
-    /// of deltas again (or inflating them).
+    /// Blobs that this run's last fetch made whole and that no delta of its pack
+    /// leans on, by id (from a server that keeps its packs, the newest
+    /// versions). Reading them here saves libgit2 applying their chains of
+    /// deltas again (or inflating them).
     fetched: std::sync::Mutex<crate::wire::Fetched>,
 }
 

@@ -17,7 +17,7 @@
 //! index's own checksum.
 
 use std::borrow::Cow;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid};
@@ -55,8 +55,8 @@ pub struct Kept {
 /// data of an object of this repository); each object made whole is handed to
 /// `found` as [`unpack::resolve`] hands it. The pack goes in place before its
 /// index, each by a rename after being synced to disk: a reader finds a pack
-/// by its index, so it sees the whole pack or none. A pack already there (the
-/// same fetch by a concurrent run) is left as it is.
+/// by its index, so it sees the whole pack or none (`loose::write_once`).
+/// A pack already there (the same fetch by a concurrent run) is left as it is.
 pub fn keep(
     pack: &[u8],
     pack_dir: &Path,
@@ -110,10 +110,10 @@ pub fn keep(
     let checksum: [u8; 20] = sha.finalize().into();
     let index = index_bytes(&mut rows, &checksum).map_err(KeepError::Bad)?;
 
-    let name = format!("pack-{}", hex(&checksum));
+    let name = format!("pack-{}", Oid::from_bytes(&checksum).expect("20 bytes"));
     let pack_path = pack_dir.join(format!("{name}.pack"));
     let index_path = pack_dir.join(format!("{name}.idx"));
-    let write = |path: &Path, parts: &[&[u8]]| write_new(pack_dir, path, parts);
+    let write = |path: &Path, parts: &[&[u8]]| crate::loose::write_once(path, "tmp_pack_", parts);
     let mut parts: Vec<&[u8]> = vec![&header, &body[HEADER_BYTES..]];
     parts.extend(appended.iter().map(Vec::as_slice));
     parts.push(&checksum);
@@ -200,48 +200,10 @@ fn index_bytes(rows: &mut [Row], checksum: &[u8; 20]) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
-/// Writes `parts` one after the other as `path`, read-only, synced before it
-/// takes its name; a file already of that name is kept. Whether it wrote it.
-fn write_new(dir: &Path, path: &Path, parts: &[&[u8]]) -> io::Result<bool> {
-    let whole = |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0);
-    if whole(path) {
-        return Ok(false);
-    }
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix("tmp_pack_")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
-        .tempfile_in(dir)?;
-    {
-        let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        for p in parts {
-            w.write_all(p)?;
-        }
-        w.flush()?;
-    }
-    tmp.as_file().sync_data()?;
-    // An empty file left by a power cut is replaced; a whole one stays.
-    match tmp.persist_noclobber(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-            if whole(path) {
-                Ok(false)
-            } else {
-                e.file.persist(path).map(|_| true).map_err(|e| e.error)
-            }
-        }
-        Err(e) => e.file.persist(path).map(|_| true).map_err(|e| e.error),
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unpack::tests::{git, history, stored, thin_pack};
+    use crate::unpack::tests::{git, history, pack_of, stored, thin_pack};
 
     /// A thin pack of `history`'s last version over its `since`-th, and a bare
     /// repository that holds the history up to `since` and nothing after it: as
@@ -378,20 +340,6 @@ mod tests {
         }
     }
 
-    /// A pack of `entries`, each a delta on the blob of the id given, by id.
-    fn ref_delta_pack(entries: &[(Oid, Vec<u8>)]) -> Vec<u8> {
-        let mut pack = b"PACK\0\0\0\x02".to_vec();
-        pack.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-        for (base, delta) in entries {
-            pack.extend(crate::pack::object_header(7, delta.len()));
-            pack.extend_from_slice(base.as_bytes());
-            pack.extend(crate::loose::zlib(&[], delta).unwrap());
-        }
-        let sum = Sha1::digest(&pack);
-        pack.extend_from_slice(&sum);
-        pack
-    }
-
     #[test]
     fn a_base_that_is_both_here_and_in_the_pack_is_not_appended_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -405,9 +353,10 @@ mod tests {
         let x_id = repo.blob(x).unwrap();
         // The pack holds x as a delta on y, and t as a delta on x, named first:
         // t waits on x, x on y, and only then is x asked of the repository.
-        let pack = ref_delta_pack(&[
-            (x_id, crate::pack::delta(x, t)),
-            (y_id, crate::pack::delta(y, x)),
+        let (d1, d2) = (crate::pack::delta(x, t), crate::pack::delta(y, x));
+        let pack = pack_of(&[
+            (7, Some(x_id), d1.len(), &d1),
+            (7, Some(y_id), d2.len(), &d2),
         ]);
         let pack_dir = dir.path().join("objects/pack");
         let mut lent = Vec::new();

@@ -60,34 +60,49 @@ pub fn write_blob(objects: &Path, id: Oid, data: &[u8]) -> io::Result<()> {
 /// ever sees a part. A concurrent writer of the same object wins harmlessly.
 pub fn write_object(objects: &Path, kind: ObjectType, id: Oid, data: &[u8]) -> io::Result<()> {
     let path = path(objects, id);
-    let dir = path.parent().expect("an object's folder");
-    // An empty file is no object (a zlib stream is never empty): one that a
-    // power cut left, never synced. It is written again, by a rename over it.
-    let replace = match std::fs::metadata(&path) {
-        Ok(m) if m.len() > 0 => return Ok(()),
-        Ok(_) => true,
-        Err(_) => false,
-    };
+    if is_whole_file(&path) {
+        return Ok(());
+    }
     let compressed = zlib(header(kind, data).as_bytes(), data)?;
+    write_once(&path, "tmp_obj_", &[&compressed]).map(drop)
+}
+
+/// Whether `path` is a file with something in it: an empty one is what a power
+/// cut leaves of a file never synced.
+fn is_whole_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
+
+/// Writes `parts` one after the other as the file `path`, as git writes the
+/// files of its object database: read-only, into a temporary file (named
+/// `prefix...`) beside it, synced to disk, then renamed into place without
+/// replacing a file of that name that is whole, so that no reader ever sees a
+/// part and after a power cut the file is whole or absent. An empty file there
+/// (a power cut's leftover) is replaced. Whether it wrote the file: a
+/// concurrent writer of the same name wins harmlessly (the name is a hash of
+/// the bytes).
+pub(crate) fn write_once(path: &Path, prefix: &str, parts: &[&[u8]]) -> io::Result<bool> {
+    if is_whole_file(path) {
+        return Ok(false);
+    }
+    let dir = path.parent().expect("a file in a folder");
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix("tmp_obj_")
+        .prefix(prefix)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
         .tempfile_in(dir)?;
-    tmp.write_all(&compressed)?;
-    // On disk before it has its name: after a power cut an object is whole or
-    // absent, never an empty file that a ref names.
-    tmp.as_file().sync_data()?;
-    if replace {
-        return tmp.persist(&path).map(drop).map_err(|e| e.error);
+    for part in parts {
+        tmp.write_all(part)?;
     }
-    match tmp.persist_noclobber(&path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        // A file system with neither `renameat2` nor hard links: a plain rename,
-        // as libgit2 does. An object named by its hash that is there already has
-        // the same bytes, so replacing it loses nothing.
-        Err(e) => e.file.persist(&path).map(drop).map_err(|e| e.error),
+    tmp.as_file().sync_data()?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists && is_whole_file(path) => {
+            Ok(false)
+        }
+        // An empty file in the way, or a file system with neither `renameat2`
+        // nor hard links: a plain rename, as libgit2 does.
+        Err(e) => e.file.persist(path).map(|_| true).map_err(|e| e.error),
     }
 }
 

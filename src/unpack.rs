@@ -587,22 +587,36 @@ pub(crate) mod tests {
         ids
     }
 
+    /// git's pack of the objects `revs` names (`git pack-objects --revs`), made
+    /// with `flags` besides.
+    pub(crate) fn pack_objects(dir: &Path, revs: &str, flags: &[&str]) -> Vec<u8> {
+        let mut args = vec!["pack-objects", "--revs", "--stdout", "-q"];
+        args.extend_from_slice(flags);
+        git(dir, &args, Some(revs.as_bytes()))
+    }
+
     /// git's thin pack of the commits from `old` (left out) to `new`, with
     /// deltas on bases by offset, as a fetch receives it.
     pub(crate) fn thin_pack(dir: &Path, new: &str, old: &str) -> Vec<u8> {
         let revs = format!("{new}\n^{old}\n");
-        git(
-            dir,
-            &[
-                "pack-objects",
-                "--revs",
-                "--stdout",
-                "--thin",
-                "--delta-base-offset",
-                "-q",
-            ],
-            Some(revs.as_bytes()),
-        )
+        pack_objects(dir, &revs, &["--thin", "--delta-base-offset"])
+    }
+
+    /// A pack of `entries` made by hand, each a type code, the base id of a delta
+    /// by id, the size its header states, and the data to compress.
+    pub(crate) fn pack_of(entries: &[(u8, Option<Oid>, usize, &[u8])]) -> Vec<u8> {
+        let mut pack = b"PACK\0\0\0\x02".to_vec();
+        pack.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for &(kind, base, size, data) in entries {
+            pack.extend(crate::pack::object_header(kind, size));
+            if let Some(base) = base {
+                pack.extend_from_slice(base.as_bytes());
+            }
+            pack.extend(crate::loose::zlib(&[], data).unwrap());
+        }
+        let sum = Sha1::digest(&pack);
+        pack.extend_from_slice(&sum);
+        pack
     }
 
     /// What git has for `id`: its kind and data.
@@ -656,17 +670,10 @@ pub(crate) mod tests {
     fn resolving_hands_over_by_value_every_object_that_no_delta_leans_on() {
         let dir = tempfile::tempdir().unwrap();
         let ids = history(dir.path(), 8);
-        let revs = format!("{}\n", ids[7]);
-        let pack = git(
+        let pack = pack_objects(
             dir.path(),
-            &[
-                "pack-objects",
-                "--revs",
-                "--stdout",
-                "--delta-base-offset",
-                "-q",
-            ],
-            Some(revs.as_bytes()),
+            &format!("{}\n", ids[7]),
+            &["--delta-base-offset"],
         );
         let file = dir.path().join("all.pack");
         std::fs::write(&file, &pack).unwrap();
@@ -729,11 +736,7 @@ pub(crate) mod tests {
         let ids = history(dir.path(), 3);
         let repo = git2::Repository::open(dir.path()).unwrap();
         let revs = format!("{}\n^{}\n", ids[2], ids[0]);
-        let pack = git(
-            dir.path(),
-            &["pack-objects", "--revs", "--stdout", "--thin", "-q"],
-            Some(revs.as_bytes()),
-        );
+        let pack = pack_objects(dir.path(), &revs, &["--thin"]);
         let err = |p: &[u8]| read_pack(p, |id| stored(&repo, id)).unwrap_err();
 
         let mut flipped = pack.clone();
@@ -752,14 +755,7 @@ pub(crate) mod tests {
 
     /// A pack of one blob whose header states `size`, its data `data`.
     fn one_blob_pack(size: u64, data: &[u8]) -> Vec<u8> {
-        let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
-        pack.extend(crate::pack::object_header(3, size as usize));
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut z, data).unwrap();
-        pack.extend(z.finish().unwrap());
-        let sum = Sha1::digest(&pack);
-        pack.extend_from_slice(&sum);
-        pack
+        pack_of(&[(3, None, size as usize, data)])
     }
 
     #[test]
@@ -807,12 +803,7 @@ pub(crate) mod tests {
     fn commits_are_written_after_everything_else_and_after_their_parents() {
         let dir = tempfile::tempdir().unwrap();
         let ids = history(dir.path(), 4);
-        let revs = format!("{}\n", ids[3]);
-        let pack = git(
-            dir.path(),
-            &["pack-objects", "--revs", "--stdout", "-q"],
-            Some(revs.as_bytes()),
-        );
+        let pack = pack_objects(dir.path(), &format!("{}\n", ids[3]), &[]);
         let objects = read_pack(&pack, |_| None).unwrap();
         let order = write_order(&objects);
         assert_eq!(order.len(), objects.len());

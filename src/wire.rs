@@ -470,6 +470,11 @@ impl Fetched {
     }
 }
 
+/// The kind and data of the object `id` of `odb`: a fetched delta's base.
+fn here<'o>(odb: &'o git2::Odb<'_>) -> impl FnMut(Oid) -> Option<(git2::ObjectType, Vec<u8>)> + 'o {
+    |id| odb.read(id).ok().map(|o| (o.kind(), o.data().to_vec()))
+}
+
 /// Every object of the small `pack` written as a loose object, commits last;
 /// its blobs go to `fetched`.
 fn store_loose(
@@ -478,10 +483,7 @@ fn store_loose(
     pack: &[u8],
     fetched: &mut Fetched,
 ) -> Result<(), Stored> {
-    let objects = crate::unpack::read_pack(pack, |id| {
-        odb.read(id).ok().map(|o| (o.kind(), o.data().to_vec()))
-    })
-    .map_err(Stored::Bad)?;
+    let objects = crate::unpack::read_pack(pack, here(odb)).map_err(Stored::Bad)?;
     let dir = repo.commondir().join("objects");
     for object in crate::unpack::write_order(&objects) {
         if crate::loose::is_whole(odb, &dir, object.id) {
@@ -503,7 +505,7 @@ fn store_loose(
 }
 
 /// The pack kept as it came, with the bases it leans on appended and an index;
-/// the blobs that no delta of it leans on (the newest versions) go to `fetched`.
+/// the blobs that no delta of it leans on go to `fetched`.
 fn keep_pack(
     repo: &Repository,
     odb: &git2::Odb<'_>,
@@ -517,16 +519,11 @@ fn keep_pack(
         return store_loose(repo, odb, pack, fetched);
     }
     let mut made = Fetched::new();
-    let kept = crate::index_pack::keep(
-        pack,
-        &dir,
-        |id| odb.read(id).ok().map(|o| (o.kind(), o.data().to_vec())),
-        |id, kind, data| {
-            if let (git2::ObjectType::Blob, std::borrow::Cow::Owned(data)) = (kind, data) {
-                made.keep(id, data);
-            }
-        },
-    )
+    let kept = crate::index_pack::keep(pack, &dir, here(odb), |id, kind, data| {
+        if let (git2::ObjectType::Blob, std::borrow::Cow::Owned(data)) = (kind, data) {
+            made.keep(id, data);
+        }
+    })
     .map_err(|e| match e {
         crate::index_pack::KeepError::Bad(m) => Stored::Bad(m),
         crate::index_pack::KeepError::Write(e) => Stored::Write(GitError::local(format!(
@@ -717,20 +714,6 @@ fn write_pkt(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// A pack of the whole blobs `blobs`, in that order.
-    fn blob_pack(blobs: &[&[u8]]) -> Vec<u8> {
-        use sha1::Digest;
-        let mut pack = b"PACK\0\0\0\x02".to_vec();
-        pack.extend_from_slice(&(blobs.len() as u32).to_be_bytes());
-        for b in blobs {
-            pack.extend(crate::pack::object_header(3, b.len()));
-            pack.extend(crate::loose::zlib(&[], b).unwrap());
-        }
-        let sum = sha1::Sha1::digest(&pack);
-        pack.extend_from_slice(&sum);
-        pack
-    }
-
     #[test]
     fn a_fetched_pack_that_holds_an_object_twice_is_stored_loose() {
         let dir = tempfile::tempdir().unwrap();
@@ -739,7 +722,8 @@ mod tests {
         let blobs: Vec<Vec<u8>> = (0..7).map(|i| format!("blob {i}\n").into_bytes()).collect();
         let mut listed: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
         listed.push(&blobs[0]);
-        let pack = blob_pack(&listed);
+        let entries: Vec<_> = listed.iter().map(|b| (3, None, b.len(), *b)).collect();
+        let pack = crate::unpack::tests::pack_of(&entries);
         let mut fetched = Fetched::new();
         PackSink::Memory(&repo, &odb, pack)
             .finish("git://127.0.0.1/r.git", &mut fetched)

@@ -1389,6 +1389,31 @@ fn a_run_that_stops_after_a_rejected_push_leaves_the_working_tree_at_the_local_t
     );
 }
 
+/// `n` ids `tag0`, `tag1`, ...
+fn named(n: usize, tag: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}{i}")).collect()
+}
+
+/// Hosts `a` and `b` on `url`: `a` backs up `entries` entries, then `b` lands
+/// `commits` commits (`entries` entries, then one more each time), so that `a`
+/// is that many commits behind. `a`'s memory file.
+fn behind(env: &Env, url: &str, entries: usize, commits: usize) -> String {
+    for host in ["a", "b"] {
+        assert_code(&env.run(host, host, &["init", "--remote", url]), 0);
+    }
+    let a = env.memory_of("a.json", &named(entries, "a"), "first");
+    assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
+    for round in 0..commits {
+        let b = env.memory_of(
+            "b.json",
+            &named(entries + round, "b"),
+            &format!("round {round}"),
+        );
+        assert_code(&env.run("b", "b", &["backup", "--memory", &b]), 0);
+    }
+    a
+}
+
 /// The `git://` fetch keeps a small pack's objects loose, a large one as a pack;
 /// either way the repository is whole and the run merges what came.
 #[test]
@@ -1404,17 +1429,8 @@ fn a_git_protocol_fetch_stores_a_few_commits_loose_and_many_as_a_pack() {
             })
             .unwrap_or(0)
     };
-    for host in ["a", "b"] {
-        assert_code(&env.run(host, host, &["init", "--remote", &url]), 0);
-    }
-    let named = |n: usize, tag: &str| (0..n).map(|i| format!("{tag}{i}")).collect::<Vec<_>>();
-    let a = env.memory_of("a.json", &named(50, "a"), "first");
-    assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
-    // b lands ten commits; a, ten commits behind, fetches them as one pack.
-    for round in 0..10 {
-        let b = env.memory_of("b.json", &named(50 + round, "b"), &format!("round {round}"));
-        assert_code(&env.run("b", "b", &["backup", "--memory", &b]), 0);
-    }
+    // a, ten commits behind, fetches them as one pack.
+    let a = behind(&env, &url, 50, 10);
     let before = packs("a");
     assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
     assert_eq!(packs("a"), before + 1, "ten commits are not kept as a pack");
@@ -1453,16 +1469,7 @@ fn a_git_protocol_fetch_stores_a_few_commits_loose_and_many_as_a_pack() {
 fn a_fetch_of_many_commits_into_a_repository_without_a_pack_folder_lands() {
     let env = Env::new();
     let (_daemon, bare, url) = env.served();
-    for host in ["a", "b"] {
-        assert_code(&env.run(host, host, &["init", "--remote", &url]), 0);
-    }
-    let named = |n: usize, tag: &str| (0..n).map(|i| format!("{tag}{i}")).collect::<Vec<_>>();
-    let a = env.memory_of("a.json", &named(5, "a"), "first");
-    assert_code(&env.run("a", "a", &["backup", "--memory", &a]), 0);
-    for round in 0..5 {
-        let b = env.memory_of("b.json", &named(5 + round, "b"), &format!("round {round}"));
-        assert_code(&env.run("b", "b", &["backup", "--memory", &b]), 0);
-    }
+    behind(&env, &url, 5, 5);
     let pack_dir = env.path("a/.git/objects/pack");
     if pack_dir.exists() {
         assert_eq!(
