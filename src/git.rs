@@ -500,6 +500,12 @@ impl Repo {
         }
     }
 
+    /// Folds the loose objects into one pack when they are many
+    /// ([`crate::repack`]); `None` when there are few.
+    pub fn fold_loose_if_many(&self) -> Result<Option<crate::repack::Folded>, GitError> {
+        crate::repack::fold_if_many(&self.repo).map_err(other)
+    }
+
     /// Makes a repository at `path` whose HEAD names `branch` (or opens the one
     /// that a concurrent run just made).
     pub fn init(path: &Path, branch: &str) -> Result<Repo, GitError> {

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod loose;
 pub mod memory;
 pub mod pack;
+pub mod repack;
 pub mod report;
 pub mod stamp;
 pub mod unpack;

@@ -110,6 +110,9 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     }
     // The merge alone: the whole run also waits on the network and backs off.
     warn_if_slow(run.merging.get(), report);
+    if matches!(&result, Ok(()) | Err(Error::NotPushed { .. })) {
+        run.fold_loose(report);
+    }
     result
 }
 
@@ -765,6 +768,19 @@ impl Run<'_> {
     fn sync_worktree(&self, known: Option<(CommitId, &Files)>) {
         if let Err(e) = self.repo.sync_worktree(&self.branch, is_backup_file, known) {
             tracing::warn!("the working tree was not updated: {e}");
+        }
+    }
+
+    /// Folds the repository's loose objects into a pack once they are many
+    /// (`repack`). A failure is only a warning: the backup is done.
+    fn fold_loose(&self, report: &mut Report) {
+        match self.repo.fold_loose_if_many() {
+            Ok(Some(folded)) => report.set("folded_objects", folded.objects),
+            Ok(None) => {}
+            Err(e) => report.warn(format!(
+                "{}: loose objects not folded into a pack: {e}",
+                self.cx.repo.display()
+            )),
         }
     }
 

@@ -1809,3 +1809,138 @@ fn an_empty_remote_tip_here_is_fetched_again() {
         );
     }
 }
+
+/// Every object id of the repository `dir`, as git lists them.
+fn object_ids(env: &Env, dir: &Path) -> Vec<String> {
+    let out = env.git(&[
+        "-C",
+        dir.to_str().unwrap(),
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objectname)",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).lines().map(str::to_string).collect()
+}
+
+/// The loose objects of the repository `dir`: files of `objects/xx/`.
+fn loose_count(dir: &Path) -> usize {
+    let objects = dir.join(".git/objects");
+    (0..=255u8)
+        .filter_map(|b| std::fs::read_dir(objects.join(format!("{b:02x}"))).ok())
+        .map(|entries| entries.count())
+        .sum()
+}
+
+/// A repository `r` backed up once, then given `extra` loose blobs that no
+/// commit names (a killed run's, say); the memory file to back up again.
+fn many_loose_objects(env: &Env, extra: usize) -> String {
+    let memory = env.memory("m.json", r#"[{"id":"a","content":"one"}]"#);
+    assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+    let repo = git2::Repository::open(env.path("r")).unwrap();
+    for i in 0..extra {
+        repo.blob(format!("stray {i}\n").as_bytes()).unwrap();
+    }
+    env.memory(
+        "m.json",
+        r#"[{"id":"a","content":"one"},{"id":"b","content":"two"}]"#,
+    )
+}
+
+#[test]
+fn a_backup_folds_many_loose_objects_into_one_pack_and_keeps_every_object() {
+    let env = Env::new();
+    let memory = many_loose_objects(&env, memory_backup::repack::FOLD_FROM);
+    let before = object_ids(&env, &env.path("r"));
+    let out = env.run("r", "h", &["--json", "backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // This run's commit, its tree and its file (one blob: with one host, the
+    // unified file is the host file) are in the pack too.
+    let folded = report["folded_objects"].as_u64().expect("a fold was made");
+    assert_eq!(folded as usize, before.len() + 3);
+    assert_eq!(loose_count(&env.path("r")), 0);
+    let after = object_ids(&env, &env.path("r"));
+    assert!(before.iter().all(|id| after.contains(id)));
+    assert_eq!(after.len(), before.len() + 3);
+    fsck(&env, &env.path("r/.git"));
+    // The next run reads its tip from the pack.
+    let memory = env.memory(
+        "m.json",
+        r#"[{"id":"a","content":"one"},{"id":"b","content":"2"}]"#,
+    );
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("0 new, 1 changed"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_fold_that_fails_is_a_warning_and_the_backup_and_every_object_stand() {
+    let env = Env::new();
+    let memory = many_loose_objects(&env, memory_backup::repack::FOLD_FROM);
+    // No folder for packs can be made where a file is.
+    let pack = env.path("r/.git/objects/pack");
+    if pack.exists() {
+        std::fs::remove_dir_all(&pack).unwrap();
+    }
+    std::fs::write(&pack, "in the way").unwrap();
+    let before = loose_count(&env.path("r"));
+    let out = env.run("r", "h", &["backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    let said = stderr(&out);
+    assert!(
+        said.contains("loose objects not folded into a pack") && said.contains(".git/objects"),
+        "{said}"
+    );
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert_eq!(loose_count(&env.path("r")), before + 3);
+    std::fs::remove_file(&pack).unwrap();
+    fsck(&env, &env.path("r/.git"));
+}
+
+#[test]
+fn runs_at_once_on_one_host_that_fold_the_same_loose_objects_all_succeed() {
+    let env = Env::new();
+    let (daemon, bare, _) = env.served();
+    assert_code(
+        &env.run("r", "h", &["init", "--remote", &daemon.url("remote.git")]),
+        0,
+    );
+    let repo = git2::Repository::open(env.path("r")).unwrap();
+    for i in 0..memory_backup::repack::FOLD_FROM {
+        repo.blob(format!("stray {i}\n").as_bytes()).unwrap();
+    }
+    let before = object_ids(&env, &env.path("r"));
+    let wanted: Vec<String> = (0..4).map(|i| format!("run{i}")).collect();
+    let children: Vec<Child> = wanted
+        .iter()
+        .map(|id| {
+            let memory = env.memory_of(&format!("{id}.json"), std::slice::from_ref(id), "x");
+            spawn_backup(&env, "r", "h", &memory, &["--json"])
+        })
+        .collect();
+    let mut folds = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_code(&out, 0);
+        // Pushes that others beat may be warned of; a fold that failed not.
+        assert!(!stderr(&out).contains("not folded"), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        folds += usize::from(v["folded_objects"].as_u64().is_some());
+    }
+    assert!(folds >= 1);
+    let mut unified = ids(&env.show(&bare, "unified-memory.json"));
+    unified.sort();
+    assert_eq!(unified, wanted, "an entry was lost");
+    let after = object_ids(&env, &env.path("r"));
+    assert!(
+        before.iter().all(|id| after.contains(id)),
+        "an object was lost"
+    );
+    fsck(&env, &env.path("r/.git"));
+    fsck(&env, &bare);
+}

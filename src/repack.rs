@@ -1,0 +1,397 @@
+//! Folding a repository's loose objects into one pack, the step of
+//! `git gc --auto` that packs them, without its pruning: nothing is deleted
+//! that the new pack does not hold.
+//!
+//! Every run of `backup` writes its commit's files as loose objects, each one
+//! compressed whole, and so do fetches of a commit or two. Left loose, a
+//! memory file of megabytes would grow the repository by megabytes a run; in a
+//! pack, a version is a delta on the next of a few kilobytes. libgit2's pack
+//! builder finds the deltas (blobs named by their path, so that versions of
+//! one file meet) and its indexer writes the pack and its index, each synced to
+//! disk before it is renamed into place (the process enables libgit2's fsync).
+//! A loose object is removed only once the new index names it.
+//!
+//! Readers in other processes stay correct: libgit2 looks for new packs when
+//! an object it wants is missing, and the pack is in place before any loose
+//! object goes. Packs are never removed here: a libgit2 reader that listed a
+//! pack before it went would fail to read from it (it drops no pack when it
+//! looks again), and git's `gc` is the tool for that.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use git2::{Oid, Repository};
+
+/// Loose objects from which a run folds them into a pack: about 256 runs'
+/// worth (a run writes four: two files, a tree, a commit).
+pub const FOLD_FROM: usize = 1024;
+/// Or their size on disk from which it does: a memory file of megabytes.
+pub const FOLD_FROM_BYTES: u64 = 128 << 20;
+
+/// What a fold did.
+#[derive(Debug)]
+pub struct Folded {
+    /// Loose objects now in the pack, and removed.
+    pub objects: usize,
+    /// Their size on disk, loose.
+    pub loose_bytes: u64,
+    /// The new pack's index; the pack is beside it.
+    pub index: PathBuf,
+    /// The pack's size.
+    pub pack_bytes: u64,
+    /// Loose objects left as they were: unreadable ones, or ones the pack
+    /// builder refused.
+    pub left: usize,
+}
+
+/// Folds the loose objects of `repo` into one pack when there are
+/// [`FOLD_FROM`] or more, or [`FOLD_FROM_BYTES`]; `None` when there are fewer.
+/// Listing them takes a millisecond or two.
+pub fn fold_if_many(repo: &Repository) -> Result<Option<Folded>, git2::Error> {
+    fold_from(repo, FOLD_FROM, FOLD_FROM_BYTES)
+}
+
+/// [`fold_if_many`] from `count` loose objects or `bytes`.
+fn fold_from(repo: &Repository, count: usize, bytes: u64) -> Result<Option<Folded>, git2::Error> {
+    let loose = all_loose(&repo.commondir().join("objects"));
+    if loose.len() < count && loose.values().sum::<u64>() < bytes {
+        return Ok(None);
+    }
+    fold_these(repo, &loose).map(Some)
+}
+
+/// Folds every loose object of `repo` that libgit2 can read into one new pack,
+/// then removes those that the pack's index names. An error when there is
+/// none to fold.
+pub fn fold(repo: &Repository) -> Result<Folded, git2::Error> {
+    fold_these(repo, &all_loose(&repo.commondir().join("objects")))
+}
+
+/// The loose objects under `objects`, with their sizes.
+fn all_loose(objects: &Path) -> HashMap<Oid, u64> {
+    (0..=255u8)
+        .flat_map(|b| loose_in(&objects.join(format!("{b:02x}"))))
+        .collect()
+}
+
+/// [`fold`] of the loose objects `loose`.
+fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Folded, git2::Error> {
+    let started = Instant::now();
+    let objects = repo.commondir().join("objects");
+    // Names only guide the search for deltas: without them the pack is larger.
+    let names = names_of(repo, loose).unwrap_or_default();
+    let mut builder = repo.packbuilder()?;
+    builder.set_threads(0);
+    let mut packed = Vec::with_capacity(loose.len());
+    let mut left = 0;
+    for &id in loose.keys() {
+        // A damaged object (its header does not read) is left where it is;
+        // the builder is unchanged by a refused insertion.
+        match builder.insert_object(id, names.get(&id).map(String::as_str)) {
+            Ok(()) => packed.push(id),
+            Err(e) => {
+                tracing::warn!("loose object {id} left loose: {}", e.message());
+                left += 1;
+            }
+        }
+    }
+    if packed.is_empty() {
+        return Err(git2::Error::from_str("no loose object to fold"));
+    }
+    let pack_dir = objects.join("pack");
+    std::fs::create_dir_all(&pack_dir).map_err(|e| io_error(&pack_dir, e))?;
+    builder.write(&pack_dir, 0)?;
+    let name = builder
+        .name()?
+        .ok_or_else(|| git2::Error::from_str("the pack builder named no pack"))?
+        .to_string();
+    let index = pack_dir.join(format!("pack-{name}.idx"));
+    let in_pack = index_ids(&std::fs::read(&index).map_err(|e| io_error(&index, e))?)
+        .ok_or_else(|| git2::Error::from_str(&format!("{}: not a pack index", index.display())))?;
+    let mut folded = Folded {
+        objects: 0,
+        loose_bytes: 0,
+        pack_bytes: std::fs::metadata(index.with_extension("pack")).map_or(0, |m| m.len()),
+        index,
+        left,
+    };
+    for id in packed {
+        if !in_pack.contains(&id) {
+            folded.left += 1;
+            continue;
+        }
+        let path = crate::loose::path(&objects, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                folded.objects += 1;
+                folded.loose_bytes += loose[&id];
+            }
+            // A concurrent fold took it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&path, e)),
+        }
+    }
+    tracing::info!(
+        "folded {} loose objects ({} bytes) into {} ({} bytes) in {:?}",
+        folded.objects,
+        folded.loose_bytes,
+        folded.index.display(),
+        folded.pack_bytes,
+        started.elapsed()
+    );
+    Ok(folded)
+}
+
+/// The loose objects in one of the 256 folders of `objects`, with their sizes:
+/// files named by the rest of a hex id, not empty (an empty one is a power
+/// cut's leftover, no object).
+fn loose_in(dir: &Path) -> Vec<(Oid, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let Some(prefix) = dir.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let rest = name.to_str()?;
+            if rest.len() != 38 || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            let id = Oid::from_str(&format!("{prefix}{rest}")).ok()?;
+            let len = e.metadata().ok().filter(|m| m.is_file())?.len();
+            (len > 0).then_some((id, len))
+        })
+        .collect()
+}
+
+/// The path of every loose blob that a commit of the repository's history
+/// names in its tree, for the pack builder, which looks for deltas between
+/// objects of one name.
+fn names_of(
+    repo: &Repository,
+    loose: &HashMap<Oid, u64>,
+) -> Result<HashMap<Oid, String>, git2::Error> {
+    let mut walk = repo.revwalk()?;
+    for glob in ["refs/heads/*", "refs/remotes/*"] {
+        walk.push_glob(glob)?;
+    }
+    let mut names = HashMap::new();
+    let mut seen_trees = HashSet::new();
+    for commit in walk {
+        let Ok(commit) = repo.find_commit(commit?) else {
+            continue;
+        };
+        let tree = commit.tree_id();
+        if !seen_trees.insert(tree) {
+            continue;
+        }
+        let Ok(tree) = repo.find_tree(tree) else {
+            continue;
+        };
+        for entry in tree.iter() {
+            if loose.contains_key(&entry.id()) {
+                if let Ok(name) = entry.name() {
+                    names.entry(entry.id()).or_insert_with(|| name.to_string());
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The object ids that a pack index (version 2) lists; `None` for a file that
+/// is not one.
+fn index_ids(idx: &[u8]) -> Option<HashSet<Oid>> {
+    const HEAD: usize = 8 + 256 * 4;
+    if idx.get(..8)? != b"\xfftOc\0\0\0\x02" {
+        return None;
+    }
+    let count = u32::from_be_bytes(idx.get(HEAD - 4..HEAD)?.try_into().ok()?) as usize;
+    let ids = idx.get(HEAD..HEAD + count * 20)?;
+    ids.chunks_exact(20)
+        .map(|b| Oid::from_bytes(b).ok())
+        .collect()
+}
+
+/// An error of the file `path` as libgit2's errors are, with its name.
+fn io_error(path: &Path, e: std::io::Error) -> git2::Error {
+    git2::Error::from_str(&format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unpack::tests::{git, history, stored};
+    use git2::ObjectType;
+
+    fn objects_of(dir: &Path) -> PathBuf {
+        dir.join(".git/objects")
+    }
+
+    /// Every object of the repository at `dir`, as git lists them, with its kind
+    /// and data as libgit2 reads them.
+    fn everything(dir: &Path) -> Vec<(Oid, ObjectType, Vec<u8>)> {
+        let list = git(
+            dir,
+            &[
+                "cat-file",
+                "--batch-all-objects",
+                "--batch-check=%(objectname)",
+            ],
+            None,
+        );
+        let repo = Repository::open(dir).unwrap();
+        String::from_utf8(list)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let id = Oid::from_str(l).unwrap();
+                let (kind, data) = stored(&repo, id).expect("git lists only objects it has");
+                (id, kind, data)
+            })
+            .collect()
+    }
+
+    /// Writes the blob `data` loose with libgit2; its id.
+    fn loose_blob(repo: &Repository, data: &[u8]) -> Oid {
+        repo.blob(data).unwrap()
+    }
+
+    #[test]
+    fn a_fold_packs_every_loose_object_keeps_each_one_and_finds_deltas_between_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        history(dir.path(), 40);
+        let repo = Repository::open(dir.path()).unwrap();
+        // Objects that no commit names are kept too.
+        let stray = loose_blob(&repo, b"in no commit\n");
+        let before = everything(dir.path());
+        let loose = all_loose(&objects_of(dir.path()));
+        assert!(loose.len() >= 160 && loose.contains_key(&stray));
+
+        let folded = fold(&repo).unwrap();
+        assert_eq!((folded.objects, folded.left), (loose.len(), 0));
+        assert_eq!(folded.loose_bytes, loose.values().sum::<u64>());
+        assert!(all_loose(&objects_of(dir.path())).is_empty());
+        // The versions of the file went as deltas on each other.
+        assert!(
+            folded.pack_bytes * 4 < folded.loose_bytes,
+            "{} bytes packed of {} loose",
+            folded.pack_bytes,
+            folded.loose_bytes
+        );
+        let fresh = Repository::open(dir.path()).unwrap();
+        for (id, kind, data) in &before {
+            assert_eq!(
+                stored(&fresh, *id).as_ref(),
+                Some(&(*kind, data.clone())),
+                "{id}"
+            );
+        }
+        assert_eq!(everything(dir.path()).len(), before.len());
+        git(dir.path(), &["fsck", "--strict", "--no-dangling"], None);
+        let index = folded.index.to_str().unwrap();
+        git(dir.path(), &["verify-pack", index], None);
+    }
+
+    #[test]
+    fn a_repository_opened_before_a_fold_still_reads_every_object_it_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        history(dir.path(), 8);
+        let before = everything(dir.path());
+        // This reader lists the packs (there are none) before the fold.
+        let early = Repository::open(dir.path()).unwrap();
+        assert!(stored(&early, before[0].0).is_some());
+        fold(&Repository::open(dir.path()).unwrap()).unwrap();
+        assert!(all_loose(&objects_of(dir.path())).is_empty());
+        for (id, kind, data) in &before {
+            assert_eq!(
+                stored(&early, *id).as_ref(),
+                Some(&(*kind, data.clone())),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn damaged_and_empty_loose_files_are_left_where_they_are_and_the_rest_folded() {
+        let dir = tempfile::tempdir().unwrap();
+        history(dir.path(), 4);
+        let objects = objects_of(dir.path());
+        let damaged = Oid::from_str("17aa000000000000000000000000000000000000").unwrap();
+        let empty = Oid::from_str("17bb000000000000000000000000000000000000").unwrap();
+        std::fs::create_dir_all(objects.join("17")).unwrap();
+        std::fs::write(crate::loose::path(&objects, damaged), b"not a zlib stream").unwrap();
+        std::fs::write(crate::loose::path(&objects, empty), b"").unwrap();
+        let loose = all_loose(&objects);
+        // An empty file is no object.
+        assert!(loose.contains_key(&damaged) && !loose.contains_key(&empty));
+
+        let folded = fold(&Repository::open(dir.path()).unwrap()).unwrap();
+        assert_eq!((folded.objects, folded.left), (loose.len() - 1, 1));
+        let after = all_loose(&objects);
+        assert_eq!(after.keys().collect::<Vec<_>>(), [&damaged]);
+        assert!(crate::loose::path(&objects, empty).exists());
+    }
+
+    #[test]
+    fn loose_objects_are_folded_from_the_threshold_on_and_not_below() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "-b", "main"], None);
+        let repo = Repository::open(dir.path()).unwrap();
+        for i in 0..FOLD_FROM - 1 {
+            loose_blob(&repo, format!("blob {i}\n").as_bytes());
+        }
+        assert!(fold_if_many(&repo).unwrap().is_none());
+        assert_eq!(all_loose(&objects_of(dir.path())).len(), FOLD_FROM - 1);
+
+        loose_blob(&repo, b"one more\n");
+        let folded = fold_if_many(&repo)
+            .unwrap()
+            .expect("folded at the threshold");
+        assert_eq!(folded.objects, FOLD_FROM);
+        assert!(all_loose(&objects_of(dir.path())).is_empty());
+    }
+
+    #[test]
+    fn a_few_loose_objects_of_many_bytes_are_folded_too() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "-b", "main"], None);
+        let repo = Repository::open(dir.path()).unwrap();
+        // Bytes that hardly compress: a fixed sequence of noise.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        for _ in 0..3 {
+            loose_blob(&repo, &noise(100_000));
+        }
+        let on_disk: u64 = all_loose(&objects_of(dir.path())).values().sum();
+        assert!(fold_from(&repo, 100, on_disk + 1).unwrap().is_none());
+        loose_blob(&repo, &noise(100));
+        let folded = fold_from(&repo, 100, on_disk + 1).unwrap().expect("folded");
+        assert_eq!(folded.objects, 4);
+        assert!(all_loose(&objects_of(dir.path())).is_empty());
+    }
+
+    #[test]
+    fn a_pack_index_lists_its_ids_and_anything_else_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        history(dir.path(), 2);
+        let folded = fold(&Repository::open(dir.path()).unwrap()).unwrap();
+        let ids = index_ids(&std::fs::read(&folded.index).unwrap()).unwrap();
+        assert_eq!(ids.len(), everything(dir.path()).len());
+        assert!(index_ids(b"PACK").is_none());
+        assert!(index_ids(&[0xff, b't', b'O', b'c', 0, 0, 0, 2]).is_none());
+    }
+}
