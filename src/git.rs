@@ -451,7 +451,7 @@ pub unsafe fn skip_tls_setup() {
 
 /// Process-wide libgit2 settings, once. Objects read back are not hashed again:
 /// they were hashed when written, and a fetched pack is checked when indexed.
-fn settings() {
+pub(crate) fn settings() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         git2::opts::strict_hash_verification(false);

@@ -40,9 +40,11 @@ pub struct Folded {
     pub index: PathBuf,
     /// The pack's size.
     pub pack_bytes: u64,
-    /// Loose objects left as they were: unreadable ones, or ones the pack
-    /// builder refused.
+    /// Loose objects left as they were.
     pub left: usize,
+    /// Why, one line each, naming the file: a damaged object (left for a
+    /// person to see), or one that could not be removed.
+    pub problems: Vec<String>,
 }
 
 /// Folds the loose objects of `repo` into one pack when there are
@@ -58,13 +60,16 @@ fn fold_from(repo: &Repository, count: usize, bytes: u64) -> Result<Option<Folde
     if loose.len() < count && loose.values().sum::<u64>() < bytes {
         return Ok(None);
     }
-    fold_these(repo, &loose).map(Some)
+    fold_these(repo, &loose)
 }
 
-/// Folds every loose object of `repo` that libgit2 can read into one new pack,
-/// then removes those that the pack's index names. An error when there is
-/// none to fold.
-pub fn fold(repo: &Repository) -> Result<Folded, git2::Error> {
+/// Folds every loose object of `repo` that reads whole and hashes to its name
+/// into one new pack, then removes those that the pack's index names. `None`
+/// when the repository has no folder for packs: libgit2 looks for new packs
+/// only in a folder that was there when it opened a repository, so a run
+/// opened before could not find the objects. The folder is made (and synced)
+/// for the next fold.
+pub fn fold(repo: &Repository) -> Result<Option<Folded>, git2::Error> {
     fold_these(repo, &all_loose(&repo.commondir().join("objects")))
 }
 
@@ -76,31 +81,51 @@ fn all_loose(objects: &Path) -> HashMap<Oid, u64> {
 }
 
 /// [`fold`] of the loose objects `loose`.
-fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Folded, git2::Error> {
+fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Folded>, git2::Error> {
     let started = Instant::now();
     let objects = repo.commondir().join("objects");
+    let pack_dir = objects.join("pack");
+    if !pack_dir.is_dir() {
+        std::fs::create_dir(&pack_dir)
+            .and_then(|()| std::fs::File::open(&objects)?.sync_all())
+            .map_err(|e| io_error(&pack_dir, e))?;
+        return Ok(None);
+    }
     // Names only guide the search for deltas: without them the pack is larger.
     let names = names_of(repo, loose).unwrap_or_default();
+    let odb = repo.odb()?;
     let mut builder = repo.packbuilder()?;
     builder.set_threads(0);
     let mut packed = Vec::with_capacity(loose.len());
-    let mut left = 0;
+    let mut problems = Vec::new();
     for &id in loose.keys() {
-        // A damaged object (its header does not read) is left where it is;
-        // the builder is unchanged by a refused insertion.
-        match builder.insert_object(id, names.get(&id).map(String::as_str)) {
-            Ok(()) => packed.push(id),
-            Err(e) => {
-                tracing::warn!("loose object {id} left loose: {}", e.message());
-                left += 1;
+        // Only an object that reads whole and is what its name says goes in:
+        // the builder reads the rest of an object only while it writes (one
+        // damaged object would stop every fold), and it could take a wrong
+        // one as the base of a delta, which its indexer copies in unhashed.
+        // A refused insertion leaves the builder as it was.
+        let checked = odb.read(id).and_then(|o| {
+            if crate::loose::object_id(o.kind(), o.data()) == id {
+                Ok(())
+            } else {
+                Err(git2::Error::from_str("its data does not hash to its name"))
             }
+        });
+        match checked.and_then(|()| builder.insert_object(id, names.get(&id).map(String::as_str))) {
+            Ok(()) => packed.push(id),
+            Err(e) => problems.push(format!(
+                "{}: a damaged loose object, left as it is: {}",
+                crate::loose::path(&objects, id).display(),
+                e.message()
+            )),
         }
     }
     if packed.is_empty() {
-        return Err(git2::Error::from_str("no loose object to fold"));
+        return Err(git2::Error::from_str(&format!(
+            "none of the {} loose objects reads whole",
+            loose.len()
+        )));
     }
-    let pack_dir = objects.join("pack");
-    std::fs::create_dir_all(&pack_dir).map_err(|e| io_error(&pack_dir, e))?;
     builder.write(&pack_dir, 0)?;
     let name = builder
         .name()?
@@ -114,14 +139,20 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Folded, gi
         loose_bytes: 0,
         pack_bytes: std::fs::metadata(index.with_extension("pack")).map_or(0, |m| m.len()),
         index,
-        left,
+        left: loose.len() - packed.len(),
+        problems,
     };
+    let mut not_removed = Vec::new();
     for id in packed {
+        let path = crate::loose::path(&objects, id);
         if !in_pack.contains(&id) {
-            folded.left += 1;
+            not_removed.push(format!(
+                "{}: not in {}",
+                path.display(),
+                folded.index.display()
+            ));
             continue;
         }
-        let path = crate::loose::path(&objects, id);
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 folded.objects += 1;
@@ -129,8 +160,15 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Folded, gi
             }
             // A concurrent fold took it first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&path, e)),
+            Err(e) => not_removed.push(format!("{}: {e}", path.display())),
         }
+    }
+    folded.left += not_removed.len();
+    if let Some(first) = not_removed.first() {
+        folded.problems.push(format!(
+            "{} loose objects folded into a pack but not removed, the first: {first}",
+            not_removed.len()
+        ));
     }
     tracing::info!(
         "folded {} loose objects ({} bytes) into {} ({} bytes) in {:?}",
@@ -140,7 +178,7 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Folded, gi
         folded.pack_bytes,
         started.elapsed()
     );
-    Ok(folded)
+    Ok(Some(folded))
 }
 
 /// The loose objects in one of the 256 folders of `objects`, with their sizes:
@@ -272,7 +310,7 @@ mod tests {
         let loose = all_loose(&objects_of(dir.path()));
         assert!(loose.len() >= 160 && loose.contains_key(&stray));
 
-        let folded = fold(&repo).unwrap();
+        let folded = fold(&repo).unwrap().unwrap();
         assert_eq!((folded.objects, folded.left), (loose.len(), 0));
         assert_eq!(folded.loose_bytes, loose.values().sum::<u64>());
         assert!(all_loose(&objects_of(dir.path())).is_empty());
@@ -305,7 +343,9 @@ mod tests {
         // This reader lists the packs (there are none) before the fold.
         let early = Repository::open(dir.path()).unwrap();
         assert!(stored(&early, before[0].0).is_some());
-        fold(&Repository::open(dir.path()).unwrap()).unwrap();
+        fold(&Repository::open(dir.path()).unwrap())
+            .unwrap()
+            .unwrap();
         assert!(all_loose(&objects_of(dir.path())).is_empty());
         for (id, kind, data) in &before {
             assert_eq!(
@@ -318,23 +358,76 @@ mod tests {
 
     #[test]
     fn damaged_and_empty_loose_files_are_left_where_they_are_and_the_rest_folded() {
+        // As a run reads: objects are not hashed again when read back.
+        crate::git::settings();
         let dir = tempfile::tempdir().unwrap();
         history(dir.path(), 4);
         let objects = objects_of(dir.path());
-        let damaged = Oid::from_str("17aa000000000000000000000000000000000000").unwrap();
-        let empty = Oid::from_str("17bb000000000000000000000000000000000000").unwrap();
+        let fake = |hex: &str| Oid::from_str(&format!("17{hex}{}", "0".repeat(36))).unwrap();
+        let (unreadable, short, misnamed, empty) = (fake("aa"), fake("bb"), fake("cc"), fake("dd"));
         std::fs::create_dir_all(objects.join("17")).unwrap();
-        std::fs::write(crate::loose::path(&objects, damaged), b"not a zlib stream").unwrap();
-        std::fs::write(crate::loose::path(&objects, empty), b"").unwrap();
+        let put = |id: Oid, bytes: &[u8]| {
+            std::fs::write(crate::loose::path(&objects, id), bytes).unwrap();
+        };
+        put(unreadable, b"not a zlib stream");
+        // Its header reads; the rest is shorter than the header says.
+        put(short, &crate::loose::zlib(b"blob 100\0", b"short").unwrap());
+        // Whole, but another object's data.
+        put(
+            misnamed,
+            &crate::loose::zlib(b"blob 5\0", b"hello").unwrap(),
+        );
+        put(empty, b"");
         let loose = all_loose(&objects);
         // An empty file is no object.
-        assert!(loose.contains_key(&damaged) && !loose.contains_key(&empty));
+        assert!(!loose.contains_key(&empty) && loose.contains_key(&misnamed));
 
-        let folded = fold(&Repository::open(dir.path()).unwrap()).unwrap();
-        assert_eq!((folded.objects, folded.left), (loose.len() - 1, 1));
-        let after = all_loose(&objects);
-        assert_eq!(after.keys().collect::<Vec<_>>(), [&damaged]);
+        let folded = fold(&Repository::open(dir.path()).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!((folded.objects, folded.left), (loose.len() - 3, 3));
+        let mut after: Vec<Oid> = all_loose(&objects).into_keys().collect();
+        after.sort();
+        assert_eq!(after, [unreadable, short, misnamed]);
         assert!(crate::loose::path(&objects, empty).exists());
+        assert_eq!(folded.problems.len(), 3, "{:?}", folded.problems);
+        for id in after {
+            let path = crate::loose::path(&objects, id);
+            let named = format!(
+                "{}: a damaged loose object, left as it is: ",
+                path.display()
+            );
+            assert!(
+                folded.problems.iter().any(|p| p.starts_with(&named)),
+                "{:?}",
+                folded.problems
+            );
+        }
+        git(
+            dir.path(),
+            &["verify-pack", folded.index.to_str().unwrap()],
+            None,
+        );
+    }
+
+    #[test]
+    fn a_repository_without_a_pack_folder_gets_one_and_its_objects_wait_for_the_next_fold() {
+        let dir = tempfile::tempdir().unwrap();
+        history(dir.path(), 3);
+        let objects = objects_of(dir.path());
+        std::fs::remove_dir_all(objects.join("pack")).unwrap();
+        let loose = all_loose(&objects).len();
+        assert!(
+            fold(&Repository::open(dir.path()).unwrap())
+                .unwrap()
+                .is_none()
+        );
+        assert!(objects.join("pack").is_dir());
+        assert_eq!(all_loose(&objects).len(), loose);
+        let folded = fold(&Repository::open(dir.path()).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(folded.objects, loose);
     }
 
     #[test]
@@ -388,7 +481,9 @@ mod tests {
     fn a_pack_index_lists_its_ids_and_anything_else_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         history(dir.path(), 2);
-        let folded = fold(&Repository::open(dir.path()).unwrap()).unwrap();
+        let folded = fold(&Repository::open(dir.path()).unwrap())
+            .unwrap()
+            .unwrap();
         let ids = index_ids(&std::fs::read(&folded.index).unwrap()).unwrap();
         assert_eq!(ids.len(), everything(dir.path()).len());
         assert!(index_ids(b"PACK").is_none());

@@ -110,7 +110,8 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     }
     // The merge alone: the whole run also waits on the network and backs off.
     warn_if_slow(run.merging.get(), report);
-    if matches!(&result, Ok(()) | Err(Error::NotPushed { .. })) {
+    // Not past `--max-elapsed`: a fold takes seconds, and the next run folds.
+    if matches!(&result, Ok(()) | Err(Error::NotPushed { .. })) && Instant::now() < deadline {
         run.fold_loose(report);
     }
     result
@@ -775,7 +776,12 @@ impl Run<'_> {
     /// (`repack`). A failure is only a warning: the backup is done.
     fn fold_loose(&self, report: &mut Report) {
         match self.repo.fold_loose_if_many() {
-            Ok(Some(folded)) => report.set("folded_objects", folded.objects),
+            Ok(Some(folded)) => {
+                for problem in folded.problems {
+                    report.warn(problem);
+                }
+                report.set("folded_objects", folded.objects);
+            }
             Ok(None) => {}
             Err(e) => report.warn(format!(
                 "{}: loose objects not folded into a pack: {e}",

@@ -1944,3 +1944,47 @@ fn runs_at_once_on_one_host_that_fold_the_same_loose_objects_all_succeed() {
     fsck(&env, &env.path("r/.git"));
     fsck(&env, &bare);
 }
+
+#[test]
+fn runs_killed_while_they_fold_lose_no_object_and_the_next_run_folds_again() {
+    let env = Env::new();
+    let memory = many_loose_objects(&env, 0);
+    let repo = git2::Repository::open(env.path("r")).unwrap();
+    let mut strays = 0;
+    let mut add_strays = |repo: &git2::Repository| {
+        for _ in 0..memory_backup::repack::FOLD_FROM {
+            repo.blob(format!("stray {strays}\n").as_bytes()).unwrap();
+            strays += 1;
+        }
+    };
+    // How long a run that folds takes, to kill the others at instants all
+    // through it.
+    add_strays(&repo);
+    let began = Instant::now();
+    assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
+    let whole = began.elapsed();
+    assert!(loose_count(&env.path("r")) < 10);
+    let mut kept = object_ids(&env, &env.path("r"));
+    for k in 1..=12u32 {
+        add_strays(&repo);
+        kept = object_ids(&env, &env.path("r"));
+        let mut child = spawn_backup(&env, "r", "h", &memory, &[]);
+        std::thread::sleep(whole * k / 12);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let now = object_ids(&env, &env.path("r"));
+        assert!(
+            kept.iter().all(|id| now.contains(id)),
+            "a kill at {k}/12 lost an object"
+        );
+    }
+    let out = env.run("r", "h", &["--json", "backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    let after = object_ids(&env, &env.path("r"));
+    assert!(
+        kept.iter().all(|id| after.contains(id)),
+        "an object was lost"
+    );
+    assert!(loose_count(&env.path("r")) < memory_backup::repack::FOLD_FROM);
+    fsck(&env, &env.path("r/.git"));
+}
