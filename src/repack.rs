@@ -49,7 +49,7 @@ pub struct Folded {
 
 /// Folds the loose objects of `repo` into one pack when there are
 /// [`FOLD_FROM`] or more, or [`FOLD_FROM_BYTES`]; `None` when there are fewer.
-/// Listing them takes a millisecond or two.
+/// Listing them takes a few hundred system calls.
 pub fn fold_if_many(repo: &Repository) -> Result<Option<Folded>, git2::Error> {
     fold_from(repo, FOLD_FROM, FOLD_FROM_BYTES)
 }
