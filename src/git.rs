@@ -451,7 +451,7 @@ pub unsafe fn skip_tls_setup() {
 
 /// Process-wide libgit2 settings, once. Objects read back are not hashed again:
 /// they were hashed when written, and a fetched pack is checked when indexed.
-pub(crate) fn settings() {
+fn settings() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         git2::opts::strict_hash_verification(false);
@@ -1321,12 +1321,19 @@ const TEMP_FILE_PREFIX: &str = ".memory-backup-";
 /// left behind: a run holds one for milliseconds, so one older than
 /// [`STALE_REF_LOCK`] belongs to no running process.
 fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    remove_stale_files(dir, &[prefix], STALE_REF_LOCK);
+}
+
+/// Removes the files of `dir` whose names begin with one of `prefixes` and
+/// that are older than `age`: temporary files whose writer was killed.
+pub(crate) fn remove_stale_files(dir: &Path, prefixes: &[&str], age: Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        if !name.to_string_lossy().starts_with(prefix) {
+        let name = name.to_string_lossy();
+        if !prefixes.iter().any(|p| name.starts_with(p)) {
             continue;
         }
         let stale = e
@@ -1334,7 +1341,7 @@ fn remove_stale_temporaries(dir: &Path, prefix: &str) {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age > STALE_REF_LOCK);
+            .is_some_and(|old| old > age);
         if stale {
             let _ = std::fs::remove_file(e.path());
         }

@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository};
 
@@ -32,43 +32,57 @@ pub const FOLD_FROM_BYTES: u64 = 128 << 20;
 /// What a fold did.
 #[derive(Debug)]
 pub struct Folded {
-    /// Loose objects now in the pack, and removed.
+    /// Loose objects removed: now in the new pack, or in a pack already.
     pub objects: usize,
     /// Their size on disk, loose.
     pub loose_bytes: u64,
-    /// The new pack's index; the pack is beside it.
-    pub index: PathBuf,
-    /// The pack's size.
+    /// The new pack's index, the pack beside it; none when every loose object
+    /// was in a pack already (a concurrent fold took them).
+    pub index: Option<PathBuf>,
+    /// The new pack's size.
     pub pack_bytes: u64,
     /// Loose objects left as they were.
     pub left: usize,
-    /// Why, one line each, naming the file: a damaged object (left for a
-    /// person to see), or one that could not be removed.
+    /// Why, one line for each kind, naming a file: damaged objects (left for a
+    /// person to see), or objects that could not be removed.
     pub problems: Vec<String>,
 }
 
 /// Folds the loose objects of `repo` into one pack when there are
-/// [`FOLD_FROM`] or more, or [`FOLD_FROM_BYTES`]; `None` when there are fewer.
-/// Listing them takes a few hundred system calls.
+/// [`FOLD_FROM`] or more that no pack holds, or [`FOLD_FROM_BYTES`] of them;
+/// `None` when there are fewer, or when the repository had no folder for packs
+/// (see [`fold`]). Listing them takes a few hundred system calls.
 pub fn fold_if_many(repo: &Repository) -> Result<Option<Folded>, git2::Error> {
     fold_from(repo, FOLD_FROM, FOLD_FROM_BYTES)
 }
 
 /// [`fold_if_many`] from `count` loose objects or `bytes`.
 fn fold_from(repo: &Repository, count: usize, bytes: u64) -> Result<Option<Folded>, git2::Error> {
-    let loose = all_loose(&repo.commondir().join("objects"));
-    if loose.len() < count && loose.values().sum::<u64>() < bytes {
+    let objects = repo.commondir().join("objects");
+    let many =
+        |loose: &HashMap<Oid, u64>| loose.len() >= count || loose.values().sum::<u64>() >= bytes;
+    let mut loose = all_loose(&objects);
+    if !many(&loose) {
         return Ok(None);
     }
-    fold_these(repo, &loose)
+    // Copies of objects that a pack holds (left by a fold killed while it
+    // removed them, or written again by a writer that looked only for a loose
+    // file) are not counted: folding them again would add a pack a run.
+    let packed = packed_ids(&objects.join("pack"));
+    loose.retain(|id, _| !packed.contains(id));
+    if !many(&loose) {
+        return Ok(None);
+    }
+    fold_these(repo, &all_loose(&objects))
 }
 
 /// Folds every loose object of `repo` that reads whole and hashes to its name
-/// into one new pack, then removes those that the pack's index names. `None`
-/// when the repository has no folder for packs: libgit2 looks for new packs
-/// only in a folder that was there when it opened a repository, so a run
-/// opened before could not find the objects. The folder is made (and synced)
-/// for the next fold.
+/// into one new pack, then removes those that the pack's index names, and the
+/// loose copies of objects that a pack held already. `None` when the
+/// repository has no folder for packs: libgit2 looks for new packs only in a
+/// folder that was there when it opened a repository, so a run opened before
+/// could not find the objects. The folder is made (and synced) for the next
+/// fold.
 pub fn fold(repo: &Repository) -> Result<Option<Folded>, git2::Error> {
     fold_these(repo, &all_loose(&repo.commondir().join("objects")))
 }
@@ -80,25 +94,72 @@ fn all_loose(objects: &Path) -> HashMap<Oid, u64> {
         .collect()
 }
 
+/// The ids that the packs in `pack_dir` hold: those of every index whose pack
+/// is there (libgit2 ignores an index without its pack too).
+fn packed_ids(pack_dir: &Path) -> HashSet<Oid> {
+    let Ok(entries) = std::fs::read_dir(pack_dir) else {
+        return HashSet::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx") && p.with_extension("pack").is_file())
+        .filter_map(|p| std::fs::read(p).ok().and_then(|idx| index_ids(&idx)))
+        .flatten()
+        .collect()
+}
+
+/// Temporary files of pack writers older than this belong to a killed run: a
+/// fold or a fetch writes one for seconds.
+const STALE_PACK_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// Removes the temporary files that killed pack writers left in `pack_dir`:
+/// libgit2's indexer (`pack_git2_*`) and the kept fetches (`tmp_pack_*`).
+/// git's own `gc` removes neither.
+fn remove_stale_pack_temporaries(pack_dir: &Path) {
+    crate::git::remove_stale_files(pack_dir, &["pack_git2_", "tmp_pack_"], STALE_PACK_TEMPORARY);
+}
+
+/// One line for problems of one kind (`one` and `many` say what they are):
+/// the problem, or the count and the first.
+fn summed(one: &str, many: &str, all: &[String]) -> Option<String> {
+    match all {
+        [] => None,
+        [only] => Some(format!("{only}: {one}")),
+        [first, ..] => Some(format!("{} {many}, the first: {first}", all.len())),
+    }
+}
+
 /// [`fold`] of the loose objects `loose`.
 fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Folded>, git2::Error> {
     let started = Instant::now();
     let objects = repo.commondir().join("objects");
     let pack_dir = objects.join("pack");
     if !pack_dir.is_dir() {
-        std::fs::create_dir(&pack_dir)
-            .and_then(|()| std::fs::File::open(&objects)?.sync_all())
-            .map_err(|e| io_error(&pack_dir, e))?;
+        match std::fs::create_dir(&pack_dir) {
+            Ok(()) => std::fs::File::open(&objects)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error(&objects, e))?,
+            // A concurrent run made it first.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && pack_dir.is_dir() => {}
+            Err(e) => return Err(io_error(&pack_dir, e)),
+        }
         return Ok(None);
     }
+    remove_stale_pack_temporaries(&pack_dir);
+    let in_packs = packed_ids(&pack_dir);
+    let (copies, unpacked): (Vec<Oid>, Vec<Oid>) =
+        loose.keys().partition(|id| in_packs.contains(id));
     // Names only guide the search for deltas: without them the pack is larger.
     let names = names_of(repo, loose).unwrap_or_default();
     let odb = repo.odb()?;
     let mut builder = repo.packbuilder()?;
-    builder.set_threads(0);
-    let mut packed = Vec::with_capacity(loose.len());
-    let mut problems = Vec::new();
-    for &id in loose.keys() {
+    // One thread: each keeps a window of objects and their delta indexes, which
+    // for a memory of megabytes is hundreds of them; one finds more deltas too.
+    builder.set_threads(1);
+    let mut inserted = Vec::with_capacity(unpacked.len());
+    let mut damaged = Vec::new();
+    for id in unpacked {
         // Only an object that reads whole and is what its name says goes in:
         // the builder reads the rest of an object only while it writes (one
         // damaged object would stop every fold), and it could take a wrong
@@ -112,47 +173,51 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Fol
             }
         });
         match checked.and_then(|()| builder.insert_object(id, names.get(&id).map(String::as_str))) {
-            Ok(()) => packed.push(id),
-            Err(e) => problems.push(format!(
-                "{}: a damaged loose object, left as it is: {}",
+            Ok(()) => inserted.push(id),
+            Err(e) => damaged.push(format!(
+                "{}: {}",
                 crate::loose::path(&objects, id).display(),
                 e.message()
             )),
         }
     }
-    if packed.is_empty() {
-        return Err(git2::Error::from_str(&format!(
-            "none of the {} loose objects reads whole",
-            loose.len()
-        )));
-    }
-    builder.write(&pack_dir, 0)?;
-    let name = builder
-        .name()?
-        .ok_or_else(|| git2::Error::from_str("the pack builder named no pack"))?
-        .to_string();
-    let index = pack_dir.join(format!("pack-{name}.idx"));
-    let in_pack = index_ids(&std::fs::read(&index).map_err(|e| io_error(&index, e))?)
-        .ok_or_else(|| git2::Error::from_str(&format!("{}: not a pack index", index.display())))?;
     let mut folded = Folded {
         objects: 0,
         loose_bytes: 0,
-        pack_bytes: std::fs::metadata(index.with_extension("pack")).map_or(0, |m| m.len()),
-        index,
-        left: loose.len() - packed.len(),
-        problems,
+        index: None,
+        pack_bytes: 0,
+        left: damaged.len(),
+        problems: Vec::new(),
     };
+    let mut removable = copies;
+    if !inserted.is_empty() {
+        builder.write(&pack_dir, 0)?;
+        let name = builder
+            .name()?
+            .ok_or_else(|| git2::Error::from_str("the pack builder named no pack"))?
+            .to_string();
+        let index = pack_dir.join(format!("pack-{name}.idx"));
+        let in_pack = index_ids(&std::fs::read(&index).map_err(|e| io_error(&index, e))?)
+            .ok_or_else(|| {
+                git2::Error::from_str(&format!("{}: not a pack index", index.display()))
+            })?;
+        folded.pack_bytes = std::fs::metadata(index.with_extension("pack")).map_or(0, |m| m.len());
+        folded.index = Some(index);
+        let (named, unnamed): (Vec<Oid>, Vec<Oid>) =
+            inserted.into_iter().partition(|id| in_pack.contains(id));
+        // The indexer hashes what it indexes: an object that it does not name
+        // was not what its name says, and stays loose.
+        let index = folded.index.as_deref().expect("just set");
+        damaged.extend(unnamed.iter().map(|id| {
+            let path = crate::loose::path(&objects, *id);
+            format!("{}: not in {}", path.display(), index.display())
+        }));
+        folded.left += unnamed.len();
+        removable.extend(named);
+    }
     let mut not_removed = Vec::new();
-    for id in packed {
+    for id in removable {
         let path = crate::loose::path(&objects, id);
-        if !in_pack.contains(&id) {
-            not_removed.push(format!(
-                "{}: not in {}",
-                path.display(),
-                folded.index.display()
-            ));
-            continue;
-        }
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 folded.objects += 1;
@@ -164,17 +229,24 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Fol
         }
     }
     folded.left += not_removed.len();
-    if let Some(first) = not_removed.first() {
-        folded.problems.push(format!(
-            "{} loose objects folded into a pack but not removed, the first: {first}",
-            not_removed.len()
-        ));
-    }
+    folded.problems.extend(summed(
+        "a damaged loose object, left as it is",
+        "damaged loose objects left as they are",
+        &damaged,
+    ));
+    folded.problems.extend(summed(
+        "a loose object in a pack, not removed",
+        "loose objects in a pack but not removed",
+        &not_removed,
+    ));
     tracing::info!(
         "folded {} loose objects ({} bytes) into {} ({} bytes) in {:?}",
         folded.objects,
         folded.loose_bytes,
-        folded.index.display(),
+        folded.index.as_deref().map_or_else(
+            || "packs there already".to_string(),
+            |i| i.display().to_string()
+        ),
         folded.pack_bytes,
         started.elapsed()
     );
@@ -294,6 +366,17 @@ mod tests {
             .collect()
     }
 
+    /// Asserts that `repo` reads every object of `all` as it was.
+    fn reads_all(repo: &Repository, all: &[(Oid, ObjectType, Vec<u8>)]) {
+        for (id, kind, data) in all {
+            assert_eq!(
+                stored(repo, *id).as_ref(),
+                Some(&(*kind, data.clone())),
+                "{id}"
+            );
+        }
+    }
+
     /// Writes the blob `data` loose with libgit2; its id.
     fn loose_blob(repo: &Repository, data: &[u8]) -> Oid {
         repo.blob(data).unwrap()
@@ -322,16 +405,10 @@ mod tests {
             folded.loose_bytes
         );
         let fresh = Repository::open(dir.path()).unwrap();
-        for (id, kind, data) in &before {
-            assert_eq!(
-                stored(&fresh, *id).as_ref(),
-                Some(&(*kind, data.clone())),
-                "{id}"
-            );
-        }
+        reads_all(&fresh, &before);
         assert_eq!(everything(dir.path()).len(), before.len());
         git(dir.path(), &["fsck", "--strict", "--no-dangling"], None);
-        let index = folded.index.to_str().unwrap();
+        let index = folded.index.as_deref().unwrap().to_str().unwrap();
         git(dir.path(), &["verify-pack", index], None);
     }
 
@@ -347,19 +424,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(all_loose(&objects_of(dir.path())).is_empty());
-        for (id, kind, data) in &before {
-            assert_eq!(
-                stored(&early, *id).as_ref(),
-                Some(&(*kind, data.clone())),
-                "{id}"
-            );
-        }
+        reads_all(&early, &before);
     }
 
     #[test]
     fn damaged_and_empty_loose_files_are_left_where_they_are_and_the_rest_folded() {
-        // As a run reads: objects are not hashed again when read back.
-        crate::git::settings();
         let dir = tempfile::tempdir().unwrap();
         history(dir.path(), 4);
         let objects = objects_of(dir.path());
@@ -390,24 +459,95 @@ mod tests {
         after.sort();
         assert_eq!(after, [unreadable, short, misnamed]);
         assert!(crate::loose::path(&objects, empty).exists());
-        assert_eq!(folded.problems.len(), 3, "{:?}", folded.problems);
-        for id in after {
-            let path = crate::loose::path(&objects, id);
-            let named = format!(
-                "{}: a damaged loose object, left as it is: ",
-                path.display()
-            );
-            assert!(
-                folded.problems.iter().any(|p| p.starts_with(&named)),
-                "{:?}",
-                folded.problems
-            );
-        }
-        git(
-            dir.path(),
-            &["verify-pack", folded.index.to_str().unwrap()],
-            None,
+        // One line for all three, naming the first.
+        assert_eq!(folded.problems.len(), 1, "{:?}", folded.problems);
+        let line = &folded.problems[0];
+        let first = line
+            .strip_prefix("3 damaged loose objects left as they are, the first: ")
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            after.iter().any(|id| first.starts_with(&format!(
+                "{}: ",
+                crate::loose::path(&objects, *id).display()
+            ))),
+            "{line}"
         );
+        let index = folded.index.as_deref().unwrap().to_str().unwrap();
+        git(dir.path(), &["verify-pack", index], None);
+    }
+
+    #[test]
+    fn a_fold_of_objects_that_another_fold_took_first_writes_no_pack_and_says_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        history(dir.path(), 6);
+        let before = everything(dir.path());
+        let (a, b) = (
+            Repository::open(dir.path()).unwrap(),
+            Repository::open(dir.path()).unwrap(),
+        );
+        // Both listed the same loose objects; `a` folds them first.
+        let listed = all_loose(&objects_of(dir.path()));
+        fold_these(&a, &listed).unwrap().unwrap();
+        let late = fold_these(&b, &listed).unwrap().unwrap();
+        assert_eq!((late.objects, late.left, late.index), (0, 0, None));
+        assert!(late.problems.is_empty(), "{:?}", late.problems);
+        let packs = |d: &Path| {
+            std::fs::read_dir(d.join(".git/objects/pack"))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(packs(dir.path()), 2, "one pack and its index");
+        reads_all(&b, &before);
+    }
+
+    #[test]
+    fn loose_copies_of_packed_objects_are_removed_not_counted_nor_packed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        history(dir.path(), 6);
+        let repo = Repository::open(dir.path()).unwrap();
+        let objects = objects_of(dir.path());
+        let before = everything(dir.path());
+        fold(&repo).unwrap().unwrap();
+        // Loose copies again, as a writer that looks only for a loose file
+        // (or a fold killed while it removed them) leaves them.
+        for (id, kind, data) in &before {
+            crate::loose::write_object(&objects, *kind, *id, data).unwrap();
+        }
+        assert_eq!(all_loose(&objects).len(), before.len());
+        // Not counted: no fold from one object on.
+        assert!(fold_from(&repo, 1, u64::MAX).unwrap().is_none());
+        // A fold removes them and writes no pack.
+        let folded = fold(&repo).unwrap().unwrap();
+        assert_eq!((folded.objects, folded.index), (before.len(), None));
+        assert!(all_loose(&objects).is_empty());
+        let fresh = Repository::open(dir.path()).unwrap();
+        reads_all(&fresh, &before);
+    }
+
+    #[test]
+    fn temporary_pack_files_of_killed_writers_go_once_an_hour_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack_dir = dir.path().join("pack");
+        std::fs::create_dir(&pack_dir).unwrap();
+        let old = std::time::SystemTime::now() - STALE_PACK_TEMPORARY - Duration::from_secs(60);
+        for name in [
+            "pack_git2_old",
+            "tmp_pack_old",
+            "pack_git2_new",
+            "pack-x.pack",
+        ] {
+            let f = std::fs::File::create(pack_dir.join(name)).unwrap();
+            if name.ends_with("old") || name.ends_with(".pack") {
+                f.set_modified(old).unwrap();
+            }
+        }
+        remove_stale_pack_temporaries(&pack_dir);
+        let mut left: Vec<String> = std::fs::read_dir(&pack_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["pack-x.pack", "pack_git2_new"]);
     }
 
     #[test]
@@ -484,7 +624,7 @@ mod tests {
         let folded = fold(&Repository::open(dir.path()).unwrap())
             .unwrap()
             .unwrap();
-        let ids = index_ids(&std::fs::read(&folded.index).unwrap()).unwrap();
+        let ids = index_ids(&std::fs::read(folded.index.unwrap()).unwrap()).unwrap();
         assert_eq!(ids.len(), everything(dir.path()).len());
         assert!(index_ids(b"PACK").is_none());
         assert!(index_ids(&[0xff, b't', b'O', b'c', 0, 0, 0, 2]).is_none());

@@ -1964,10 +1964,9 @@ fn runs_killed_while_they_fold_lose_no_object_and_the_next_run_folds_again() {
     assert_code(&env.run("r", "h", &["backup", "--memory", &memory]), 0);
     let whole = began.elapsed();
     assert!(loose_count(&env.path("r")) < 10);
-    let mut kept = object_ids(&env, &env.path("r"));
     for k in 1..=12u32 {
         add_strays(&repo);
-        kept = object_ids(&env, &env.path("r"));
+        let kept = object_ids(&env, &env.path("r"));
         let mut child = spawn_backup(&env, "r", "h", &memory, &[]);
         std::thread::sleep(whole * k / 12);
         let _ = child.kill(); // SIGKILL
@@ -1978,13 +1977,54 @@ fn runs_killed_while_they_fold_lose_no_object_and_the_next_run_folds_again() {
             "a kill at {k}/12 lost an object"
         );
     }
+    // Whatever the kills left, the next run that has many loose objects folds.
+    add_strays(&repo);
+    let kept = object_ids(&env, &env.path("r"));
     let out = env.run("r", "h", &["--json", "backup", "--memory", &memory]);
     assert_code(&out, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let folded = report["folded_objects"].as_u64().expect("a fold was made");
+    assert!(folded as usize >= memory_backup::repack::FOLD_FROM);
     let after = object_ids(&env, &env.path("r"));
     assert!(
         kept.iter().all(|id| after.contains(id)),
         "an object was lost"
     );
-    assert!(loose_count(&env.path("r")) < memory_backup::repack::FOLD_FROM);
+    assert_eq!(loose_count(&env.path("r")), 0);
+    fsck(&env, &env.path("r/.git"));
+}
+
+#[test]
+fn a_loose_object_that_is_not_what_its_name_says_is_left_with_a_warning_and_the_rest_folded() {
+    let env = Env::new();
+    let memory = many_loose_objects(&env, memory_backup::repack::FOLD_FROM);
+    // Another object's bytes under this name: what a disk fault or a bad copy
+    // can leave, and what reading an object back does not check.
+    let objects = env.path("r/.git/objects");
+    let some_object = (0..=255u8)
+        .find_map(|b| {
+            std::fs::read_dir(objects.join(format!("{b:02x}")))
+                .ok()?
+                .next()
+        })
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::create_dir_all(objects.join("17")).unwrap();
+    let misnamed = objects.join(format!("17/aa{}", "0".repeat(36)));
+    std::fs::copy(&some_object, &misnamed).unwrap();
+    let out = env.run("r", "h", &["--json", "backup", "--memory", &memory]);
+    assert_code(&out, 0);
+    let said = stderr(&out);
+    let warned = format!(
+        "{}: its data does not hash to its name: a damaged loose object, left as it is",
+        misnamed.display()
+    );
+    assert!(said.contains(&warned), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(misnamed.exists());
+    assert_eq!(loose_count(&env.path("r")), 1);
+    // git names it too; without it, all is clean.
+    std::fs::remove_file(&misnamed).unwrap();
     fsck(&env, &env.path("r/.git"));
 }
