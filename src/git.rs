@@ -500,6 +500,11 @@ impl Repo {
         }
     }
 
+    /// What the object database holds on disk ([`crate::repack::census`]).
+    pub fn census(&self) -> crate::repack::Census {
+        crate::repack::census(&self.repo)
+    }
+
     /// Folds the loose objects into one pack when they are many
     /// ([`crate::repack`]); `None` when there are few.
     pub fn fold_loose_if_many(&self) -> Result<Option<crate::repack::Folded>, GitError> {

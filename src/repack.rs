@@ -87,6 +87,42 @@ pub fn fold(repo: &Repository) -> Result<Option<Folded>, git2::Error> {
     fold_these(repo, &all_loose(&repo.commondir().join("objects")))
 }
 
+/// What a repository's object database holds on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    pub loose_objects: usize,
+    pub loose_bytes: u64,
+    /// Packs with their index, and the size of both.
+    pub packs: usize,
+    pub pack_bytes: u64,
+}
+
+/// Counts the loose objects and packs of `repo`.
+pub fn census(repo: &Repository) -> Census {
+    let objects = repo.commondir().join("objects");
+    let loose = all_loose(&objects);
+    let mut census = Census {
+        loose_objects: loose.len(),
+        loose_bytes: loose.values().sum(),
+        packs: 0,
+        pack_bytes: 0,
+    };
+    if let Ok(entries) = std::fs::read_dir(objects.join("pack")) {
+        for p in entries.flatten().map(|e| e.path()) {
+            let pack = p.with_extension("pack");
+            if p.extension().is_some_and(|x| x == "idx") && pack.is_file() {
+                census.packs += 1;
+                census.pack_bytes += [&p, &pack]
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(f).ok())
+                    .map(|m| m.len())
+                    .sum::<u64>();
+            }
+        }
+    }
+    census
+}
+
 /// The loose objects under `objects`, with their sizes.
 fn all_loose(objects: &Path) -> HashMap<Oid, u64> {
     (0..=255u8)
@@ -615,6 +651,26 @@ mod tests {
         let folded = fold_from(&repo, 100, on_disk + 1).unwrap().expect("folded");
         assert_eq!(folded.objects, 4);
         assert!(all_loose(&objects_of(dir.path())).is_empty());
+    }
+
+    #[test]
+    fn a_census_counts_loose_objects_and_packs_before_and_after_a_fold() {
+        let dir = tempfile::tempdir().unwrap();
+        history(dir.path(), 5);
+        let repo = Repository::open(dir.path()).unwrap();
+        let loose = all_loose(&objects_of(dir.path()));
+        let before = census(&repo);
+        assert_eq!((before.loose_objects, before.packs), (loose.len(), 0));
+        assert_eq!(before.loose_bytes, loose.values().sum::<u64>());
+        let folded = fold(&repo).unwrap().unwrap();
+        let after = census(&repo);
+        assert_eq!(
+            (after.loose_objects, after.loose_bytes, after.packs),
+            (0, 0, 1)
+        );
+        let index = folded.index.unwrap();
+        let on_disk = std::fs::metadata(&index).unwrap().len() + folded.pack_bytes;
+        assert_eq!(after.pack_bytes, on_disk);
     }
 
     #[test]

@@ -145,6 +145,14 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
             count(behind)
         ),
     });
+    let census = repo.census();
+    lines.push(format!(
+        "objects: {} loose ({}), {} pack(s) ({})",
+        census.loose_objects,
+        size(census.loose_bytes as usize),
+        census.packs,
+        size(census.pack_bytes as usize)
+    ));
     let last_run = last_run(&cx.log_dir);
     lines.push(match &last_run {
         Some(run) => format!("last run: {}", describe_run(run)),
@@ -158,6 +166,15 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
     report.set("hosts", hosts.iter().map(file_json).collect::<Vec<_>>());
     report.set("unified", unified.as_ref().map(file_json));
     report.set("remote", Value::Object(remote));
+    report.set(
+        "objects",
+        json!({
+            "loose": census.loose_objects,
+            "loose_bytes": census.loose_bytes,
+            "packs": census.packs,
+            "pack_bytes": census.pack_bytes,
+        }),
+    );
     report.set("last_run", last_run.unwrap_or(Value::Null));
     report.lines = lines;
     report.summary = format!(

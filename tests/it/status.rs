@@ -175,3 +175,28 @@ fn status_without_a_repository_is_a_configuration_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn status_counts_the_loose_objects_and_packs_of_the_repository() {
+    let env = Env::new();
+    two_hosts(&env);
+    let objects = env.path("rb/.git/objects");
+    let files_in = |dirs: &mut dyn Iterator<Item = std::path::PathBuf>| -> (usize, u64) {
+        dirs.filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .fold((0, 0), |(n, b), len| (n + 1, b + len))
+    };
+    let (loose, loose_bytes) = files_in(&mut (0..=255u8).map(|b| objects.join(format!("{b:02x}"))));
+    let (pack_files, pack_bytes) = files_in(&mut std::iter::once(objects.join("pack")));
+    let (out, v) = status_json(&env, "rb", "b");
+    assert_code(&out, 0);
+    assert_eq!(v["objects"]["loose"], loose);
+    assert_eq!(v["objects"]["loose_bytes"], loose_bytes);
+    assert_eq!(v["objects"]["packs"], pack_files / 2);
+    assert_eq!(v["objects"]["pack_bytes"], pack_bytes);
+    assert!(loose > 0);
+    let text = stdout(&env.run("rb", "b", &["status"]));
+    let line = format!("objects: {loose} loose (");
+    assert!(text.contains(&line), "{text}");
+}
