@@ -59,21 +59,21 @@ pub fn fold_if_many(repo: &Repository) -> Result<Option<Folded>, git2::Error> {
 /// [`fold_if_many`] from `count` loose objects or `bytes`.
 fn fold_from(repo: &Repository, count: usize, bytes: u64) -> Result<Option<Folded>, git2::Error> {
     let objects = repo.commondir().join("objects");
-    let many =
-        |loose: &HashMap<Oid, u64>| loose.len() >= count || loose.values().sum::<u64>() >= bytes;
-    let mut loose = all_loose(&objects);
-    if !many(&loose) {
+    let many = |n: usize, b: u64| n >= count || b >= bytes;
+    let loose = all_loose(&objects);
+    if !many(loose.len(), loose.values().sum()) {
         return Ok(None);
     }
     // Copies of objects that a pack holds (left by a fold killed while it
     // removed them, or written again by a writer that looked only for a loose
     // file) are not counted: folding them again would add a pack a run.
     let packed = packed_ids(&objects.join("pack"));
-    loose.retain(|id, _| !packed.contains(id));
-    if !many(&loose) {
+    let unpacked = loose.iter().filter(|(id, _)| !packed.contains(id));
+    let (n, b) = unpacked.fold((0, 0), |(n, b), (_, len)| (n + 1, b + len));
+    if !many(n, b) {
         return Ok(None);
     }
-    fold_these(repo, &all_loose(&objects))
+    fold_these(repo, &loose)
 }
 
 /// Folds every loose object of `repo` that reads whole and hashes to its name
@@ -107,18 +107,13 @@ pub fn census(repo: &Repository) -> Census {
         packs: 0,
         pack_bytes: 0,
     };
-    if let Ok(entries) = std::fs::read_dir(objects.join("pack")) {
-        for p in entries.flatten().map(|e| e.path()) {
-            let pack = p.with_extension("pack");
-            if p.extension().is_some_and(|x| x == "idx") && pack.is_file() {
-                census.packs += 1;
-                census.pack_bytes += [&p, &pack]
-                    .iter()
-                    .filter_map(|f| std::fs::metadata(f).ok())
-                    .map(|m| m.len())
-                    .sum::<u64>();
-            }
-        }
+    for index in indexes_with_packs(&objects.join("pack")) {
+        census.packs += 1;
+        census.pack_bytes += [index.clone(), index.with_extension("pack")]
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum::<u64>();
     }
     census
 }
@@ -130,16 +125,23 @@ fn all_loose(objects: &Path) -> HashMap<Oid, u64> {
         .collect()
 }
 
-/// The ids that the packs in `pack_dir` hold: those of every index whose pack
-/// is there (libgit2 ignores an index without its pack too).
-fn packed_ids(pack_dir: &Path) -> HashSet<Oid> {
+/// The indexes in `pack_dir` whose pack is beside them: the packs a reader
+/// uses (libgit2 ignores an index without its pack too).
+fn indexes_with_packs(pack_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(pack_dir) else {
-        return HashSet::new();
+        return Vec::new();
     };
     entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "idx") && p.with_extension("pack").is_file())
+        .collect()
+}
+
+/// The ids that the packs in `pack_dir` hold.
+fn packed_ids(pack_dir: &Path) -> HashSet<Oid> {
+    indexes_with_packs(pack_dir)
+        .into_iter()
         .filter_map(|p| std::fs::read(p).ok().and_then(|idx| index_ids(&idx)))
         .flatten()
         .collect()
@@ -196,7 +198,8 @@ fn summed(one: &str, many: &str, all: &[String]) -> Option<String> {
     }
 }
 
-/// [`fold`] of the loose objects `loose`.
+/// [`fold`] of the loose objects `loose`. The packs are listed again here, as
+/// late as can be: a concurrent fold may just have taken these objects.
 fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Folded>, git2::Error> {
     let started = Instant::now();
     let objects = repo.commondir().join("objects");
@@ -221,6 +224,8 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Fol
     let odb = repo.odb()?;
     let mut whole = Vec::with_capacity(unpacked.len());
     let mut damaged = Vec::new();
+    let damage =
+        |id: Oid, why: &str| format!("{}: {why}", crate::loose::path(&objects, id).display());
     let mut largest = 0;
     for id in unpacked {
         // Only an object that reads whole and is what its name says goes in:
@@ -239,22 +244,19 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Fol
                 largest = largest.max(len);
                 whole.push(id);
             }
-            Err(e) => damaged.push(format!(
-                "{}: {}",
-                crate::loose::path(&objects, id).display(),
-                e.message()
-            )),
+            Err(e) => damaged.push(damage(id, e.message())),
         }
     }
     // A handle of its own, whose configuration the bound on the window goes
     // into (and the file that holds it lives as long as the builder).
     let for_packing = Repository::open(repo.path())?;
     // Without a temporary file, the builder's own window: more memory, no loss.
-    let _bound = match whole.is_empty() {
-        true => None,
-        false => bound_window(&for_packing, largest)
+    let _bound = if whole.is_empty() {
+        None
+    } else {
+        bound_window(&for_packing, largest)
             .inspect_err(|e| tracing::warn!("the fold's window is not bounded: {}", e.message()))
-            .ok(),
+            .ok()
     };
     let mut builder = for_packing.packbuilder()?;
     // One thread: each keeps a window of its own.
@@ -264,11 +266,7 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Fol
         // A refused insertion leaves the builder as it was.
         match builder.insert_object(id, names.get(&id).map(String::as_str)) {
             Ok(()) => inserted.push(id),
-            Err(e) => damaged.push(format!(
-                "{}: {}",
-                crate::loose::path(&objects, id).display(),
-                e.message()
-            )),
+            Err(e) => damaged.push(damage(id, e.message())),
         }
     }
     let mut folded = Folded {
@@ -276,7 +274,7 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Fol
         loose_bytes: 0,
         index: None,
         pack_bytes: 0,
-        left: damaged.len(),
+        left: 0,
         problems: Vec::new(),
     };
     let mut removable = copies;
@@ -292,18 +290,14 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Fol
                 git2::Error::from_str(&format!("{}: not a pack index", index.display()))
             })?;
         folded.pack_bytes = std::fs::metadata(index.with_extension("pack")).map_or(0, |m| m.len());
-        folded.index = Some(index);
         let (named, unnamed): (Vec<Oid>, Vec<Oid>) =
             inserted.into_iter().partition(|id| in_pack.contains(id));
         // The indexer hashes what it indexes: an object that it does not name
         // was not what its name says, and stays loose.
-        let index = folded.index.as_deref().expect("just set");
-        damaged.extend(unnamed.iter().map(|id| {
-            let path = crate::loose::path(&objects, *id);
-            format!("{}: not in {}", path.display(), index.display())
-        }));
-        folded.left += unnamed.len();
+        let not_in = format!("not in {}", index.display());
+        damaged.extend(unnamed.into_iter().map(|id| damage(id, &not_in)));
         removable.extend(named);
+        folded.index = Some(index);
     }
     let mut not_removed = Vec::new();
     for id in removable {
@@ -318,7 +312,7 @@ fn fold_these(repo: &Repository, loose: &HashMap<Oid, u64>) -> Result<Option<Fol
             Err(e) => not_removed.push(format!("{}: {e}", path.display())),
         }
     }
-    folded.left += not_removed.len();
+    folded.left = damaged.len() + not_removed.len();
     folded.problems.extend(summed(
         "a damaged loose object, left as it is",
         "damaged loose objects left as they are",
