@@ -4,6 +4,7 @@
 //! The core (`json`, `entry`, `memory`, `stamp`, `crdt`) is plain data in and out;
 //! `files` does the file I/O and `commands` puts them together.
 
+pub mod alloc;
 pub mod cli;
 pub mod clock;
 pub mod commands;
