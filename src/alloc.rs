@@ -1,114 +1,161 @@
-//! The binary's allocator: the system's, with every block of 2 MiB or more aligned
-//! to a huge page and marked for transparent huge pages (on Linux).
+//! The binary's allocator (Linux): blocks of 2 MiB or more are mappings of their
+//! own, aligned to a huge page and advised onto transparent huge pages; smaller
+//! ones come from the system's allocator.
 //!
-//! A merge fills tens of megabytes of fresh memory (the canonical text kept for the
-//! output, the entries, the tables), and each 4 KiB page of it is one page fault.
-//! With the blocks on huge pages a fault brings 2 MiB: a merge of 100,000 entries
-//! takes 15,000 page faults without this and about 8,000 with it, and about a
-//! tenth less time (see the README's Speed section). The kernel honours the advice
-//! when transparent huge pages are set to `madvise` or `always`, and ignores it
-//! when they are off.
+//! A merge fills tens of megabytes of fresh memory (the canonical text kept for
+//! the output, the entries, the tables), and each 4 KiB page of it is one page
+//! fault. On huge pages a fault brings 2 MiB: a merge of 100,000 entries takes
+//! about 8,000 page faults instead of 15,000, and about a tenth less time (see
+//! the README's Speed section). The kernel honours the advice when transparent
+//! huge pages are set to `madvise` or `always`, and ignores it otherwise.
+//!
+//! Own mappings rather than aligned blocks of the system's allocator: a zeroed
+//! block is zero already, a block that shrinks gives its tail back, and one that
+//! grows is moved by the kernel (`mremap`) rather than copied.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::ptr;
 
-/// The size of a huge page, and the size from which a block is put on them.
+/// The size of a huge page, and the size from which a block is a mapping.
 pub const HUGE_PAGE: usize = 2 << 20;
 
-/// [`System`], with blocks of at least [`HUGE_PAGE`] bytes aligned to one and
-/// advised onto huge pages.
+/// [`System`] for small blocks, mappings on huge pages for large ones.
 pub struct Allocator;
 
-/// The layout asked of the system for `size` bytes aligned to `align`: a huge
-/// block is aligned to a huge page, so that all its pages can be huge. Its
-/// leading gap, if the system makes one, is address space only: it is never
-/// touched, so it takes no memory.
-fn actual(size: usize, align: usize) -> Layout {
-    let align = if size >= HUGE_PAGE {
-        align.max(HUGE_PAGE)
-    } else {
-        align
-    };
-    Layout::from_size_align(size, align).expect("a larger power of two keeps a layout valid")
+/// The page size of mappings (4 KiB on x86-64; larger on some other machines).
+fn page() -> usize {
+    // SAFETY: a plain query of a constant of the process.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
 }
 
-// SAFETY: every block comes from `System` with the layout `actual` gives, and goes
-// back to it with the same layout, which `actual` computes again from the layout
-// the caller passes (the one the block was made with, as `GlobalAlloc` requires).
+/// Whether a block of `size` bytes aligned to `align` is a mapping of its own.
+/// A mapping is aligned to a page; the rare larger alignment goes to the system.
+fn is_mapped(size: usize, align: usize) -> bool {
+    size >= HUGE_PAGE && align <= page()
+}
+
+/// The length of the mapping that holds `size` bytes; `None` when it overflows.
+fn mapped_len(size: usize) -> Option<usize> {
+    size.checked_next_multiple_of(page())
+}
+
+/// Maps `len` bytes (a multiple of the page size), zeroed, aligned to a huge page
+/// and advised onto huge pages; null when the kernel refuses.
+fn map(len: usize) -> *mut u8 {
+    let Some(span) = len.checked_add(HUGE_PAGE) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: a new private anonymous mapping; no existing memory is named.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            span,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    // One huge page more than needed is mapped, and the parts before the first
+    // huge-page boundary and after the block are given back.
+    let start = (p as usize).next_multiple_of(HUGE_PAGE);
+    let head = start - p as usize;
+    let tail = span - head - len;
+    // SAFETY: both ranges lie within the mapping just made, and nothing uses them.
+    unsafe {
+        if head > 0 {
+            libc::munmap(p, head);
+        }
+        if tail > 0 {
+            libc::munmap((start + len) as *mut libc::c_void, tail);
+        }
+        // Only advice: refused, the memory is the same.
+        libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+    }
+    start as *mut u8
+}
+
+// SAFETY: a block is a mapping exactly when `is_mapped` says so of its layout,
+// which the caller passes unchanged (or, after `realloc`, with the new size), so
+// every block goes back the way it came: mappings to `munmap` and `mremap` with
+// the length that `mapped_len` gives of that size, the others to `System` with
+// the caller's own layout.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let layout = actual(layout.size(), layout.align());
-        // SAFETY: `layout` has the caller's nonzero size.
-        let p = unsafe { System.alloc(layout) };
-        advise(p, layout.size());
-        p
+        if !is_mapped(layout.size(), layout.align()) {
+            // SAFETY: the caller's layout, as the caller guarantees it.
+            return unsafe { System.alloc(layout) };
+        }
+        mapped_len(layout.size()).map_or(ptr::null_mut(), map)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let layout = actual(layout.size(), layout.align());
-        // SAFETY: as in `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        advise(p, layout.size());
-        p
+        if !is_mapped(layout.size(), layout.align()) {
+            // SAFETY: as in `alloc`.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // A new anonymous mapping reads as zeros.
+        mapped_len(layout.size()).map_or(ptr::null_mut(), map)
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was made by `System` with this same actual layout.
-        unsafe { System.dealloc(ptr, actual(layout.size(), layout.align())) }
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        if !is_mapped(layout.size(), layout.align()) {
+            // SAFETY: `block` came from `System` with this layout.
+            return unsafe { System.dealloc(block, layout) };
+        }
+        let len = mapped_len(layout.size()).expect("the length it was mapped with");
+        // SAFETY: `block` is a mapping of `len` bytes that this allocator made.
+        unsafe { libc::munmap(block.cast(), len) };
     }
 
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = actual(layout.size(), layout.align());
-        let new = actual(new_size, layout.align());
-        if old.align() == new.align() {
-            if new_size <= layout.size() && new.align() == HUGE_PAGE {
-                // A huge block that shrinks stays as it is: the system would copy
-                // it to keep the alignment, and its pages not written hold no
-                // memory. Its later calls give the smaller size, which maps to
-                // the same alignment, and the system frees by address.
-                return ptr;
-            }
-            // SAFETY: `ptr` was made by `System` with `old`; `new_size` is
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let was = is_mapped(layout.size(), layout.align());
+        let will = is_mapped(new_size, layout.align());
+        if !was && !will {
+            // SAFETY: `block` came from `System` with `layout`; `new_size` is
             // nonzero, as the caller guarantees.
-            let p = unsafe { System.realloc(ptr, old, new_size) };
-            advise(p, new_size);
-            return p;
+            return unsafe { System.realloc(block, layout, new_size) };
         }
-        // Across the threshold the alignment changes, which `System.realloc`
-        // cannot do: a new block, the bytes copied, the old one freed.
-        // SAFETY: `new` has the caller's nonzero size.
-        let p = unsafe { System.alloc(new) };
+        if was && will {
+            let old = mapped_len(layout.size()).expect("the length it was mapped with");
+            let Some(new) = mapped_len(new_size) else {
+                return ptr::null_mut();
+            };
+            if new == old {
+                return block;
+            }
+            // The kernel shrinks in place, and grows in place or moves the pages
+            // without copying them; the advice goes with them. On failure the
+            // old mapping is unchanged, as `realloc` must leave it.
+            // SAFETY: `block` is a mapping of `old` bytes that this allocator made.
+            let p = unsafe { libc::mremap(block.cast(), old, new, libc::MREMAP_MAYMOVE) };
+            return if p == libc::MAP_FAILED {
+                ptr::null_mut()
+            } else {
+                p.cast()
+            };
+        }
+        // From one kind to the other: a new block, the bytes copied, the old freed.
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: `new_layout` has the caller's nonzero size and alignment.
+        let p = unsafe { self.alloc(new_layout) };
         if !p.is_null() {
-            advise(p, new.size());
-            // SAFETY: both blocks are live, distinct, and at least this long.
+            // SAFETY: both blocks are live, distinct, and at least this long;
+            // `block` goes back with the layout it was made with.
             unsafe {
-                std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));
-                System.dealloc(ptr, old);
+                ptr::copy_nonoverlapping(block, p, layout.size().min(new_size));
+                self.dealloc(block, layout);
             }
         }
         p
     }
 }
-
-/// Advises the huge pages that lie within the `size` bytes at `p`. Only advice:
-/// when the kernel says no, or has no huge pages, the memory is the same.
-#[cfg(target_os = "linux")]
-fn advise(p: *mut u8, size: usize) {
-    if size < HUGE_PAGE || p.is_null() {
-        return;
-    }
-    let start = (p as usize).next_multiple_of(HUGE_PAGE);
-    let end = (p as usize + size) & !(HUGE_PAGE - 1);
-    if end > start {
-        // SAFETY: the range lies within a block that this process owns; the
-        // advice changes how its pages are backed, never what they hold.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise(_p: *mut u8, _size: usize) {}
 
 #[cfg(test)]
 mod tests {
@@ -126,25 +173,65 @@ mod tests {
         (0..n).all(|i| unsafe { *p.add(i) } == (i as u8).wrapping_mul(31).wrapping_add(seed))
     }
 
+    /// The `VmFlags` line of the mapping of /proc/self/smaps that holds `p`.
+    fn vm_flags(p: *const u8) -> Option<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let at = p as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split(' ').next().unwrap_or("");
+            if let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = lo <= at && at < hi;
+            } else if inside && line.starts_with("VmFlags:") {
+                return Some(line.to_string());
+            }
+        }
+        None
+    }
+
     #[test]
-    fn huge_blocks_are_aligned_to_a_huge_page_and_small_ones_as_asked() {
+    fn large_blocks_are_mappings_aligned_and_advised_onto_huge_pages() {
         let a = Allocator;
-        for (size, align, want) in [
-            (HUGE_PAGE, 1, HUGE_PAGE),
-            (HUGE_PAGE * 3 + 5, 8, HUGE_PAGE),
-            (HUGE_PAGE - 1, 1, 1),
-            (100, 64, 64),
+        for (size, align) in [
+            (HUGE_PAGE, 1),
+            (HUGE_PAGE * 3 + 5, 8),
+            (HUGE_PAGE * 2, 4096),
         ] {
             let layout = Layout::from_size_align(size, align).unwrap();
             unsafe {
                 let p = a.alloc(layout);
                 assert!(!p.is_null());
-                assert_eq!(p as usize % want, 0, "{size} bytes");
+                assert_eq!(p as usize % HUGE_PAGE, 0, "{size} bytes");
                 fill(p, size, 7);
                 assert!(holds(p, size, 7));
+                if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+                    let flags = vm_flags(p).expect("the block is a mapping");
+                    assert!(flags.split(' ').any(|f| f == "hg"), "{flags}");
+                }
                 a.dealloc(p, layout);
                 let z = a.alloc_zeroed(layout);
-                assert_eq!(z as usize % want, 0, "{size} bytes, zeroed");
+                assert_eq!(z as usize % HUGE_PAGE, 0, "{size} bytes, zeroed");
+                assert!((0..size).all(|i| *z.add(i) == 0));
+                a.dealloc(z, layout);
+            }
+        }
+    }
+
+    #[test]
+    fn small_blocks_and_large_alignments_come_from_the_system() {
+        let a = Allocator;
+        for (size, align) in [(HUGE_PAGE - 1, 1), (100, 64), (HUGE_PAGE, 2 * HUGE_PAGE)] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            unsafe {
+                let p = a.alloc(layout);
+                assert_eq!(p as usize % align, 0, "{size} bytes aligned to {align}");
+                fill(p, size, 1);
+                assert!(holds(p, size, 1));
+                a.dealloc(p, layout);
+                let z = a.alloc_zeroed(layout);
                 assert!((0..size).all(|i| *z.add(i) == 0));
                 a.dealloc(z, layout);
             }
@@ -156,33 +243,40 @@ mod tests {
         let a = Allocator;
         let small = 4096;
         let big = HUGE_PAGE + 4096;
-        let bigger = 3 * HUGE_PAGE;
-        // (from, to): small to small, small to huge, huge to huge (grow), huge to
-        // huge (shrink: kept in place), huge to small.
-        for (from, to) in [
-            (small, small * 3),
-            (small, big),
-            (big, bigger),
-            (bigger, big),
-            (big, small),
-        ] {
-            let layout = Layout::from_size_align(from, 8).unwrap();
-            unsafe {
+        let bigger = 5 * HUGE_PAGE;
+        // Each step from the size before: small to small, small to large, large to
+        // larger (grows), larger to large (shrinks), large to larger again, large
+        // to small.
+        let steps = [small * 3, big, bigger, big, bigger, small];
+        let mut size = small;
+        unsafe {
+            let mut p = a.alloc(Layout::from_size_align(size, 8).unwrap());
+            fill(p, size, 3);
+            for to in steps {
+                let q = a.realloc(p, Layout::from_size_align(size, 8).unwrap(), to);
+                assert!(!q.is_null(), "{size} to {to}");
+                assert!(holds(q, size.min(to), 3), "{size} to {to}");
+                // The whole new size is usable.
+                fill(q, to, 3);
+                (p, size) = (q, to);
+            }
+            a.dealloc(p, Layout::from_size_align(size, 8).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_block_that_cannot_be_had_is_null_and_the_old_one_stays() {
+        let a = Allocator;
+        let huge = isize::MAX as usize - 100;
+        unsafe {
+            assert!(a.alloc(Layout::from_size_align(huge, 1).unwrap()).is_null());
+            for size in [4096, 3 * HUGE_PAGE] {
+                let layout = Layout::from_size_align(size, 8).unwrap();
                 let p = a.alloc(layout);
-                fill(p, from, 3);
-                let q = a.realloc(p, layout, to);
-                assert!(!q.is_null());
-                assert!(holds(q, from.min(to), 3), "{from} to {to}");
-                if to >= HUGE_PAGE {
-                    assert_eq!(q as usize % HUGE_PAGE, 0, "{from} to {to}");
-                }
-                if to < from && to >= HUGE_PAGE {
-                    assert_eq!(p, q, "a huge block that shrinks stays");
-                }
-                // The whole new size is usable, and the block goes back with it.
-                fill(q, to, 9);
-                assert!(holds(q, to, 9));
-                a.dealloc(q, Layout::from_size_align(to, 8).unwrap());
+                fill(p, size, 5);
+                assert!(a.realloc(p, layout, huge).is_null(), "{size} bytes");
+                assert!(holds(p, size, 5), "{size} bytes");
+                a.dealloc(p, layout);
             }
         }
     }
