@@ -467,7 +467,31 @@ fn settings() {
                 1,
             );
         }
+        // A repository that fetched for months holds a pack per fetch, and
+        // libgit2 keeps every pack it has read open, with no limit by default:
+        // a walk of the whole history (the fold's) ran out of file descriptors
+        // at 1,141 packs under the usual limit of 1,024. With a limit it closes
+        // the pack it used longest ago instead. Packs are never removed here
+        // (see `repack`), so a closed one can always be opened again.
+        // SAFETY: as above, before any repository is opened.
+        let _ = unsafe { git2::opts::set_mwindow_file_limit(open_pack_limit()) };
     });
+}
+
+/// How many pack files libgit2 may hold open at once: half the process's limit
+/// of open files, so that the rest stay for everything else, and at most 512.
+fn open_pack_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, and nothing else.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    usize::try_from(soft / 2).map_or(512, |half| half.clamp(8, 512))
 }
 
 /// A commit author.

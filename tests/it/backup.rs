@@ -1878,6 +1878,76 @@ fn a_backup_folds_many_loose_objects_into_one_pack_and_keeps_every_object() {
     );
 }
 
+/// Gives the repository `dir` a history of `n` commits on `refs/heads/history`,
+/// each commit with its tree and file in a pack of its own, as months of fetches
+/// leave it.
+fn history_in_many_packs(dir: &Path, n: usize) {
+    let repo = git2::Repository::open(dir).unwrap();
+    // The objects are made in a scratch repository, and each commit's three
+    // are written from there as one pack, so that none is loose here.
+    let scratch_dir = tempfile::tempdir().unwrap();
+    let scratch = git2::Repository::init_bare(scratch_dir.path()).unwrap();
+    let who = git2::Signature::new("t", "t@example.com", &git2::Time::new(1, 0)).unwrap();
+    let mut parent: Option<git2::Oid> = None;
+    for i in 0..n {
+        let blob = scratch.blob(format!("version {i}\n").as_bytes()).unwrap();
+        let mut tree = scratch.treebuilder(None).unwrap();
+        tree.insert("f", blob, 0o100644).unwrap();
+        let tree = scratch.find_tree(tree.write().unwrap()).unwrap();
+        let parents: Vec<git2::Commit> = parent
+            .map(|p| scratch.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
+        let parents: Vec<&git2::Commit> = parents.iter().collect();
+        let commit = scratch
+            .commit(None, &who, &who, &format!("c{i}"), &tree, &parents)
+            .unwrap();
+        let mut pack = scratch.packbuilder().unwrap();
+        for id in [blob, tree.id(), commit] {
+            pack.insert_object(id, None).unwrap();
+        }
+        pack.write(&dir.join(".git/objects/pack"), 0o444).unwrap();
+        parent = Some(commit);
+    }
+    repo.reference("refs/heads/history", parent.unwrap(), true, "test")
+        .unwrap();
+}
+
+/// Many packs and a low limit of open files: libgit2 would keep every pack of
+/// the fold's walk of the history open, and run out of file descriptors.
+#[test]
+fn a_fold_over_more_packs_than_the_process_may_open_files_succeeds() {
+    use std::os::unix::process::CommandExt;
+    const OPEN_FILES: u64 = 64;
+    let env = Env::new();
+    let memory = many_loose_objects(&env, memory_backup::repack::FOLD_FROM);
+    history_in_many_packs(&env.path("r"), 150);
+    let mut cmd = env.mb("r", "h");
+    cmd.args(["backup", "--memory", &memory]);
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = OPEN_FILES.min(limit.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stderr(&out), "", "no warning of a fold that failed");
+    assert_eq!(loose_count(&env.path("r")), 0);
+    fsck(&env, &env.path("r/.git"));
+}
+
 #[test]
 fn a_fold_that_fails_is_a_warning_and_the_backup_and_every_object_stand() {
     let env = Env::new();
