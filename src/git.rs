@@ -471,8 +471,8 @@ fn settings() {
         // libgit2 keeps every pack it has read open, with no limit by default:
         // a walk of the whole history (the fold's) ran out of file descriptors
         // at 1,141 packs under the usual limit of 1,024. With a limit it closes
-        // the pack it used longest ago instead. Packs are never removed here
-        // (see `repack`), so a closed one can always be opened again.
+        // the pack it used longest ago instead, and opens it again when it is
+        // needed: this tool never removes a pack (see `repack`).
         // SAFETY: as above, before any repository is opened.
         let _ = unsafe { git2::opts::set_mwindow_file_limit(open_pack_limit()) };
     });
@@ -480,19 +480,46 @@ fn settings() {
 
 /// How many pack files libgit2 may hold open at once: half the process's limit
 /// of open files, so that the rest stay for everything else, and at most 512.
+/// The limit is soft (libgit2 closes only packs with no part in use), so the
+/// process's own limit is first raised as far as it may go: cron and systemd
+/// start a process at 1,024 with a hard limit of thousands.
 fn open_pack_limit() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given, and nothing else.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        limit.rlim_cur
-    } else {
-        1024
-    };
-    usize::try_from(soft / 2).map_or(512, |half| half.clamp(8, 512))
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 512;
+    }
+    let wanted = raised_open_files(limit.rlim_cur, limit.rlim_max);
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given; a soft limit up to
+        // the hard one is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = wanted;
+        }
+    }
+    packs_for_open_files(limit.rlim_cur)
 }
+
+/// The soft limit of open files to raise `soft` to, under the hard limit `hard`.
+fn raised_open_files(soft: libc::rlim_t, hard: libc::rlim_t) -> libc::rlim_t {
+    soft.max(hard.min(RAISE_OPEN_FILES_TO))
+}
+
+/// Packs open at once for a process that may open `files` files.
+fn packs_for_open_files(files: libc::rlim_t) -> usize {
+    usize::try_from(files / 2).map_or(512, |half| half.clamp(8, 512))
+}
+
+/// How far [`open_pack_limit`] raises the limit of open files: more than the
+/// packs and everything else need, short of a hard limit of millions.
+const RAISE_OPEN_FILES_TO: libc::rlim_t = 8192;
 
 /// A commit author.
 #[derive(Debug, Clone)]
@@ -1829,6 +1856,24 @@ impl Repo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_file_limit_rises_to_the_hard_one_within_bounds_and_packs_get_half() {
+        // cron's and systemd's usual 1,024 under a hard limit of 524,288.
+        assert_eq!(raised_open_files(1024, 524_288), RAISE_OPEN_FILES_TO);
+        assert_eq!(raised_open_files(1024, 4096), 4096);
+        // Never lowered, and never above the hard limit.
+        assert_eq!(raised_open_files(20_000, 524_288), 20_000);
+        assert_eq!(raised_open_files(64, 64), 64);
+        assert_eq!(
+            raised_open_files(1024, libc::RLIM_INFINITY),
+            RAISE_OPEN_FILES_TO
+        );
+        assert_eq!(packs_for_open_files(64), 32);
+        assert_eq!(packs_for_open_files(4096), 512);
+        assert_eq!(packs_for_open_files(10), 8);
+        assert_eq!(packs_for_open_files(libc::RLIM_INFINITY), 512);
+    }
 
     /// A full disk is a full disk whatever libgit2's class; an object that
     /// cannot be read is damage; anything else stays a plain failure.

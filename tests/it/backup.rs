@@ -1934,7 +1934,9 @@ fn a_fold_over_more_packs_than_the_process_may_open_files_succeeds() {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The hard limit too: a run raises its soft limit to the hard one.
             limit.rlim_cur = OPEN_FILES.min(limit.rlim_max);
+            limit.rlim_max = limit.rlim_cur;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
