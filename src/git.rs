@@ -473,24 +473,25 @@ fn settings() {
         // at 1,141 packs under the usual limit of 1,024. With a limit it closes
         // the pack it used longest ago instead, and opens it again when it is
         // needed: this tool never removes a pack (see `repack`).
+        // libgit2 may go over that limit (it closes only packs with no part in
+        // use), so the process's own limit is raised first.
+        let packs = packs_for_open_files(raise_open_file_limit());
         // SAFETY: as above, before any repository is opened.
-        let _ = unsafe { git2::opts::set_mwindow_file_limit(open_pack_limit()) };
+        let _ = unsafe { git2::opts::set_mwindow_file_limit(packs) };
     });
 }
 
-/// How many pack files libgit2 may hold open at once: half the process's limit
-/// of open files, so that the rest stay for everything else, and at most 512.
-/// The limit is soft (libgit2 closes only packs with no part in use), so the
-/// process's own limit is first raised as far as it may go: cron and systemd
-/// start a process at 1,024 with a hard limit of thousands.
-fn open_pack_limit() -> usize {
+/// Raises the process's soft limit of open files toward the hard one (cron and
+/// systemd start a process at 1,024 under a hard limit of thousands); returns
+/// the soft limit now in force, or 1,024 when it cannot be read.
+fn raise_open_file_limit() -> libc::rlim_t {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given, and nothing else.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 512;
+        return 1024;
     }
     let wanted = raised_open_files(limit.rlim_cur, limit.rlim_max);
     if limit.rlim_cur < wanted {
@@ -501,10 +502,10 @@ fn open_pack_limit() -> usize {
         // SAFETY: setrlimit reads the struct it is given; a soft limit up to
         // the hard one is always allowed.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = wanted;
+            return wanted;
         }
     }
-    packs_for_open_files(limit.rlim_cur)
+    limit.rlim_cur
 }
 
 /// The soft limit of open files to raise `soft` to, under the hard limit `hard`.
@@ -512,12 +513,14 @@ fn raised_open_files(soft: libc::rlim_t, hard: libc::rlim_t) -> libc::rlim_t {
     soft.max(hard.min(RAISE_OPEN_FILES_TO))
 }
 
-/// Packs open at once for a process that may open `files` files.
+/// How many pack files libgit2 may hold open at once in a process that may open
+/// `files` files: half of them, so that the rest stay for everything else, and
+/// from 8 to 512.
 fn packs_for_open_files(files: libc::rlim_t) -> usize {
     usize::try_from(files / 2).map_or(512, |half| half.clamp(8, 512))
 }
 
-/// How far [`open_pack_limit`] raises the limit of open files: more than the
+/// How far [`raise_open_file_limit`] raises the limit of open files: more than the
 /// packs and everything else need, short of a hard limit of millions.
 const RAISE_OPEN_FILES_TO: libc::rlim_t = 8192;
 
