@@ -12,6 +12,8 @@
 //! Own mappings rather than aligned blocks of the system's allocator: a zeroed
 //! block is zero already, a block that shrinks gives its tail back, and one that
 //! grows is moved by the kernel (`mremap`) rather than copied.
+//!
+//! The small blocks, from the C library, are tuned too ([`tune_small_blocks`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
@@ -21,6 +23,27 @@ pub const HUGE_PAGE: usize = 2 << 20;
 
 /// [`System`] for small blocks, mappings on huge pages for large ones.
 pub struct Allocator;
+
+/// Sets the C library's allocator (glibc) for the small blocks that are left to
+/// it: blocks under [`HUGE_PAGE`] come from its heaps rather than from mappings of
+/// their own (a block freed is then reused, not unmapped), a heap grows 16 MiB at
+/// a time, and up to 64 MiB freed stay with the process. The merge's reading
+/// threads allocate a `unique_id` per entry; each growth of a heap by default is a
+/// system call (`brk` or `mprotect`) that takes the process's memory map lock
+/// while the other thread's page faults wait on it. Measured with `scripts/bench
+/// --compare` (31 runs, 100,000 entries): 89.9 against 95.8 ms, and the read phase
+/// 42 against 52 ms (`-v`, medians of 15). Call it first, before any thread.
+#[cfg(target_env = "gnu")]
+pub fn tune_small_blocks() {
+    const MMAP_THRESHOLD: libc::c_int = HUGE_PAGE as libc::c_int;
+    // SAFETY: plain settings of the C library's allocator; they change no block
+    // already handed out.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
 
 /// The page size of mappings (4 KiB on x86-64; larger on some other machines).
 fn page() -> usize {

@@ -118,8 +118,9 @@ fn parse_stamped_in(buf: &mut Vec<u8>) -> Result<Stamped, ParseError> {
     for e in &mut out.entries {
         e.set_text(&text, side_at);
     }
-    out.entries.shrink_to_fit();
-    out.lines.shrink_to_fit();
+    // The lists keep their capacity: the part never written costs addresses, not
+    // memory, and shrinking a large list below the allocator's mapping threshold
+    // would copy it into fresh pages.
     Ok(out)
 }
 

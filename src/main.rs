@@ -20,6 +20,8 @@ use memory_backup::{Context, commands};
 static ALLOCATOR: memory_backup::alloc::Allocator = memory_backup::alloc::Allocator;
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    memory_backup::alloc::tune_small_blocks();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
