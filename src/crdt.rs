@@ -23,7 +23,7 @@ pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> 
         crate::cores().min(8)
     };
     if parts <= 1 {
-        let hashes: Vec<u64> = inputs.iter().map(|e| ids.hash_one(e.unique_id())).collect();
+        let hashes: Vec<u64> = inputs.iter().map(|e| ids.hash_one(e.id_bytes())).collect();
         let mut out = best_of_part(&inputs, &hashes, 0, 1);
         out.sort_unstable_by(file_order);
         return out.into_iter().map(|(_, e)| e).collect();
@@ -37,7 +37,7 @@ pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> 
             let ids = &ids;
             s.spawn(move || {
                 for (h, e) in hs.iter_mut().zip(es) {
-                    *h = ids.hash_one(e.unique_id());
+                    *h = ids.hash_one(e.id_bytes());
                 }
             });
         }
@@ -120,7 +120,7 @@ fn best_of_part<'a>(
     // the id itself.
     let mut best: HashMap<u64, &'a Entry, PassHash> =
         HashMap::with_capacity_and_hasher(inputs.len() / parts + 1, PassHash);
-    let mut clashes: HashMap<&'a str, &'a Entry> = HashMap::new();
+    let mut clashes: HashMap<&'a [u8], &'a Entry> = HashMap::new();
     for (&e, &hash) in inputs.iter().zip(hashes) {
         if !in_part(hash) {
             continue;
@@ -129,12 +129,12 @@ fn best_of_part<'a>(
             Slot::Vacant(v) => {
                 v.insert(e);
             }
-            Slot::Occupied(mut o) if o.get().unique_id() == e.unique_id() => {
+            Slot::Occupied(mut o) if o.get().id_bytes() == e.id_bytes() => {
                 if e.lww_cmp(o.get()).is_gt() {
                     o.insert(e);
                 }
             }
-            Slot::Occupied(_) => match clashes.entry(e.unique_id()) {
+            Slot::Occupied(_) => match clashes.entry(e.id_bytes()) {
                 Slot::Vacant(v) => {
                     v.insert(e);
                 }

@@ -22,10 +22,122 @@ pub struct Metadata {
     /// 1 for a new entry, one more for each change.
     pub version: u64,
     /// `<host>_<ident>_<timestamp>` of the entry's first version; never changes.
-    pub unique_id: Arc<str>,
+    pub unique_id: UniqueId,
     /// Fields of the metadata object that this version does not know, kept as
     /// canonical `"key":value` members in key order.
     pub extra: Box<[Box<str>]>,
+}
+
+/// A `unique_id`: a range of a shared text. An entry read from a file keeps its id
+/// in the text that holds its body, so reading a file allocates nothing per id
+/// and writing or hashing an entry reads memory beside its body; any other id
+/// has a text of its own. Compared, hashed and ordered as its string.
+#[derive(Clone)]
+pub struct UniqueId {
+    text: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl UniqueId {
+    /// An id in a text of its own.
+    pub fn new(id: &str) -> UniqueId {
+        UniqueId {
+            len: id.len(),
+            text: Arc::new(id.as_bytes().to_vec()),
+            start: 0,
+        }
+    }
+
+    /// The bytes `start..start + len` of `text`, which [`EntryReader::read_into`]
+    /// checked as UTF-8 where it read them; the text may be unfinished, to be
+    /// replaced by [`Entry::set_text`].
+    fn placed(text: &Arc<Vec<u8>>, start: usize, len: usize) -> UniqueId {
+        UniqueId {
+            text: Arc::clone(text),
+            start,
+            len,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("a unique_id is UTF-8")
+    }
+
+    /// The id's UTF-8 bytes, without checking them again: what the merge hashes,
+    /// compares and writes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::Deref for UniqueId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for UniqueId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for UniqueId {
+    fn from(id: &str) -> UniqueId {
+        UniqueId::new(id)
+    }
+}
+
+impl From<String> for UniqueId {
+    fn from(id: String) -> UniqueId {
+        let len = id.len();
+        UniqueId {
+            text: Arc::new(id.into_bytes()),
+            start: 0,
+            len,
+        }
+    }
+}
+
+impl PartialEq for UniqueId {
+    fn eq(&self, other: &UniqueId) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for UniqueId {}
+
+impl PartialOrd for UniqueId {
+    fn partial_cmp(&self, other: &UniqueId) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for UniqueId {
+    fn cmp(&self, other: &UniqueId) -> Ordering {
+        // The order of UTF-8 bytes is the order of the strings.
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl std::hash::Hash for UniqueId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Debug for UniqueId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for UniqueId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why an entry's `_crdt_metadata` is not usable.
@@ -35,21 +147,30 @@ pub struct MetadataError(pub String);
 impl Metadata {
     /// Reads the canonical JSON of a `_crdt_metadata` value.
     fn from_canonical(text: &[u8], hosts: &mut HostNames) -> Result<Metadata, MetadataError> {
-        Metadata::read(text, hosts).map(|(m, _)| m)
+        Metadata::read(text, hosts, &mut UniqueId::new).map(|(m, _)| m)
     }
 
     /// [`Metadata::from_canonical`], and whether `text` is exactly what
     /// [`Metadata::write`] writes: canonical JSON that holds its timestamp in the
-    /// canonical form too.
-    fn read(text: &[u8], hosts: &mut HostNames) -> Result<(Metadata, bool), MetadataError> {
-        match Metadata::read_usual(text, hosts) {
+    /// canonical form too. The `unique_id` is made by `id`, called at most once,
+    /// from the string as read: a part of `text` where it holds no escape.
+    fn read(
+        text: &[u8],
+        hosts: &mut HostNames,
+        id: &mut impl FnMut(&str) -> UniqueId,
+    ) -> Result<(Metadata, bool), MetadataError> {
+        match Metadata::read_usual(text, hosts, id) {
             Some(read) => Ok(read),
-            None => Metadata::read_any(text, hosts),
+            None => Metadata::read_any(text, hosts, id),
         }
     }
 
     /// [`Metadata::read`] of any canonical text.
-    fn read_any(text: &[u8], hosts: &mut HostNames) -> Result<(Metadata, bool), MetadataError> {
+    fn read_any(
+        text: &[u8],
+        hosts: &mut HostNames,
+        id: &mut impl FnMut(&str) -> UniqueId,
+    ) -> Result<(Metadata, bool), MetadataError> {
         let bad = |s: &str| Err(MetadataError(s.to_string()));
         if text.first() != Some(&b'{') {
             return bad("_crdt_metadata is not an object");
@@ -103,7 +224,7 @@ impl Metadata {
             host: hosts.intern(&host),
             timestamp,
             version,
-            unique_id: unique_id.into(),
+            unique_id: id(&unique_id),
             extra: extra.into_boxed_slice(),
         };
         Ok((meta, as_written))
@@ -113,7 +234,11 @@ impl Metadata {
     /// matches byte by byte: the four known keys in order, strings without
     /// escapes, a canonical timestamp. `None` for any other text, which the
     /// general reading then takes, so this decides nothing on its own.
-    fn read_usual(text: &[u8], hosts: &mut HostNames) -> Option<(Metadata, bool)> {
+    fn read_usual(
+        text: &[u8],
+        hosts: &mut HostNames,
+        id: &mut impl FnMut(&str) -> UniqueId,
+    ) -> Option<(Metadata, bool)> {
         let rest = text.strip_prefix(b"{\"host\":\"")?;
         let (host, rest) = plain_string(rest)?;
         let rest = rest.strip_prefix(b",\"timestamp\":\"")?;
@@ -133,7 +258,7 @@ impl Metadata {
             host: hosts.intern(host),
             timestamp,
             version,
-            unique_id: unique_id.into(),
+            unique_id: id(unique_id),
             extra: Box::default(),
         };
         Some((meta, true))
@@ -155,7 +280,7 @@ impl Metadata {
             out.extend_from_slice(b",\"timestamp\":");
             write_timestamp(out, self.timestamp);
             out.extend_from_slice(b",\"unique_id\":");
-            json::write_str(out, &self.unique_id);
+            json::write_str_bytes(out, self.unique_id.as_bytes());
             out.extend_from_slice(b",\"version\":");
             write_u64(out, self.version);
             out.push(b'}');
@@ -183,7 +308,7 @@ impl Metadata {
             match k {
                 0 => json::write_str(out, &self.host),
                 1 => write_timestamp(out, self.timestamp),
-                2 => json::write_str(out, &self.unique_id),
+                2 => json::write_str_bytes(out, self.unique_id.as_bytes()),
                 _ => write_u64(out, self.version),
             }
         }
@@ -385,6 +510,8 @@ pub struct EntryReader {
     /// What the bodies of [`EntryReader::read_into`] point to until their text
     /// is finished.
     unfinished: Arc<Vec<u8>>,
+    /// The `unique_id` being moved past the body in the side text.
+    id: Vec<u8>,
 }
 
 /// An entry of [`EntryReader::read_into`], and where its body was left.
@@ -460,8 +587,20 @@ impl EntryReader {
             return Ok((Err(no), end));
         };
         let m = self.members[i];
-        let (meta, as_written) = match Metadata::read(&canon[m.value.0..m.value.1], &mut self.hosts)
-        {
+        let text = &canon[m.value.0..m.value.1];
+        // Where the `unique_id` lies in `text`, when it is there as it is.
+        let mut id_at = None;
+        let unfinished = &self.unfinished;
+        let mut id = |uid: &str| {
+            let off = (uid.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+            if off < text.len() && uid.len() <= text.len() - off {
+                id_at = Some((off, uid.len()));
+                UniqueId::placed(unfinished, 0, 0)
+            } else {
+                UniqueId::new(uid)
+            }
+        };
+        let (mut meta, as_written) = match Metadata::read(text, &mut self.hosts, &mut id) {
             Ok(read) => read,
             Err(e) => {
                 side.truncate(s0);
@@ -474,6 +613,10 @@ impl EntryReader {
         let in_place = as_written && n > 1 && (i == 0 || last) && src[at..end] == *canon;
         let (start, len, meta_at, raw_meta, placed) = if in_place {
             side.truncate(s0);
+            if let Some((off, len)) = id_at {
+                // In the metadata's text, which stays in `src`.
+                meta.unique_id = UniqueId::placed(&self.unfinished, at + m.value.0 + off, len);
+            }
             // The comma between the metadata and the other members becomes the
             // brace that the body lacks, so the body is one range of `src`, and
             // the metadata's text stays just before or after it.
@@ -497,9 +640,19 @@ impl EntryReader {
             // written again from `meta`: kept, they would make the side text
             // larger by about a third.
             let (cut0, cut1) = metadata_cut(&m, i, n - 1);
+            let id = id_at.map(|(off, len)| s0 + m.value.0 + off..s0 + m.value.0 + off + len);
+            let id = id.map_or(&[][..], |r| &side[r]);
+            self.id.clear();
+            self.id.extend_from_slice(id);
             side.copy_within(s0 + cut1.., s0 + cut0);
             side.truncate(s0 + clen - (cut1 - cut0));
             let len = side.len() - s0;
+            if id_at.is_some() {
+                // The id goes right after the body: the metadata that held it was
+                // longer, so the side text still does not grow past its record.
+                meta.unique_id = UniqueId::placed(&self.unfinished, side.len(), self.id.len());
+                side.extend_from_slice(&self.id);
+            }
             // The metadata goes back where it was: before the member after it,
             // or before the closing brace.
             let meta_at = if last { len - 1 } else { m.key.0 };
@@ -595,6 +748,14 @@ impl Entry {
     /// Points the body of an entry of [`EntryReader::read_into`] to its finished
     /// text: the source it was read from, with the side text appended at `side`.
     pub(crate) fn set_text(&mut self, text: &Arc<Vec<u8>>, side: usize) {
+        let id = &mut self.meta.unique_id;
+        if Arc::ptr_eq(&id.text, &self.body.text) {
+            // Placed beside the body, or in the metadata's text read in place.
+            id.text = Arc::clone(text);
+            if self.raw_meta.is_none() {
+                id.start += side;
+            }
+        }
         self.body.text = Arc::clone(text);
         // Only an entry read in place has its metadata's text.
         if self.raw_meta.is_none() {
@@ -618,7 +779,12 @@ impl Entry {
     }
 
     pub fn unique_id(&self) -> &str {
-        &self.meta.unique_id
+        self.meta.unique_id.as_str()
+    }
+
+    /// [`Entry::unique_id`] as bytes, not checked as UTF-8 again.
+    pub fn id_bytes(&self) -> &[u8] {
+        self.meta.unique_id.as_bytes()
     }
 
     /// The entry's canonical JSON line, metadata included, appended to `out`.
@@ -846,8 +1012,9 @@ mod tests {
         ];
         for (text, fast) in cases {
             let mut hosts = HostNames::default();
-            let usual = Metadata::read_usual(text.as_bytes(), &mut hosts);
-            let any = Metadata::read_any(text.as_bytes(), &mut hosts);
+            let id = &mut UniqueId::new;
+            let usual = Metadata::read_usual(text.as_bytes(), &mut hosts, id);
+            let any = Metadata::read_any(text.as_bytes(), &mut hosts, id);
             assert_eq!(usual.is_some(), fast, "{text}");
             if let Some(usual) = usual {
                 assert_eq!(Ok(usual), any, "{text}");
@@ -858,7 +1025,11 @@ mod tests {
                 meta.write(&mut again);
                 assert_eq!(*as_written, again == text.as_bytes(), "{text}");
             }
-            assert_eq!(Metadata::read(text.as_bytes(), &mut hosts), any, "{text}");
+            assert_eq!(
+                Metadata::read(text.as_bytes(), &mut hosts, id),
+                any,
+                "{text}"
+            );
         }
     }
 

@@ -582,6 +582,45 @@ mod tests {
     }
 
     #[test]
+    fn unique_ids_read_from_a_file_stay_in_its_text_and_escaped_ones_are_decoded() {
+        let meta = |u: &str, ts: &str| {
+            format!(r#"{{"host":"h","timestamp":"{ts}","unique_id":"{u}","version":1}}"#)
+        };
+        const TS: &str = "2026-01-01T00:00:00.000000Z";
+        let text = [
+            // Canonical as written: read in place, the id inside its metadata's text.
+            format!(r#"{{"_crdt_metadata":{},"a":1}}"#, meta("in-place", TS)),
+            // Not canonical: the body goes to the side text, the id right after it.
+            format!(r#"{{"b": 2, "_crdt_metadata": {}}}"#, meta("side", TS)),
+            // A timestamp in another form: the side text too.
+            format!(
+                r#"{{"_crdt_metadata":{},"c":3}}"#,
+                meta("other-form", "2026-01-01T01:00:00+01:00")
+            ),
+            // Escaped: decoded, in a text of its own.
+            format!(r#"{{"_crdt_metadata":{},"d":4}}"#, meta(r"e\u0301\\", TS)),
+        ]
+        .join(",\n");
+        let text = format!("[\n{text}\n]\n");
+        let entries = parse_stamped(text.as_bytes()).unwrap().entries;
+        let ids: Vec<&str> = entries.iter().map(Entry::unique_id).collect();
+        assert_eq!(ids, ["in-place", "side", "other-form", "e\u{301}\\"]);
+        let at = |e: &Entry| e.id_bytes().as_ptr() as usize;
+        let body = |e: &Entry| e.body().as_ptr() as usize;
+        // In place: the id lies in the metadata just before the body.
+        assert!(at(&entries[0]) < body(&entries[0]));
+        assert!(body(&entries[0]) - at(&entries[0]) < 100);
+        for e in &entries[1..3] {
+            assert_eq!(at(e), body(e) + e.body().len(), "{}", e.unique_id());
+        }
+        // All written back as canonical, ids as they were.
+        let out = String::from_utf8(render(&entries)).unwrap();
+        let again = parse_stamped(out.as_bytes()).unwrap().entries;
+        assert_eq!(again, entries);
+        assert!(out.contains("\"unique_id\":\"e\u{301}\\\\\""), "{out}");
+    }
+
+    #[test]
     fn unchanged_files_are_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u.json");

@@ -146,8 +146,12 @@ pub fn decode_str(token: &[u8]) -> Cow<'_, str> {
 
 /// Writes `s` as a canonical JSON string token.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_str_bytes(out, s.as_bytes());
+}
+
+/// [`write_str`] of a string's UTF-8 bytes.
+pub fn write_str_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
-    let bytes = s.as_bytes();
     let mut start = 0;
     loop {
         let i = plain_end(bytes, start);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::crdt::IdHasher;
 
 use crate::clock::Timestamp;
-use crate::entry::{Entry, Metadata, Record};
+use crate::entry::{Entry, Metadata, Record, UniqueId};
 use crate::memory::{self, Located};
 
 /// Maps and sets of ids with the merge's fast hash, which SipHash costs several
@@ -196,7 +196,7 @@ fn claim_restored<'r, 'k>(
     // Entries that carry their own metadata (restored from unified) claim the P
     // entry of their unique_id first; the rest are matched by identity.
     let mut pending: Vec<Item<'_>> = Vec::with_capacity(items.len());
-    let mut lineages: Set<Arc<str>> = set(0);
+    let mut lineages: Set<UniqueId> = set(0);
     for item in items {
         match &item.record.metadata {
             // A second, different line of one lineage: an entry of its own.
