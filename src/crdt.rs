@@ -14,7 +14,6 @@ use crate::entry::Entry;
 /// greatest copy, in file order.
 pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> {
     let inputs: Vec<&'a Entry> = inputs.into_iter().collect();
-    let ids = IdHasher::new();
     let parts = if inputs.len() < PARALLEL_FROM {
         1
     } else {
@@ -22,26 +21,15 @@ pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> 
         // they save.
         crate::cores().min(8)
     };
+    // Each id's hash was taken where it was read (see `UniqueId`).
+    let hashes: Vec<u64> = inputs.iter().map(|e| e.meta.unique_id.hash()).collect();
     if parts <= 1 {
-        let hashes: Vec<u64> = inputs.iter().map(|e| ids.hash_one(e.id_bytes())).collect();
         let mut out = best_of_part(&inputs, &hashes, 0, 1);
         out.sort_unstable_by(file_order);
         return out.into_iter().map(|(_, e)| e).collect();
     }
-    // Each thread hashes a share of the ids, then keeps and sorts the winners of the
-    // ids whose hash falls in its part; the sorted parts are merged at the end.
-    let mut hashes = vec![0u64; inputs.len()];
-    let share = inputs.len().div_ceil(parts);
-    std::thread::scope(|s| {
-        for (hs, es) in hashes.chunks_mut(share).zip(inputs.chunks(share)) {
-            let ids = &ids;
-            s.spawn(move || {
-                for (h, e) in hs.iter_mut().zip(es) {
-                    *h = ids.hash_one(e.id_bytes());
-                }
-            });
-        }
-    });
+    // Each thread keeps and sorts the winners of the ids whose hash falls in its
+    // part; the sorted parts are merged at the end.
     let (inputs, hashes) = (&inputs, &hashes);
     let sorted: Vec<Vec<(Timestamp, &'a Entry)>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..parts)
@@ -194,6 +182,13 @@ impl Default for IdHasher {
     fn default() -> IdHasher {
         IdHasher::new()
     }
+}
+
+/// The hash of a `unique_id`'s bytes that the merge's tables use: one seed for the
+/// whole process, so that an id can be hashed where it is read.
+pub(crate) fn id_hash(id: &[u8]) -> u64 {
+    static IDS: std::sync::OnceLock<IdHasher> = std::sync::OnceLock::new();
+    IDS.get_or_init(IdHasher::new).hash_one(id)
 }
 
 impl IdHasher {

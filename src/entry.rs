@@ -32,32 +32,52 @@ pub struct Metadata {
 /// in the text that holds its body, so reading a file allocates nothing per id
 /// and writing or hashing an entry reads memory beside its body; any other id
 /// has a text of its own. Compared, hashed and ordered as its string.
+///
+/// It carries the hash of its bytes that the merge's tables use, taken where the id
+/// was made: for the ids of a file, by the thread that read it, while the bytes are
+/// in the cache.
 #[derive(Clone)]
 pub struct UniqueId {
     text: Arc<Vec<u8>>,
     start: usize,
-    len: usize,
+    len: u32,
+    hash: u64,
 }
 
 impl UniqueId {
     /// An id in a text of its own.
     pub fn new(id: &str) -> UniqueId {
+        UniqueId::own(id.as_bytes().to_vec())
+    }
+
+    fn own(id: Vec<u8>) -> UniqueId {
+        let hash = crate::crdt::id_hash(&id);
+        let len = u32::try_from(id.len()).expect("a unique_id shorter than 4 GiB");
         UniqueId {
-            len: id.len(),
-            text: Arc::new(id.as_bytes().to_vec()),
+            text: Arc::new(id),
             start: 0,
+            len,
+            hash,
         }
     }
 
-    /// The bytes `start..start + len` of `text`, which [`EntryReader::read_into`]
-    /// checked as UTF-8 where it read them; the text may be unfinished, to be
-    /// replaced by [`Entry::set_text`].
-    fn placed(text: &Arc<Vec<u8>>, start: usize, len: usize) -> UniqueId {
+    /// `id`, to be found at `start` of `text` once the text is finished (see
+    /// [`Entry::set_text`]): the bytes that [`EntryReader::read_into`] read there.
+    fn placed(text: &Arc<Vec<u8>>, start: usize, id: &[u8]) -> UniqueId {
+        let Ok(len) = u32::try_from(id.len()) else {
+            return UniqueId::own(id.to_vec());
+        };
         UniqueId {
             text: Arc::clone(text),
             start,
             len,
+            hash: crate::crdt::id_hash(id),
         }
+    }
+
+    /// The merge's hash of the id's bytes.
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
     }
 
     pub fn as_str(&self) -> &str {
@@ -67,7 +87,7 @@ impl UniqueId {
     /// The id's UTF-8 bytes, without checking them again: what the merge hashes,
     /// compares and writes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.text[self.start..self.start + self.len]
+        &self.text[self.start..self.start + self.len as usize]
     }
 }
 
@@ -92,12 +112,7 @@ impl From<&str> for UniqueId {
 
 impl From<String> for UniqueId {
     fn from(id: String) -> UniqueId {
-        let len = id.len();
-        UniqueId {
-            text: Arc::new(id.into_bytes()),
-            start: 0,
-            len,
-        }
+        UniqueId::own(id.into_bytes())
     }
 }
 
@@ -594,8 +609,9 @@ impl EntryReader {
         let mut id = |uid: &str| {
             let off = (uid.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
             if off < text.len() && uid.len() <= text.len() - off {
+                // Placed below, where it is to stay.
                 id_at = Some((off, uid.len()));
-                UniqueId::placed(unfinished, 0, 0)
+                UniqueId::placed(unfinished, 0, b"")
             } else {
                 UniqueId::new(uid)
             }
@@ -615,7 +631,9 @@ impl EntryReader {
             side.truncate(s0);
             if let Some((off, len)) = id_at {
                 // In the metadata's text, which stays in `src`.
-                meta.unique_id = UniqueId::placed(&self.unfinished, at + m.value.0 + off, len);
+                let start = at + m.value.0 + off;
+                let id = &src[start..start + len];
+                meta.unique_id = UniqueId::placed(&self.unfinished, start, id);
             }
             // The comma between the metadata and the other members becomes the
             // brace that the body lacks, so the body is one range of `src`, and
@@ -650,7 +668,7 @@ impl EntryReader {
             if id_at.is_some() {
                 // The id goes right after the body: the metadata that held it was
                 // longer, so the side text still does not grow past its record.
-                meta.unique_id = UniqueId::placed(&self.unfinished, side.len(), self.id.len());
+                meta.unique_id = UniqueId::placed(&self.unfinished, side.len(), &self.id);
                 side.extend_from_slice(&self.id);
             }
             // The metadata goes back where it was: before the member after it,

@@ -239,8 +239,10 @@ where
     Ok(true)
 }
 
-/// Bytes written between two early starts of writeback.
-const SYNC_EVERY: u64 = 4 << 20;
+/// Bytes written between two early starts of writeback. At 1 MiB rather than 4,
+/// the final sync of a 35 MB output waits 0.8 ms rather than 1.6 to 2.0 ms
+/// (medians of 9 runs each), and the writing takes no longer.
+const SYNC_EVERY: u64 = 1 << 20;
 
 /// Writes to a file, and starts the writeback of what is written every
 /// [`SYNC_EVERY`] bytes without waiting for it: the disk works while the rest is
@@ -605,6 +607,12 @@ mod tests {
         let entries = parse_stamped(text.as_bytes()).unwrap().entries;
         let ids: Vec<&str> = entries.iter().map(Entry::unique_id).collect();
         assert_eq!(ids, ["in-place", "side", "other-form", "e\u{301}\\"]);
+        // Each carries the merge's hash of its bytes, wherever it was made.
+        for e in &entries {
+            assert_eq!(e.meta.unique_id.hash(), crate::crdt::id_hash(e.id_bytes()));
+            let own = crate::entry::UniqueId::new(e.unique_id());
+            assert_eq!(own.hash(), e.meta.unique_id.hash());
+        }
         let at = |e: &Entry| e.id_bytes().as_ptr() as usize;
         let body = |e: &Entry| e.body().as_ptr() as usize;
         // In place: the id lies in the metadata just before the body.
