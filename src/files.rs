@@ -370,24 +370,25 @@ fn render_chunk<E: Borrow<Entry>>(entries: &[E], i: usize, buf: &mut Vec<u8>) {
     buf.clear();
     let start = i * CHUNK;
     let end = (start + CHUNK).min(entries.len());
-    for (b, batch) in entries[start..end].chunks(TOUCH).enumerate() {
-        // Entries in file order lie scattered in memory. Touching a batch first
-        // lets the cache misses of its entries overlap; writing them one by one
-        // would wait for each in turn.
-        let touched = batch
-            .iter()
-            .fold(0usize, |acc, e| acc.wrapping_add(e.borrow().touch()));
-        std::hint::black_box(touched);
-        for (k, e) in batch.iter().enumerate() {
-            let first = start + b * TOUCH + k == 0;
-            buf.extend_from_slice(if first { b"\n" } else { b",\n" });
-            e.borrow().write(buf);
+    let chunk = &entries[start..end];
+    for (k, e) in chunk.iter().enumerate() {
+        // Entries in file order lie scattered in memory: each is fetched from
+        // memory ahead of its turn, its text once it is there, so that the cache
+        // misses of several entries overlap instead of following one another.
+        if let Some(ahead) = chunk.get(k + 2 * AHEAD) {
+            ahead.borrow().prefetch();
         }
+        if let Some(ahead) = chunk.get(k + AHEAD) {
+            ahead.borrow().prefetch_text();
+        }
+        buf.extend_from_slice(if start + k == 0 { b"\n" } else { b",\n" });
+        e.borrow().write(buf);
     }
 }
 
-/// Entries touched ahead of writing them.
-const TOUCH: usize = 32;
+/// How many entries ahead of the one written its text is fetched (and twice as
+/// many ahead, the entry itself).
+const AHEAD: usize = 4;
 
 /// A writer that only checks whether what is written equals a reader's bytes.
 struct SameAs<R> {
