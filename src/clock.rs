@@ -37,6 +37,12 @@ impl Timestamp {
         Timestamp::parse_noting_form(s).map(|(t, _)| t)
     }
 
+    /// A timestamp in the canonical form `YYYY-MM-DDTHH:MM:SS.ffffffZ`, as bytes;
+    /// `None` for any other text.
+    pub fn parse_canonical(b: &[u8]) -> Option<Self> {
+        parse_canonical(b)
+    }
+
     /// [`Timestamp::parse`], and whether `s` is the canonical text of the instant
     /// read (what [`Timestamp::canonical_bytes`] gives): the canonical form is the
     /// only one the fast path takes, and every text it takes is canonical.

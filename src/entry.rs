@@ -50,6 +50,12 @@ impl UniqueId {
         UniqueId::own(id.as_bytes().to_vec())
     }
 
+    /// [`UniqueId::new`] of bytes that are UTF-8 (as every canonical text is);
+    /// [`UniqueId::as_str`] checks them.
+    fn of_utf8(id: &[u8]) -> UniqueId {
+        UniqueId::own(id.to_vec())
+    }
+
     fn own(id: Vec<u8>) -> UniqueId {
         let hash = crate::crdt::id_hash(&id);
         let len = u32::try_from(id.len()).expect("a unique_id shorter than 4 GiB");
@@ -162,17 +168,18 @@ pub struct MetadataError(pub String);
 impl Metadata {
     /// Reads the canonical JSON of a `_crdt_metadata` value.
     fn from_canonical(text: &[u8], hosts: &mut HostNames) -> Result<Metadata, MetadataError> {
-        Metadata::read(text, hosts, &mut UniqueId::new).map(|(m, _)| m)
+        Metadata::read(text, hosts, &mut UniqueId::of_utf8).map(|(m, _)| m)
     }
 
     /// [`Metadata::from_canonical`], and whether `text` is exactly what
     /// [`Metadata::write`] writes: canonical JSON that holds its timestamp in the
     /// canonical form too. The `unique_id` is made by `id`, called at most once,
-    /// from the string as read: a part of `text` where it holds no escape.
+    /// from the UTF-8 bytes of the string as read: a part of `text` where it holds
+    /// no escape.
     fn read(
         text: &[u8],
         hosts: &mut HostNames,
-        id: &mut impl FnMut(&str) -> UniqueId,
+        id: &mut impl FnMut(&[u8]) -> UniqueId,
     ) -> Result<(Metadata, bool), MetadataError> {
         match Metadata::read_usual(text, hosts, id) {
             Some(read) => Ok(read),
@@ -184,7 +191,7 @@ impl Metadata {
     fn read_any(
         text: &[u8],
         hosts: &mut HostNames,
-        id: &mut impl FnMut(&str) -> UniqueId,
+        id: &mut impl FnMut(&[u8]) -> UniqueId,
     ) -> Result<(Metadata, bool), MetadataError> {
         let bad = |s: &str| Err(MetadataError(s.to_string()));
         if text.first() != Some(&b'{') {
@@ -239,7 +246,7 @@ impl Metadata {
             host: hosts.intern(&host),
             timestamp,
             version,
-            unique_id: id(&unique_id),
+            unique_id: id(unique_id.as_bytes()),
             extra: extra.into_boxed_slice(),
         };
         Ok((meta, as_written))
@@ -252,25 +259,25 @@ impl Metadata {
     fn read_usual(
         text: &[u8],
         hosts: &mut HostNames,
-        id: &mut impl FnMut(&str) -> UniqueId,
+        id: &mut impl FnMut(&[u8]) -> UniqueId,
     ) -> Option<(Metadata, bool)> {
+        // Bytes of canonical JSON, which is UTF-8: not checked again here.
         let rest = text.strip_prefix(b"{\"host\":\"")?;
-        let (host, rest) = plain_string(rest)?;
+        let (host, rest) = plain_bytes(rest)?;
         let rest = rest.strip_prefix(b",\"timestamp\":\"")?;
-        let (ts, rest) = plain_string(rest)?;
+        let (ts, rest) = plain_bytes(rest)?;
         let rest = rest.strip_prefix(b",\"unique_id\":\"")?;
-        let (unique_id, rest) = plain_string(rest)?;
+        let (unique_id, rest) = plain_bytes(rest)?;
         let digits = rest.strip_prefix(b",\"version\":")?.strip_suffix(b"}")?;
         // Canonical JSON has no leading zeros, so these are the digits written.
         let version = parse_u64(digits).filter(|&v| v >= 1)?;
         if host.is_empty() || unique_id.is_empty() {
             return None;
         }
-        let (timestamp, true) = Timestamp::parse_noting_form(ts)? else {
-            return None;
-        };
+        // Only the canonical form of a timestamp is read as written.
+        let timestamp = Timestamp::parse_canonical(ts)?;
         let meta = Metadata {
-            host: hosts.intern(host),
+            host: hosts.intern_bytes(host)?,
             timestamp,
             version,
             unique_id: id(unique_id),
@@ -335,14 +342,14 @@ impl Metadata {
     }
 }
 
-/// The text of a canonical string token whose opening quote is just before `b`,
+/// The bytes of a canonical string token whose opening quote is just before `b`,
 /// when it holds no escape, and what follows its closing quote.
-fn plain_string(b: &[u8]) -> Option<(&str, &[u8])> {
+fn plain_bytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = json::plain_end(b, 0);
     if b.get(end) != Some(&b'"') {
         return None;
     }
-    Some((std::str::from_utf8(&b[..end]).ok()?, &b[end + 1..]))
+    Some((&b[..end], &b[end + 1..]))
 }
 
 /// A timestamp as a canonical JSON string token (its text needs no escapes).
@@ -402,6 +409,19 @@ impl HostNames {
         if let Some(h) = self.0.iter().find(|h| &***h == name) {
             return h.clone();
         }
+        self.add(name)
+    }
+
+    /// [`HostNames::intern`] of a name's bytes, checked as UTF-8 only when the name
+    /// is new; `None` when they are not UTF-8.
+    fn intern_bytes(&mut self, name: &[u8]) -> Option<Arc<str>> {
+        if let Some(h) = self.0.iter().find(|h| h.as_bytes() == name) {
+            return Some(h.clone());
+        }
+        Some(self.add(std::str::from_utf8(name).ok()?))
+    }
+
+    fn add(&mut self, name: &str) -> Arc<str> {
         let h: Arc<str> = name.into();
         if self.0.len() < 64 {
             self.0.push(h.clone());
@@ -606,14 +626,14 @@ impl EntryReader {
         // Where the `unique_id` lies in `text`, when it is there as it is.
         let mut id_at = None;
         let unfinished = &self.unfinished;
-        let mut id = |uid: &str| {
+        let mut id = |uid: &[u8]| {
             let off = (uid.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
             if off < text.len() && uid.len() <= text.len() - off {
                 // Placed below, where it is to stay.
                 id_at = Some((off, uid.len()));
                 UniqueId::placed(unfinished, 0, b"")
             } else {
-                UniqueId::new(uid)
+                UniqueId::of_utf8(uid)
             }
         };
         let (mut meta, as_written) = match Metadata::read(text, &mut self.hosts, &mut id) {
@@ -1050,7 +1070,7 @@ mod tests {
         ];
         for (text, fast) in cases {
             let mut hosts = HostNames::default();
-            let id = &mut UniqueId::new;
+            let id = &mut UniqueId::of_utf8;
             let usual = Metadata::read_usual(text.as_bytes(), &mut hosts, id);
             let any = Metadata::read_any(text.as_bytes(), &mut hosts, id);
             assert_eq!(usual.is_some(), fast, "{text}");
