@@ -27,10 +27,10 @@ pub struct Allocator;
 /// Sets the C library's allocator (glibc) for the small blocks that are left to
 /// it: blocks under [`HUGE_PAGE`] come from its heaps rather than from mappings of
 /// their own (a block freed is then reused, not unmapped), a heap grows 16 MiB at
-/// a time, and up to 64 MiB freed stay with the process. The merge's reading
-/// threads allocate a `unique_id` per entry; each growth of a heap by default is a
-/// system call (`brk` or `mprotect`) that takes the process's memory map lock
-/// while the other thread's page faults wait on it. Measured with `scripts/bench
+/// a time, and up to 64 MiB freed stay with the process. Each growth of a heap by
+/// default is a system call (`brk` or `mprotect`) that takes the process's memory
+/// map lock while the other thread's page faults wait on it; the merge's reading
+/// threads then allocated a `unique_id` per entry. Measured with `scripts/bench
 /// --compare` (31 runs, 100,000 entries): 89.9 against 95.8 ms, and the read phase
 /// 42 against 52 ms (`-v`, medians of 15). Call it first, before any thread.
 #[cfg(target_env = "gnu")]
