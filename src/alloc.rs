@@ -26,8 +26,9 @@ pub struct Allocator;
 
 /// Sets the C library's allocator (glibc) for the small blocks that are left to
 /// it: blocks under [`HUGE_PAGE`] come from its heaps rather than from mappings of
-/// their own (a block freed is then reused, not unmapped), a heap grows 16 MiB at
-/// a time, and up to 64 MiB freed stay with the process. Each growth of a heap by
+/// their own (a block freed is then reused, not unmapped), the main heap grows
+/// 16 MiB at a time and each thread's heap starts with 16 MiB, and up to 64 MiB
+/// freed stay with the process. Each growth of a heap by
 /// default is a system call (`brk` or `mprotect`) that takes the process's memory
 /// map lock while the other thread's page faults wait on it; the merge's reading
 /// threads then allocated a `unique_id` per entry. Measured with `scripts/bench

@@ -22,7 +22,10 @@ pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> 
         crate::cores().min(8)
     };
     // Each id's hash was taken where it was read (see `UniqueId`).
-    let hashes: Vec<u64> = inputs.iter().map(|e| e.meta.unique_id.hash()).collect();
+    let hashes: Vec<u64> = inputs
+        .iter()
+        .map(|e| e.meta.unique_id.table_hash())
+        .collect();
     if parts <= 1 {
         let mut out = best_of_part(&inputs, &hashes, 0, 1);
         out.sort_unstable_by(file_order);

@@ -28,8 +28,9 @@ pub struct Metadata {
     pub extra: Box<[Box<str>]>,
 }
 
-/// A `unique_id`: a range of a shared text. An entry read from a file keeps its id
-/// in the text that holds its body, so reading a file allocates nothing per id
+/// A `unique_id`: a range of a shared text. An entry read from a host or unified
+/// file keeps its id in the text that holds its body (unless the id has escapes),
+/// so reading such a file allocates nothing per id
 /// and writing or hashing an entry reads memory beside its body; any other id
 /// has a text of its own. Compared, hashed and ordered as its string.
 ///
@@ -40,7 +41,7 @@ pub struct Metadata {
 pub struct UniqueId {
     text: Arc<Vec<u8>>,
     start: usize,
-    len: u32,
+    len: usize,
     hash: u64,
 }
 
@@ -57,32 +58,27 @@ impl UniqueId {
     }
 
     fn own(id: Vec<u8>) -> UniqueId {
-        let hash = crate::crdt::id_hash(&id);
-        let len = u32::try_from(id.len()).expect("a unique_id shorter than 4 GiB");
         UniqueId {
+            hash: crate::crdt::id_hash(&id),
+            len: id.len(),
             text: Arc::new(id),
             start: 0,
-            len,
-            hash,
         }
     }
 
     /// `id`, to be found at `start` of `text` once the text is finished (see
     /// [`Entry::set_text`]): the bytes that [`EntryReader::read_into`] read there.
     fn placed(text: &Arc<Vec<u8>>, start: usize, id: &[u8]) -> UniqueId {
-        let Ok(len) = u32::try_from(id.len()) else {
-            return UniqueId::own(id.to_vec());
-        };
         UniqueId {
             text: Arc::clone(text),
             start,
-            len,
+            len: id.len(),
             hash: crate::crdt::id_hash(id),
         }
     }
 
-    /// The merge's hash of the id's bytes.
-    pub(crate) fn hash(&self) -> u64 {
+    /// The merge's hash of the id's bytes ([`crate::crdt::id_hash`]).
+    pub(crate) fn table_hash(&self) -> u64 {
         self.hash
     }
 
@@ -93,7 +89,7 @@ impl UniqueId {
     /// The id's UTF-8 bytes, without checking them again: what the merge hashes,
     /// compares and writes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.text[self.start..self.start + self.len as usize]
+        &self.text[self.start..self.start + self.len]
     }
 }
 
@@ -898,8 +894,10 @@ impl Entry {
         }
     }
 
-    /// Asks the CPU to bring the entry itself into the cache (it spans two lines),
-    /// without waiting for it.
+    /// Asks the CPU to bring the entry itself into the cache, without waiting for
+    /// it: the lines of its first and last bytes. An entry is 136 bytes on x86-64,
+    /// so it spans three lines when it does not start a line; the middle one is
+    /// not asked for (as measured, see the README's Speed section).
     pub(crate) fn prefetch(&self) {
         let p = (self as *const Entry).cast::<u8>();
         prefetch(p);

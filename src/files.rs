@@ -119,8 +119,10 @@ fn parse_stamped_in(buf: &mut Vec<u8>) -> Result<Stamped, ParseError> {
         e.set_text(&text, side_at);
     }
     // The lists keep their capacity: the part never written costs addresses, not
-    // memory, and shrinking a large list below the allocator's mapping threshold
-    // would copy it into fresh pages.
+    // memory (about twice the file's size in addresses for the entries, which
+    // counts only where the system forbids overcommitting memory), and shrinking
+    // a large list below the allocator's mapping threshold would copy it into
+    // fresh pages.
     Ok(out)
 }
 
@@ -610,9 +612,12 @@ mod tests {
         assert_eq!(ids, ["in-place", "side", "other-form", "e\u{301}\\"]);
         // Each carries the merge's hash of its bytes, wherever it was made.
         for e in &entries {
-            assert_eq!(e.meta.unique_id.hash(), crate::crdt::id_hash(e.id_bytes()));
+            assert_eq!(
+                e.meta.unique_id.table_hash(),
+                crate::crdt::id_hash(e.id_bytes())
+            );
             let own = crate::entry::UniqueId::new(e.unique_id());
-            assert_eq!(own.hash(), e.meta.unique_id.hash());
+            assert_eq!(own.table_hash(), e.meta.unique_id.table_hash());
         }
         let at = |e: &Entry| e.id_bytes().as_ptr() as usize;
         let body = |e: &Entry| e.body().as_ptr() as usize;
