@@ -32,8 +32,9 @@ pub struct Allocator;
 /// default is a system call (`brk` or `mprotect`) that takes the process's memory
 /// map lock while the other thread's page faults wait on it; the merge's reading
 /// threads then allocated a `unique_id` per entry. Measured with `scripts/bench
-/// --compare` (31 runs, 100,000 entries): 89.9 against 95.8 ms, and the read phase
-/// 42 against 52 ms (`-v`, medians of 15). Call it first, before any thread.
+/// --compare` (31 runs, 100,000 entries): 89.9 against 95.8 ms; with the entry
+/// lists no longer shrunk (`files`), the read phase 42 against 52 ms (`-v`,
+/// medians of 15). Call it first, before any thread.
 #[cfg(target_env = "gnu")]
 pub fn tune_small_blocks() {
     const MMAP_THRESHOLD: libc::c_int = HUGE_PAGE as libc::c_int;

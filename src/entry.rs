@@ -48,7 +48,7 @@ pub struct UniqueId {
 impl UniqueId {
     /// An id in a text of its own.
     pub fn new(id: &str) -> UniqueId {
-        UniqueId::own(id.as_bytes().to_vec())
+        UniqueId::of_utf8(id.as_bytes())
     }
 
     /// [`UniqueId::new`] of bytes that are UTF-8 (as every canonical text is);
@@ -66,15 +66,23 @@ impl UniqueId {
         }
     }
 
-    /// `id`, to be found at `start` of `text` once the text is finished (see
-    /// [`Entry::set_text`]): the bytes that [`EntryReader::read_into`] read there.
-    fn placed(text: &Arc<Vec<u8>>, start: usize, id: &[u8]) -> UniqueId {
+    /// An id of `text` (of [`EntryReader::read_into`], still unfinished) whose
+    /// place is not known yet: [`UniqueId::place`] gives it.
+    fn unplaced(text: &Arc<Vec<u8>>) -> UniqueId {
         UniqueId {
             text: Arc::clone(text),
-            start,
-            len: id.len(),
-            hash: crate::crdt::id_hash(id),
+            start: 0,
+            len: 0,
+            hash: 0,
         }
+    }
+
+    /// Places an [`UniqueId::unplaced`] id: `id`, the bytes read, to be found at
+    /// `start` of its text once the text is finished (see [`Entry::set_text`]).
+    fn place(&mut self, start: usize, id: &[u8]) {
+        self.start = start;
+        self.len = id.len();
+        self.hash = crate::crdt::id_hash(id);
     }
 
     /// The merge's hash of the id's bytes ([`crate::crdt::id_hash`]).
@@ -402,10 +410,7 @@ pub struct HostNames(Vec<Arc<str>>);
 
 impl HostNames {
     pub fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(h) = self.0.iter().find(|h| &***h == name) {
-            return h.clone();
-        }
-        self.add(name)
+        self.intern_bytes(name.as_bytes()).expect("a str is UTF-8")
     }
 
     /// [`HostNames::intern`] of a name's bytes, checked as UTF-8 only when the name
@@ -414,15 +419,11 @@ impl HostNames {
         if let Some(h) = self.0.iter().find(|h| h.as_bytes() == name) {
             return Some(h.clone());
         }
-        Some(self.add(std::str::from_utf8(name).ok()?))
-    }
-
-    fn add(&mut self, name: &str) -> Arc<str> {
-        let h: Arc<str> = name.into();
+        let h: Arc<str> = std::str::from_utf8(name).ok()?.into();
         if self.0.len() < 64 {
             self.0.push(h.clone());
         }
-        h
+        Some(h)
     }
 }
 
@@ -627,7 +628,7 @@ impl EntryReader {
             if off < text.len() && uid.len() <= text.len() - off {
                 // Placed below, where it is to stay.
                 id_at = Some((off, uid.len()));
-                UniqueId::placed(unfinished, 0, b"")
+                UniqueId::unplaced(unfinished)
             } else {
                 UniqueId::of_utf8(uid)
             }
@@ -648,8 +649,7 @@ impl EntryReader {
             if let Some((off, len)) = id_at {
                 // In the metadata's text, which stays in `src`.
                 let start = at + m.value.0 + off;
-                let id = &src[start..start + len];
-                meta.unique_id = UniqueId::placed(&self.unfinished, start, id);
+                meta.unique_id.place(start, &src[start..start + len]);
             }
             // The comma between the metadata and the other members becomes the
             // brace that the body lacks, so the body is one range of `src`, and
@@ -684,7 +684,7 @@ impl EntryReader {
             if id_at.is_some() {
                 // The id goes right after the body: the metadata that held it was
                 // longer, so the side text still does not grow past its record.
-                meta.unique_id = UniqueId::placed(&self.unfinished, side.len(), &self.id);
+                meta.unique_id.place(side.len(), &self.id);
                 side.extend_from_slice(&self.id);
             }
             // The metadata goes back where it was: before the member after it,
