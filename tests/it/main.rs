@@ -8,6 +8,7 @@ mod golden;
 mod hooks;
 mod laws;
 mod mcp;
+mod model;
 mod remote;
 mod restore;
 mod status;
