@@ -1442,13 +1442,13 @@ fn classify_open(e: &git2::Error, path: &Path) -> GitError {
     }
 }
 
-/// Sets libgit2's connect and read timeouts. They are process-wide; git
-/// operations run on one thread only, so nothing else reads them meanwhile.
 /// One network step's timeout when `limit` is what is left of the run.
 fn network_timeout(limit: Duration) -> Duration {
     limit.min(MAX_NETWORK_TIMEOUT).max(MIN_NETWORK_TIMEOUT)
 }
 
+/// Sets libgit2's connect and read timeouts. They are process-wide; git
+/// operations run on one thread only, so nothing else reads them meanwhile.
 fn set_timeouts(limit: Duration) {
     let ms = network_timeout(limit).as_millis();
     let ms = i32::try_from(ms).unwrap_or(i32::MAX);
