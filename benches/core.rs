@@ -1,10 +1,10 @@
 //! Benchmarks of the core, on data made here (nothing is read from disk):
 //!
 //! - `parse_stamped`: one host file of 10k entries, bytes to entries;
-//! - `merge`: `crdt::merge` of 10 host states, 10k entries in all, ~5% of them
+//! - `merge`: `core::merge::merge` of 10 host states, 10k entries in all, ~5% of them
 //!   copies of another host's entries (same `unique_id`, another timestamp);
 //! - `render`: the merged entries to the canonical bytes of the unified file;
-//! - `stamp`: 10k MCP-style memory records (JSON Lines), `memory::parse_records`
+//! - `stamp`: 10k MCP-style memory records (JSON Lines), `record::parse_records`
 //!   then `stamp::stamp`, against an empty previous state and an equal one.
 //!
 //! Run with `cargo bench --bench core` (add `-- --quick` for a short run).
@@ -12,9 +12,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use memory_backup::clock::Timestamp;
-use memory_backup::entry::Entry;
-use memory_backup::{crdt, files, memory, stamp};
+use memory_backup::core::base::Base;
+use memory_backup::core::clock::Timestamp;
+use memory_backup::core::entry::{self, Entry};
+use memory_backup::core::{merge, record, stamp};
 
 const ENTRIES: usize = 10_000;
 const HOSTS: usize = 10;
@@ -187,7 +188,7 @@ fn mcp_memory(n: usize) -> Vec<u8> {
 }
 
 fn parse(bytes: &[u8]) -> Vec<Entry> {
-    let stamped = files::parse_stamped(bytes).expect("generated host files parse");
+    let stamped = entry::parse_stamped(bytes).expect("generated host files parse");
     assert!(stamped.skipped.is_empty(), "generated entries are valid");
     stamped.entries
 }
@@ -197,7 +198,7 @@ fn bench_parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_stamped");
     g.throughput(Throughput::Bytes(file.len() as u64));
     g.bench_function("10k_entries", |b| {
-        b.iter(|| files::parse_stamped(black_box(&file)).unwrap())
+        b.iter(|| entry::parse_stamped(black_box(&file)).unwrap())
     });
     g.finish();
 }
@@ -206,7 +207,7 @@ fn bench_merge_and_render(c: &mut Criterion) {
     let inputs = host_files(HOSTS, ENTRIES);
     let input_bytes: usize = inputs.iter().map(Vec::len).sum();
     let states: Vec<Vec<Entry>> = inputs.iter().map(|f| parse(f)).collect();
-    let merged = crdt::merge(states.iter().flatten());
+    let merged = merge::merge(states.iter().flatten());
     assert!(
         merged.len() < ENTRIES && merged.len() > ENTRIES * 9 / 10,
         "about 5% of the entries overlap: {} unique of {ENTRIES}",
@@ -216,15 +217,15 @@ fn bench_merge_and_render(c: &mut Criterion) {
     let mut g = c.benchmark_group("merge");
     g.throughput(Throughput::Bytes(input_bytes as u64));
     g.bench_function("10_hosts_10k_entries", |b| {
-        b.iter(|| crdt::merge(black_box(&states).iter().flatten()))
+        b.iter(|| merge::merge(black_box(&states).iter().flatten()))
     });
     g.finish();
 
-    let out = files::render(merged.iter().copied());
+    let out = entry::render(merged.iter().copied());
     let mut g = c.benchmark_group("render");
     g.throughput(Throughput::Bytes(out.len() as u64));
     g.bench_function("unified_10k_entries", |b| {
-        b.iter(|| files::render(black_box(&merged).iter().copied()))
+        b.iter(|| entry::render(black_box(&merged).iter().copied()))
     });
     g.finish();
 }
@@ -233,15 +234,19 @@ fn bench_stamp(c: &mut Criterion) {
     let file = mcp_memory(ENTRIES);
     let now = Timestamp::parse("2026-06-01T12:00:00.000000Z").expect("a valid timestamp");
     let run = |bytes: &[u8], previous: &[Entry]| {
-        let (_, records) = memory::parse_records(bytes).expect("generated memory parses");
+        let (_, records) = record::parse_records(bytes).expect("generated memory parses");
+        let forget = Default::default();
         let cx = stamp::Context {
             host: "bench",
             now,
-            id_field: memory::DEFAULT_ID_FIELD,
-            previous,
-            known: &[],
+            id_field: record::DEFAULT_ID_FIELD,
+            own: previous,
+            base: &Base::default(),
+            allow_mass_delete: true,
+            forget: &forget,
+            held_back: &|_, _| false,
         };
-        stamp::stamp(&records, &cx)
+        stamp::stamp(&records, &cx).expect("stamps")
     };
     let first = run(&file, &[]);
     assert_eq!(first.new, ENTRIES, "every generated record is new");

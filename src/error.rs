@@ -1,4 +1,4 @@
-//! Typed errors, and the one place that maps them to exit codes.
+//! Typed errors, and the one place that maps them to exit codes (section 9).
 
 use std::fmt;
 use std::io;
@@ -19,9 +19,9 @@ pub mod exit {
 
 #[derive(Debug)]
 pub enum Error {
-    /// The command line or an environment variable is wrong.
+    /// The command line, an environment variable or the config file is wrong.
     Usage(String),
-    /// An input file is missing, or is not a file.
+    /// An input file is missing, or is not a regular file.
     Missing { path: PathBuf, cause: String },
     /// An input file is not valid.
     Invalid {
@@ -30,6 +30,9 @@ pub enum Error {
         column: usize,
         cause: String,
     },
+    /// The memory file is valid but the run refused it (the deletion guard, a
+    /// version past the largest one).
+    Refused(String),
     /// Writing failed; nothing was damaged.
     Write { path: PathBuf, source: io::Error },
     /// Writing into the backup repository failed (a full disk, a read-only
@@ -39,11 +42,14 @@ pub enum Error {
     Read { path: PathBuf, source: io::Error },
     /// `verify` found problems (already listed).
     Problems(usize),
-    /// Committed locally but not pushed.
+    /// Committed locally but not pushed; the next run pushes it.
     NotPushed { remote: String, cause: String },
+    /// Something that the next run may find otherwise (a memory file that kept
+    /// changing while it was read).
+    Busy(String),
     /// The remote refused our credentials.
     Auth { remote: String, cause: String },
-    /// Not a repository, no such remote, and the like.
+    /// Not a repository, no such remote, a URL that cannot work, and the like.
     Config(String),
     /// Anything else.
     Other(String),
@@ -56,10 +62,10 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Missing { .. } => exit::NO_INPUT,
-            Error::Invalid { .. } => exit::DATA,
+            Error::Invalid { .. } | Error::Refused(_) => exit::DATA,
             Error::Write { .. } | Error::RepoWrite(_) => exit::WRITE,
             Error::Read { .. } | Error::Problems(_) | Error::Other(_) => exit::FAILURE,
-            Error::NotPushed { .. } => exit::NOT_PUSHED,
+            Error::NotPushed { .. } | Error::Busy(_) => exit::NOT_PUSHED,
             Error::Auth { .. } => exit::AUTH,
             Error::Config(_) => exit::CONFIG,
         }
@@ -77,7 +83,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Config(m) | Error::Other(m) => f.write_str(m),
+            Error::Usage(m) | Error::Config(m) | Error::Other(m) | Error::Refused(m) => {
+                f.write_str(m)
+            }
+            Error::Busy(m) => write!(f, "{m}; the next run tries again"),
             Error::Missing { path, cause } => write!(f, "{}: {cause}", path.display()),
             Error::Invalid {
                 path,
@@ -101,9 +110,10 @@ impl fmt::Display for Error {
                 f,
                 "not pushed to {remote}: {cause}; the commit is kept on the local branch and the next run pushes it"
             ),
-            Error::Auth { remote, cause } => {
-                write!(f, "{remote}: authentication refused: {cause}")
-            }
+            Error::Auth { remote, cause } => write!(
+                f,
+                "{remote}: authentication refused: {cause}; the commit is kept on the local branch"
+            ),
         }
     }
 }

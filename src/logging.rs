@@ -2,7 +2,7 @@
 //! log file (14 kept); and `last-run.json`, the last run's result, for `status`.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 use tracing::{Event, Level, Subscriber};
@@ -17,7 +17,6 @@ use tracing_subscriber::{Layer, filter::LevelFilter};
 pub const LOG_PREFIX: &str = "memory-backup";
 pub const LOG_SUFFIX: &str = "log";
 pub const LOG_FILES_KEPT: usize = 14;
-pub const LAST_RUN_FILE: &str = "last-run.json";
 
 /// How much goes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +60,7 @@ pub fn init(verbosity: Verbosity, log_dir: &Path) {
 }
 
 fn file_appender(dir: &Path) -> Result<RollingFileAppender, String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    crate::store::atomic::private_dir(dir).map_err(|e| e.to_string())?;
     RollingFileAppender::builder()
         .rotation(Rotation::DAILY)
         .filename_prefix(LOG_PREFIX)
@@ -97,15 +96,51 @@ where
     }
 }
 
-/// Writes `last-run.json` atomically; a failure costs only that file. It is a
-/// report, not data: it is not synced, which every run would wait for.
-pub fn write_last_run(log_dir: &Path, result: &Map<String, Value>) {
-    let path = log_dir.join(LAST_RUN_FILE);
+/// `last-run.json` of the repository at `repo`: one per repository, so that
+/// two repositories of one user do not overwrite each other's.
+pub fn last_run_path(log_dir: &Path, repo: &Path) -> PathBuf {
+    use sha2::Digest;
+    let full = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+    let digest = sha2::Sha256::digest(full.as_os_str().as_encoded_bytes());
+    let name = full
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    log_dir.join(format!(
+        "last-run-{name}-{}.json",
+        crate::core::record::hex(&digest[..4])
+    ))
+}
+
+/// Writes the repository's `last-run.json`, private; a failure costs only that
+/// file. It is a report, not data: it is not synced.
+pub fn write_last_run(log_dir: &Path, repo: &Path, result: &Map<String, Value>) {
+    let path = last_run_path(log_dir, repo);
     let mut text = serde_json::to_vec_pretty(result).expect("a JSON map serialises");
     text.push(b'\n');
-    let written = std::fs::create_dir_all(log_dir)
-        .and_then(|()| crate::files::replace_unsynced(&path, &text));
+    let written = crate::store::atomic::private_dir(log_dir).and_then(|()| {
+        let tmp = crate::store::atomic::prepare(&path, crate::store::atomic::Mode::Private, |w| {
+            std::io::Write::write_all(w, &text)
+        })?;
+        tmp.persist(&path).map(drop).map_err(|e| e.error)
+    });
     if let Err(e) = written {
         tracing::debug!("cannot write {}: {e}", path.display());
     }
+}
+
+/// The repository's `last-run.json`, if there is one that parses.
+pub fn read_last_run(log_dir: &Path, repo: &Path) -> Option<Value> {
+    let text = std::fs::read(last_run_path(log_dir, repo)).ok()?;
+    serde_json::from_slice(&text).ok()
 }

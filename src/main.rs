@@ -8,25 +8,34 @@ use clap::Parser;
 use serde_json::{Map, Value};
 
 use memory_backup::cli::Cli;
-use memory_backup::clock::Clock;
+use memory_backup::commands;
+use memory_backup::context::{self, Context};
+use memory_backup::core::clock::Clock;
 use memory_backup::error::{Error, exit};
 use memory_backup::logging::{self, Verbosity};
-use memory_backup::report::Report;
-use memory_backup::{Context, commands};
-
-/// Large blocks on huge pages: fewer page faults for the merge's fresh memory.
-#[cfg(target_os = "linux")]
-#[global_allocator]
-static ALLOCATOR: memory_backup::alloc::Allocator = memory_backup::alloc::Allocator;
+use memory_backup::output::Report;
 
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    memory_backup::alloc::tune_small_blocks();
+    let json = std::env::args().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            if json && code == exit::USAGE {
+                let out = serde_json::json!({
+                    "ok": false,
+                    "exit_code": code,
+                    "error": e.render().to_string().trim(),
+                });
+                println!("{out}");
+            } else {
+                let _ = e.print();
+            }
+            return ExitCode::from(code as u8);
         }
     };
     let g = &cli.global;
@@ -35,21 +44,23 @@ fn main() -> ExitCode {
         (_, true) => Verbosity::Verbose,
         _ => Verbosity::Normal,
     };
-    let log_dir = g
-        .log_dir
-        .clone()
-        .unwrap_or_else(memory_backup::default_log_dir);
+    let log_dir = g.log_dir.clone().unwrap_or_else(context::default_log_dir);
     logging::init(verbosity, &log_dir);
 
     let name = commands::name(&cli.command);
     let mut report = Report::default();
     let started = chrono::Utc::now();
+    let repo = g.repo.clone().unwrap_or_else(context::default_repo);
     let result = Clock::from_env().map_err(Error::Usage).and_then(|clock| {
         let cx = Context {
-            repo: g.repo.clone().unwrap_or_else(memory_backup::default_repo),
+            repo: repo.clone(),
             host: g.host.clone(),
             clock,
             log_dir: log_dir.clone(),
+            memory: None,
+            transport: std::env::var(memory_backup::git::transport::TRANSPORT_ENV).ok(),
+            allow_secrets: Vec::new(),
+            configured: false,
         };
         commands::run(&cli.command, &cx, &mut report)
     });
@@ -74,11 +85,10 @@ fn main() -> ExitCode {
         Ok(()) | Err(Error::Problems(_)) => tracing::info!("{name}: {}", report.summary),
         Err(e) => tracing::error!("{e}"),
     }
-
-    if let Err(e) = print(&report, &fields, g.json, g.quiet) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("memory-backup: error: cannot write to stdout: {e}");
-        }
+    if let Err(e) = print(&report, &fields, g.json, g.quiet)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("memory-backup: error: cannot write to stdout: {e}");
     }
     if name != "status" {
         let mut last = fields;
@@ -87,7 +97,7 @@ fn main() -> ExitCode {
             "finished".into(),
             Value::String(chrono::Utc::now().to_rfc3339()),
         );
-        logging::write_last_run(&log_dir, &last);
+        logging::write_last_run(&log_dir, &repo, &last);
     }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -1,24 +1,29 @@
-//! One module per command; each fills a [`crate::report::Report`].
+//! One thin file per command; each fills a [`Report`] and returns a result that
+//! `main` maps to an exit code. Shared helpers are in [`common`].
 
 pub mod backup;
+pub mod common;
+pub mod forget;
 pub mod init;
 pub mod merge;
 pub mod restore;
 pub mod stamp;
 pub mod status;
+pub mod sync;
 pub mod verify;
 
-use crate::Context;
 use crate::cli::Command;
-use crate::error::{Error, Result};
-use crate::git::{self, Repo};
-use crate::report::Report;
+use crate::context::Context;
+use crate::error::Result;
+use crate::output::Report;
 
 /// The command's name, for logs and `last-run.json`.
 pub fn name(command: &Command) -> &'static str {
     match command {
         Command::Init(_) => "init",
         Command::Backup(_) => "backup",
+        Command::Sync(_) => "sync",
+        Command::Forget(_) => "forget",
         Command::Stamp(_) => "stamp",
         Command::Merge(_) => "merge",
         Command::Verify(_) => "verify",
@@ -32,29 +37,12 @@ pub fn run(command: &Command, cx: &Context, report: &mut Report) -> Result<()> {
     match command {
         Command::Init(args) => init::cmd_init(args, cx, report),
         Command::Backup(args) => backup::cmd_backup(args, cx, report),
+        Command::Sync(args) => sync::cmd_sync(args, cx, report),
+        Command::Forget(args) => forget::cmd_forget(args, cx, report),
         Command::Stamp(args) => stamp::cmd_stamp(args, cx, report),
         Command::Merge(args) => merge::cmd_merge(args, cx, report),
         Command::Verify(args) => verify::cmd_verify(args, cx, report),
         Command::Status(args) => status::cmd_status(args, cx, report),
         Command::Restore(args) => restore::cmd_restore(args, cx, report),
     }
-}
-
-/// The backup repository that must exist already (`restore`, `status`) and its
-/// branch; 78 when there is none. `network` says whether the run may connect.
-pub fn open_existing(cx: &Context, network: bool) -> Result<(Repo, String)> {
-    let name = cx.repo.display().to_string();
-    if !network || !git::may_need_tls(&cx.repo, None) {
-        // SAFETY: commands run on the main thread, before any other starts.
-        unsafe { git::skip_tls_setup() };
-    }
-    let repo = Repo::open(&cx.repo)
-        .map_err(|e| backup::git_error(e, &name))?
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "{name}: no backup repository here; `memory-backup backup` makes one, `memory-backup init --remote URL` clones one"
-            ))
-        })?;
-    let branch = repo.branch().map_err(|e| Error::Config(e.to_string()))?;
-    Ok((repo, branch))
 }

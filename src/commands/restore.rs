@@ -1,55 +1,47 @@
-//! `restore`: a memory file back from the backup. The source is unified or one
-//! host's file, at the branch tip, a revision, or the last commit at or before a
-//! date; it is folded to one entry per identity and written in the memory file's
-//! format, after the old content is kept in a `.bak` file.
+//! `restore` (section 11): a memory file back from the backup. The source is
+//! every host (the fold of all lineages) or one host's file, at the branch tip
+//! (with the parked commits), a revision, or the last commit at or before a date.
+//! It is written in the memory file's format, after the old content is kept in a
+//! `.bak` file; written into this host's memory file, it is recorded as what the
+//! memory holds, so the next backup finds nothing new in it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::backup::git_error;
 use crate::cli::{RestoreArgs, RestoreFormat};
-use crate::clock::Timestamp;
-use crate::commands::backup::git_error;
-use crate::entry::Entry;
+use crate::commands::common::{open_existing, plural};
+use crate::context::Context;
+use crate::core::clock::Timestamp;
+use crate::core::entry::{self, Entry};
+use crate::core::fold::{self, Folded, HostFile};
+use crate::core::layout::Layout;
+use crate::core::record::Kind;
+use crate::core::writeback;
 use crate::error::{Error, Result};
-use crate::files::{self, UNIFIED_FILE};
-use crate::fold::{self, Folded, Kind};
-use crate::git::{self, CommitId, GitError, Repo};
-use crate::report::Report;
-use crate::{Context, crdt, json};
+use crate::git::{CommitId, GitError, Repo, transport, url};
+use crate::output::Report;
+use crate::store::files::{UNIFIED_FILE, host_file_name, host_of_file_name, is_backup_file};
+use crate::store::{atomic, memory_file, state};
 
 /// How long `restore` waits for the remote before it restores from the local
 /// repository alone.
 pub const RESTORE_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// What `--from` names when it names no host.
 pub const FROM_UNIFIED: &str = "unified";
 
-/// The layout of a written memory file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// One entry per line, as the MCP memory server writes.
-    Lines,
-    /// One JSON array.
-    Array,
-}
-
-impl Layout {
-    fn name(self) -> &'static str {
-        match self {
-            Layout::Lines => "jsonl",
-            Layout::Array => "json",
-        }
-    }
-}
-
 pub fn cmd_restore(args: &RestoreArgs, cx: &Context, report: &mut Report) -> Result<()> {
-    let out = crate::memory_path(args.out.as_deref());
-    let file = match args.from.as_deref() {
-        None | Some(FROM_UNIFIED) => UNIFIED_FILE.to_string(),
-        Some(host) => files::host_file_name(&crate::sanitize_host(host)?),
+    let memory = cx.memory_path(None).ok();
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => cx.memory_path(None)?,
     };
-    let (repo, branch) = super::open_existing(cx, true)?;
-    let tips = tips(&repo, &branch, report)?;
+    let from_host = match args.from.as_deref() {
+        None | Some(FROM_UNIFIED) => None,
+        Some(host) => Some(crate::context::sanitize_host(host)?),
+    };
+    let (repo, branch) = open_existing(cx)?;
+    let tips = tips(&repo, &branch, cx, report)?;
     let commits = match &args.at {
         None => tips,
         Some(at) => vec![commit_at(&repo, &tips, at)?],
@@ -60,98 +52,193 @@ pub fn cmd_restore(args: &RestoreArgs, cx: &Context, report: &mut Report) -> Res
             cause: format!("nothing is backed up on branch {branch} yet"),
         });
     }
-    let entries = read_source(&repo, &commits, &file, report)?;
-    let merged = crdt::merge(&entries);
-    let owned: Vec<Entry> = merged.into_iter().cloned().collect();
-    let folded = fold::fold(&owned, &args.id.id_field);
+    let (hosts, unified) = read_source(&repo, &commits, from_host.as_deref(), report)?;
+    let files: Vec<HostFile<'_>> = hosts
+        .iter()
+        .map(|(h, e, whole)| HostFile {
+            host: h,
+            entries: e,
+            whole: *whole,
+        })
+        .collect();
+    let heads = fold::heads(&files, &unified);
+    let folded = fold::fold(&heads, &args.id.id_field);
+    let live: Vec<&Folded> = folded.iter().filter(|f| f.body.is_some()).collect();
 
     let existing = match std::fs::read(&out) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::write(&out, e)),
     };
-    let layout = layout(args.format, existing.as_deref(), &folded);
-    let text = render(&folded, layout, args.keep_metadata);
-
-    let count = |k: Kind| folded.iter().filter(|f| f.kind == k).count();
+    let layout = match args.format {
+        RestoreFormat::Jsonl => Some(Layout::Lines),
+        RestoreFormat::Json => Some(Layout::Array),
+        RestoreFormat::Auto => None,
+    };
+    let mut written = writeback::writeback(
+        &folded,
+        &[],
+        existing.as_deref(),
+        layout,
+        &args.id.id_field,
+        &|_| false,
+    );
+    if args.keep_metadata {
+        written.bytes = with_metadata(
+            &live,
+            layout.unwrap_or_else(|| Layout::of(existing.as_deref(), live.iter().map(|f| f.kind))),
+        );
+    }
+    let count = |k: Kind| live.iter().filter(|f| f.kind == k).count();
     let at: Vec<String> = commits.iter().map(CommitId::short).collect();
+    let source = match &from_host {
+        Some(h) => host_file_name(h),
+        None => UNIFIED_FILE.to_string(),
+    };
     report.set("out", out.display().to_string());
-    report.set("source", file.clone());
+    report.set("source", source.clone());
     report.set("commits", at.clone());
-    report.set("format", layout.name());
-    report.set("entries", folded.len());
+    report.set("entries", live.len());
     report.set("entities", count(Kind::Entity));
     report.set("relations", count(Kind::Relation));
     report.set("other", count(Kind::Other));
     let what = format!(
-        "{} ({}, {}, {} other) from {file} at {}",
-        plural(folded.len(), "entry", "entries"),
+        "{} ({}, {}, {} other) from {source} at {}",
+        plural(live.len(), "entry", "entries"),
         plural(count(Kind::Entity), "entity", "entities"),
         plural(count(Kind::Relation), "relation", "relations"),
         count(Kind::Other),
         at.join(" and ")
     );
-    match existing {
-        Some(old) if old == text => {
-            report.set("written", false);
-            report.summary = format!("{} already holds {what}; nothing written", out.display());
+    let is_memory = memory.as_deref().is_some_and(|m| same_file(m, &out));
+    if existing.as_deref() == Some(written.bytes.as_slice()) {
+        report.set("written", false);
+        report.summary = format!("{} already holds {what}; nothing written", out.display());
+    } else {
+        let kept = match &existing {
+            Some(old) => Some(keep_old(&out, old, cx.clock.now())?),
+            None => None,
+        };
+        let target = atomic::resolve_links(&out);
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
         }
-        old => {
-            let kept = match old {
-                Some(old) => Some(keep_old(&out, &old, cx.clock.now())?),
-                None => None,
-            };
-            // On a new machine the memory file's folder may not exist yet.
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
-            }
-            files::atomic_write(&out, |w| std::io::Write::write_all(w, &text))
-                .map_err(|e| Error::write(&out, e))?;
-            report.set("written", true);
-            report.set("backup", kept.as_ref().map(|p| p.display().to_string()));
-            report.summary = match kept {
-                Some(bak) => format!(
-                    "restored {what} into {}; its previous content is in {}",
-                    out.display(),
-                    bak.display()
-                ),
-                None => format!("restored {what} into {}", out.display()),
-            };
-        }
+        atomic::write_bytes(&target, atomic::Mode::KeepOr600, &written.bytes)
+            .map_err(|e| Error::write(&out, e))?;
+        report.set("written", true);
+        report.set("backup", kept.as_ref().map(|p| p.display().to_string()));
+        report.summary = match kept {
+            Some(bak) => format!(
+                "restored {what} into {}; its previous content is in {}",
+                out.display(),
+                bak.display()
+            ),
+            None => format!("restored {what} into {}", out.display()),
+        };
+    }
+    if is_memory && !args.keep_metadata {
+        record_base(
+            &repo,
+            cx,
+            &out,
+            &folded,
+            &written,
+            &args.id.id_field,
+            report,
+        );
     }
     Ok(())
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+/// Records what this host's memory file holds after a restore.
+fn record_base(
+    repo: &Repo,
+    cx: &Context,
+    out: &Path,
+    folded: &[Folded],
+    written: &writeback::Writeback,
+    id_field: &str,
+    report: &mut Report,
+) {
+    let Ok(host) = cx.host() else { return };
+    let (old, _) = state::load_base(repo.git_dir(), &host);
+    let mut held = written.held.clone();
+    // What the file held before and no longer holds is not held: not a deletion.
+    for (ident, h) in &old.held {
+        if h.body.is_some() && !held.contains_key(ident) {
+            let mut gone = h.clone();
+            gone.body = None;
+            held.insert(ident.clone(), gone);
+        }
+    }
+    let _ = folded;
+    let mut base = crate::core::base::Base {
+        held,
+        ..Default::default()
+    };
+    if let Ok(read) = memory_file::read(out, false) {
+        base.snapshot = Some(read.snapshot);
+    }
+    if let Err(e) = state::save_base(repo.git_dir(), &host, &base, id_field) {
+        report.warn(format!(
+            "{}: the record of what the memory file holds was not written: {e}; the next backup \
+             may take restored entries for new ones",
+            repo.git_dir().display()
+        ));
+    }
 }
 
-/// The tips to restore from: the local branch and, when a remote is set and
-/// answers, its branch; a tip that the other contains is left out.
-fn tips(repo: &Repo, branch: &str, report: &mut Report) -> Result<Vec<CommitId>> {
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| {
+        let t = atomic::resolve_links(p);
+        std::fs::canonicalize(&t).unwrap_or(t)
+    };
+    resolve(a) == resolve(b)
+}
+
+/// Each folded entry with the metadata of its newest head, for reading.
+fn with_metadata(live: &[&Folded], layout: Layout) -> Vec<u8> {
+    let entries: Vec<(Kind, String)> = live
+        .iter()
+        .map(|f| {
+            let body = f.body.as_deref().expect("live");
+            let e = Entry::new(f.newest_head.meta.clone(), body);
+            (Kind::Other, e.to_json())
+        })
+        .collect();
+    crate::core::layout::render(entries.iter().map(|(k, b)| (*k, b.as_str())), layout)
+}
+
+/// The tips to restore from: the local branch, the remote's (fetched when it
+/// answers) and the parked commits; a tip that another contains is left out.
+fn tips(repo: &Repo, branch: &str, cx: &Context, report: &mut Report) -> Result<Vec<CommitId>> {
     let g = |e: GitError| git_error(e, branch);
     let mut tips: Vec<CommitId> = repo.local_tip(branch).map_err(g)?.into_iter().collect();
-    if let Some(url) = repo.remote_url() {
-        match repo.fetch(&url, branch, RESTORE_FETCH_TIMEOUT) {
-            Ok(Some(tip)) => {
-                repo.note_remote_tip(branch, tip);
-                tips.push(tip);
+    if let Some(u) = repo.remote_url() {
+        let deadline = Instant::now() + RESTORE_FETCH_TIMEOUT;
+        match cx.transport().and_then(|t| {
+            transport::fetch(&t, repo, &u, branch, deadline).map_err(|e| git_error(e, &u))
+        }) {
+            Ok(f) => {
+                tips.extend(f.tip);
+                tips.extend(f.parked.into_iter().map(|(_, c)| c));
             }
-            Ok(None) => {}
             Err(e) => report.warn(format!(
                 "cannot fetch from {} ({e}); restoring from the local repository",
-                git::redact(&url)
+                url::redact(&u)
             )),
         }
     }
-    if let [a, b] = tips[..] {
-        if repo.contains(a, b).map_err(g)? {
-            tips.pop();
-        } else if repo.contains(b, a).map_err(g)? {
-            tips.remove(0);
+    let mut kept: Vec<CommitId> = Vec::new();
+    for t in &tips {
+        let covered = tips
+            .iter()
+            .any(|o| o != t && repo.contains(*o, *t).unwrap_or(false));
+        if !covered && !kept.contains(t) {
+            kept.push(*t);
         }
     }
-    Ok(tips)
+    Ok(kept)
 }
 
 /// The commit `at` names: the last one at or before a date (RFC 3339, or
@@ -175,46 +262,71 @@ fn commit_at(repo: &Repo, tips: &[CommitId], at: &str) -> Result<CommitId> {
     })
 }
 
-/// Every entry of `file` in `commits`. A file that does not parse stops the
-/// restore; entries without valid metadata are skipped with a warning.
+type Hosts = Vec<(String, Vec<Entry>, bool)>;
+
+/// The host files (merged over `commits`) and unified entries to fold: every
+/// host's, or `host`'s alone.
 fn read_source(
     repo: &Repo,
     commits: &[CommitId],
-    file: &str,
+    host: Option<&str>,
     report: &mut Report,
-) -> Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    let mut found = false;
+) -> Result<(Hosts, Vec<Entry>)> {
+    let wanted = host.map(host_file_name);
+    let mut by_name: std::collections::BTreeMap<String, (Vec<Entry>, bool)> = Default::default();
+    let mut unified = Vec::new();
+    let mut names_seen: Vec<String> = Vec::new();
     for &commit in commits {
-        let files = repo
-            .read_files(commit, |n| n == file)
-            .map_err(|e| git_error(e, file))?;
-        let Some(bytes) = files.get(file) else {
-            continue;
-        };
-        found = true;
-        let at = format!("{}:{file}", commit.short());
-        let stamped = files::parse_stamped(bytes).map_err(|e| Error::Invalid {
-            path: PathBuf::from(&at),
-            line: e.line,
-            column: e.column,
-            cause: e.cause,
-        })?;
-        for (line, cause) in &stamped.skipped {
-            report.warn(format!("{at}:{line}: entry skipped: {cause}"));
+        let (files, _) = repo
+            .read_files(commit, is_backup_file)
+            .map_err(|e| git_error(e, "the backup"))?;
+        for (name, bytes) in files {
+            names_seen.push(name.clone());
+            if wanted.as_ref().is_some_and(|w| *w != name) {
+                continue;
+            }
+            let at = format!("{}:{name}", commit.short());
+            let parsed = match entry::parse_stamped(&bytes) {
+                Ok(p) => p,
+                Err(e) if name == UNIFIED_FILE || wanted.is_some() => {
+                    return Err(Error::Invalid {
+                        path: PathBuf::from(&at),
+                        line: e.line,
+                        column: e.column,
+                        cause: e.cause,
+                    });
+                }
+                Err(e) => {
+                    report.warn(format!(
+                        "{at}:{}:{}: {}; its entries come from {UNIFIED_FILE}",
+                        e.line, e.column, e.cause
+                    ));
+                    continue;
+                }
+            };
+            for (line, cause) in &parsed.skipped {
+                report.warn(format!("{at}:{line}: entry skipped: {cause}"));
+            }
+            if name == UNIFIED_FILE {
+                unified.extend(parsed.entries);
+            } else {
+                let slot = by_name.entry(name).or_insert((Vec::new(), true));
+                slot.1 &= parsed.skipped.is_empty();
+                slot.0.extend(parsed.entries);
+            }
         }
-        entries.extend(stamped.entries);
     }
-    if !found {
-        let names = repo
-            .read_files(commits[0], |n| files::host_of_file_name(n).is_some())
-            .map_err(|e| git_error(e, file))?;
-        let hosts: Vec<&str> = names
-            .keys()
-            .filter_map(|n| files::host_of_file_name(n))
+    if let Some(w) = &wanted
+        && !by_name.contains_key(w)
+    {
+        names_seen.sort();
+        names_seen.dedup();
+        let hosts: Vec<&str> = names_seen
+            .iter()
+            .filter_map(|n| host_of_file_name(n))
             .collect();
         return Err(Error::Missing {
-            path: PathBuf::from(format!("{}:{file}", commits[0].short())),
+            path: PathBuf::from(format!("{}:{w}", commits[0].short())),
             cause: format!(
                 "not in the backup; hosts there: {}",
                 if hosts.is_empty() {
@@ -225,126 +337,32 @@ fn read_source(
             ),
         });
     }
-    Ok(entries)
+    let hosts = by_name
+        .into_iter()
+        .map(|(name, (entries, whole))| {
+            let merged = crate::core::merge::merge_owned(&entries);
+            (
+                host_of_file_name(&name).unwrap_or(&name).to_string(),
+                merged,
+                whole,
+            )
+        })
+        .collect();
+    Ok((hosts, unified))
 }
 
-/// `auto`: the existing file's layout; else JSON Lines when every entry is an
-/// MCP entity or relation; else a JSON array.
-fn layout(format: RestoreFormat, existing: Option<&[u8]>, folded: &[Folded]) -> Layout {
-    match format {
-        RestoreFormat::Jsonl => Layout::Lines,
-        RestoreFormat::Json => Layout::Array,
-        RestoreFormat::Auto => {
-            let first = existing.and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()));
-            match first {
-                Some(b'[') => Layout::Array,
-                Some(_) => Layout::Lines,
-                None if folded.iter().all(|f| f.kind != Kind::Other) => Layout::Lines,
-                None => Layout::Array,
-            }
-        }
-    }
-}
-
-/// The restored file's bytes. Entities and relations without metadata are
-/// written with their keys in the MCP server's own order, so that the server's
-/// next rewrite of the file changes no byte of them.
-pub fn render(folded: &[Folded], layout: Layout, keep_metadata: bool) -> Vec<u8> {
-    let texts = folded.iter().map(|f| {
-        if keep_metadata {
-            f.with_metadata()
-        } else {
-            mcp_key_order(f)
-        }
-    });
-    let mut out = Vec::new();
-    match layout {
-        Layout::Lines => {
-            for t in texts {
-                out.extend_from_slice(t.as_bytes());
-                out.push(b'\n');
-            }
-        }
-        Layout::Array if folded.is_empty() => out.extend_from_slice(b"[]\n"),
-        Layout::Array => {
-            out.extend_from_slice(b"[\n");
-            for (i, t) in texts.enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b",\n");
-                }
-                out.extend_from_slice(t.as_bytes());
-            }
-            out.extend_from_slice(b"\n]\n");
-        }
-    }
-    out
-}
-
-/// The keys the MCP memory server writes, in its order.
-const ENTITY_KEYS: [&str; 4] = ["type", "name", "entityType", "observations"];
-const RELATION_KEYS: [&str; 4] = ["type", "from", "to", "relationType"];
-
-/// An entity or relation with the MCP server's keys first, in its order, then
-/// any others in canonical order; anything else as it is.
-fn mcp_key_order(f: &Folded) -> String {
-    let order: &[&str] = match f.kind {
-        Kind::Entity => &ENTITY_KEYS,
-        Kind::Relation => &RELATION_KEYS,
-        Kind::Other => return f.body.clone(),
-    };
-    let mut members: Vec<(&[u8], &[u8])> = json::canonical_members(f.body.as_bytes()).collect();
-    let rank = |key: &[u8]| {
-        order
-            .iter()
-            .position(|k| key.len() == k.len() + 2 && &key[1..key.len() - 1] == k.as_bytes())
-            .unwrap_or(order.len())
-    };
-    // Stable: keys outside the MCP order keep their canonical order.
-    members.sort_by_key(|(k, _)| rank(k));
-    let mut text = Vec::with_capacity(f.body.len());
-    text.push(b'{');
-    for (i, (k, v)) in members.iter().enumerate() {
-        if i > 0 {
-            text.push(b',');
-        }
-        text.extend_from_slice(k);
-        text.push(b':');
-        text.extend_from_slice(v);
-    }
-    text.push(b'}');
-    String::from_utf8(text).expect("canonical JSON is UTF-8")
-}
-
-/// Copies the old content of `out` to `out.<UTC timestamp>.bak` (a new name
-/// when that one is taken) and returns its path.
+/// Copies the old content of `out` to `out.<UTC timestamp>.bak` (mode 0600) and
+/// returns its path.
 fn keep_old(out: &Path, old: &[u8], now: Timestamp) -> Result<PathBuf> {
-    let stamp = now_for_file_name(now);
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "memory".into());
-    let mut n = 0;
-    let bak = loop {
-        let suffix = if n == 0 {
-            String::new()
-        } else {
-            format!("-{n}")
-        };
-        let candidate = out.with_file_name(format!("{name}.{stamp}{suffix}.bak"));
-        if std::fs::symlink_metadata(&candidate).is_err() {
-            break candidate;
-        }
-        n += 1;
-    };
-    files::atomic_write(&bak, |w| std::io::Write::write_all(w, old))
-        .map_err(|e| Error::write(&bak, e))?;
+    let target = atomic::resolve_links(out);
+    let bak = memory_file::bak_path(&target, &now_for_file_name(now));
+    atomic::write_bytes(&bak, atomic::Mode::Private, old).map_err(|e| Error::write(&bak, e))?;
     Ok(bak)
 }
 
 /// `20261122T010203Z`: an instant that sorts as text and fits in a file name.
 fn now_for_file_name(now: Timestamp) -> String {
     let text = now.to_string();
-    // 2026-11-22T01:02:03.000000Z → 20261122T010203Z
     let digits: String = text
         .chars()
         .take(19)

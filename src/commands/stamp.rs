@@ -1,43 +1,79 @@
-//! `stamp`: a memory file to a host file, against that file's current content.
+//! `stamp`: a memory file to a host file, against that file's current content,
+//! without a repository (and so without a base: an entry the file no longer
+//! holds is a deletion).
 
 use std::path::Path;
 
-use crate::Context;
 use crate::cli::StampArgs;
-use crate::entry::Entry;
+use crate::context::Context;
+use crate::core::base::Base;
+use crate::core::entry::{self, Entry};
+use crate::core::stamp::{self, Notice, StampError};
 use crate::error::{Error, Result};
-use crate::files::{self, ReadError};
-use crate::memory::{self, MemoryFile};
-use crate::report::Report;
-use crate::stamp::{self, Notice, Stamped};
+use crate::output::Report;
+use crate::store::{atomic, memory_file};
 
 pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<()> {
     let host = cx.host()?;
-    let memory = read_memory(&args.memory, report)?;
+    let memory = memory_file::read(&args.memory, false)?;
+    if let Some(w) = crate::large_file_warning(
+        &args.memory.display().to_string(),
+        memory.bytes.len() as u64,
+    ) {
+        report.warn(w);
+    }
     let previous = read_previous(&args.out)?;
+    let forget = Default::default();
     let stamped = stamp::stamp(
         &memory.records,
         &stamp::Context {
             host: &host,
             now: cx.clock.now(),
             id_field: &args.id.id_field,
-            previous: &previous,
-            known: &[],
+            own: &previous,
+            base: &Base::default(),
+            allow_mass_delete: args.allow_mass_delete,
+            forget: &forget,
+            held_back: &|_, _| false,
         },
-    );
-    report_notices(&args.memory, &stamped, report);
-    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
+    )
+    .map_err(|e| match e {
+        StampError::MassDelete { deleting, live } => Error::Refused(format!(
+            "{}: stamping would delete {deleting} of {live} entries (more than half): refused, \
+             nothing written; run again with --allow-mass-delete if that is right",
+            args.memory.display()
+        )),
+        StampError::VersionOverflow { ident } => Error::Refused(format!(
+            "{ident}: its version would pass 18446744073709551615; nothing written"
+        )),
+    })?;
+    for n in &stamped.notices {
+        let Notice::DuplicateIdent {
+            line,
+            ident,
+            renamed,
+        } = n;
+        report.warn(format!(
+            "{}:{line}: another entry has the identity {ident:?}; kept as {renamed:?}",
+            args.memory.display()
+        ));
     }
-    let written = files::write_if_changed(&args.out, &stamped.entries)
-        .map_err(|e| Error::write(&args.out, e))?;
+    let text = entry::render(&stamped.entries);
+    let written = std::fs::read(&args.out).map_or(true, |old| old != text);
+    if written {
+        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
+        }
+        atomic::write_bytes(&args.out, atomic::Mode::KeepOr644, &text)
+            .map_err(|e| Error::write(&args.out, e))?;
+    }
     report.summary = format!(
-        "stamped {} as {host}: {} new, {} changed, {} unchanged, {} removed; {} {}",
+        "stamped {} as {host}: {} new, {} changed, {} unchanged, {} deleted; {} {}",
         args.memory.display(),
         stamped.new,
         stamped.changed,
         stamped.unchanged,
-        stamped.removed,
+        stamped.deleted,
         if written { "wrote" } else { "unchanged" },
         args.out.display(),
     );
@@ -45,27 +81,26 @@ pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<
     report.set("new", stamped.new);
     report.set("changed", stamped.changed);
     report.set("unchanged", stamped.unchanged);
-    report.set("removed", stamped.removed);
+    report.set("deleted", stamped.deleted);
     report.set("entries", stamped.entries.len());
     report.set("written", written);
     Ok(())
 }
 
-/// Reads the memory file, warning when it is larger than the alert threshold.
-pub fn read_memory(path: &Path, report: &mut Report) -> Result<MemoryFile> {
-    let memory = memory::read_memory_file(path)?;
-    let what = format!("{} (the memory file)", path.display());
-    if let Some(w) = crate::large_file_warning(&what, memory.bytes) {
-        report.warn(w);
-    }
-    Ok(memory)
-}
-
 /// The previous content of a host file; none when it does not exist. A file that
 /// does not parse is an error: writing over it could lose what it holds.
 pub fn read_previous(path: &Path) -> Result<Vec<Entry>> {
-    match files::read_stamped(path) {
-        // Rewriting would drop the entries that did not parse.
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    match entry::parse_stamped(&bytes) {
         Ok(s) => match s.skipped.first() {
             Some((line, cause)) => Err(Error::Invalid {
                 path: path.to_path_buf(),
@@ -75,12 +110,7 @@ pub fn read_previous(path: &Path) -> Result<Vec<Entry>> {
             }),
             None => Ok(s.entries),
         },
-        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(ReadError::Io(e)) => Err(Error::Read {
-            path: path.to_path_buf(),
-            source: e,
-        }),
-        Err(ReadError::Parse(e)) => Err(Error::Invalid {
+        Err(e) => Err(Error::Invalid {
             path: path.to_path_buf(),
             line: e.line,
             column: e.column,
@@ -89,24 +119,5 @@ pub fn read_previous(path: &Path) -> Result<Vec<Entry>> {
                 e.cause
             ),
         }),
-    }
-}
-
-pub fn report_notices(memory: &Path, stamped: &Stamped, report: &mut Report) {
-    for n in &stamped.notices {
-        report.warn(match n {
-            Notice::DuplicateIdent {
-                line,
-                ident,
-                renamed,
-            } => format!(
-                "{}:{line}: another entry has the identity {ident:?}; kept as {renamed:?}",
-                memory.display()
-            ),
-            Notice::BadMetadata { line, cause } => format!(
-                "{}:{line}: {cause}; the entry is stamped as if it had none",
-                memory.display()
-            ),
-        });
     }
 }

@@ -1,81 +1,79 @@
-//! `status`: what the backup holds and how it is doing. Per host: entries, last
-//! change, file size; unified's entries; the local branch against the remote;
-//! the last run's result; warnings. It works offline and says when the remote
-//! could not be asked.
+//! `status`: what the backup holds and how it is doing. Per host: its live
+//! entries, tombstones, the last backup that changed its file, and whether it
+//! waits parked (section 8, Contention); unified; the local branch against the
+//! remote; this host's last run. Warnings only for what needs a person. It works
+//! offline and says when the remote could not be asked.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::Context;
+use crate::backup::git_error;
 use crate::cli::StatusArgs;
-use crate::clock::Timestamp;
-use crate::commands::backup::{git_error, is_backup_file};
+use crate::commands::common::open_existing;
+use crate::context::Context;
+use crate::core::clock::Timestamp;
+use crate::core::entry;
+use crate::core::stamp::FUTURE_MICROS;
 use crate::error::Result;
-use crate::files::{self, UNIFIED_FILE};
-use crate::git::{self, CommitId, GitError};
-use crate::logging::LAST_RUN_FILE;
-use crate::report::Report;
+use crate::git::{CommitId, GitError, transport, url};
+use crate::output::Report;
+use crate::store::files::{UNIFIED_FILE, host_of_file_name, is_backup_file};
 
 /// How long `status` waits for the remote before it answers from what it knows.
 pub const STATUS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// A host whose newest entry is older than this gets a warning.
-pub const SILENT_HOST: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How far back the last change of a host's file is looked for.
+const HISTORY_DEPTH: usize = 2000;
 
-/// One file of the backup, as `status` shows it.
-#[derive(Debug)]
-struct FileStatus {
-    name: String,
-    entries: usize,
-    last_change: Option<Timestamp>,
+/// One host file of the backup, as `status` shows it.
+#[derive(Debug, Default)]
+struct HostStatus {
+    host: String,
+    live: usize,
+    tombstones: usize,
     bytes: usize,
+    /// The commit that last changed the file, and its time.
+    last_backup: Option<(CommitId, i64)>,
+    /// The newest timestamp more than a day ahead of the clock.
+    future: Option<Timestamp>,
+    /// This host's commit waits on its parked ref: commits the branch lacks.
+    parked: Option<usize>,
 }
 
 pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Result<()> {
     let repo_name = cx.repo.display().to_string();
-    let (repo, branch) = super::open_existing(cx, !args.no_fetch)?;
+    let (repo, branch) = open_existing(cx)?;
     let g = |e: GitError| git_error(e, &repo_name);
     let local = repo.local_tip(&branch).map_err(g)?;
-    let mut lines = Vec::new();
-
-    // The remote: asked unless --no-fetch; else what the last contact saw.
     let url = repo.remote_url();
-    // Shown: a password in the URL is never printed.
-    let shown = url.as_deref().map(git::redact);
-    let mut remote = Map::new();
+    let shown = url.as_deref().map(url::redact);
+
+    let mut remote = serde_json::Map::new();
     remote.insert("url".into(), shown.clone().into());
-    let mut remote_tip = None;
-    let mut remote_line = String::new();
-    if let Some(url) = &url {
-        let asked = if args.no_fetch {
-            Err("not asked (--no-fetch)".to_string())
+    let mut asked_line = String::new();
+    if let Some(u) = &url {
+        if args.no_fetch {
+            remote.insert("asked".into(), false.into());
+            asked_line = " (--no-fetch: as of the last contact)".into();
         } else {
-            repo.fetch(url, &branch, STATUS_FETCH_TIMEOUT)
-                .map_err(|e| e.to_string())
-        };
-        match asked {
-            Ok(tip) => {
-                if let Some(t) = tip {
-                    repo.note_remote_tip(&branch, t);
-                }
-                remote_tip = tip;
-                remote.insert("reachable".into(), true.into());
-            }
-            Err(why) => {
-                remote_tip = repo.noted_remote_tip(&branch);
-                remote.insert("reachable".into(), false.into());
+            let deadline = Instant::now() + STATUS_FETCH_TIMEOUT;
+            let asked = cx.transport().map_err(|e| e.to_string()).and_then(|t| {
+                transport::fetch(&t, &repo, u, &branch, deadline).map_err(|e| e.to_string())
+            });
+            remote.insert("asked".into(), asked.is_ok().into());
+            if let Err(why) = asked {
                 remote.insert("error".into(), why.clone().into());
-                if !args.no_fetch {
-                    report.warn(format!(
-                        "cannot ask {} ({why}); ahead and behind are as of the last contact",
-                        git::redact(url)
-                    ));
-                }
-                remote_line = format!(" (not asked now: {why}; as of the last contact)");
+                report.warn(format!(
+                    "cannot ask {} ({why}); ahead and behind are as of the last contact",
+                    url::redact(u)
+                ));
+                asked_line = " (the remote did not answer: as of the last contact)".into();
             }
         }
-        remote.insert("tip".into(), remote_tip.map(|t| t.to_string()).into());
     }
+    let remote_tip = repo.tracking_tip(&branch);
+    remote.insert("tip".into(), remote_tip.map(|t| t.to_string()).into());
     let (ahead, behind) = match (local, remote_tip) {
         (Some(l), Some(r)) => {
             let (a, b) = repo.ahead_behind(l, r).map_err(g)?;
@@ -86,101 +84,189 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
     remote.insert("ahead".into(), ahead.into());
     remote.insert("behind".into(), behind.into());
 
-    // The files: of the newer of the two tips (the remote's when they diverged).
+    // The files of the newer tip (the remote's when they diverged).
     let shown_commit = match (local, remote_tip) {
         (Some(l), Some(r)) if !repo.contains(l, r).map_err(g)? => Some(r),
         (l, r) => l.or(r),
     };
-    let mut hosts = Vec::new();
+    let now = cx.clock.now();
+    let horizon = Timestamp::from_micros(now.micros().saturating_add(FUTURE_MICROS));
+    let mut hosts: BTreeMap<String, HostStatus> = BTreeMap::new();
     let mut unified = None;
     if let Some(commit) = shown_commit {
-        let files = repo.read_files(commit, is_backup_file).map_err(g)?;
+        let (files, _) = repo.read_files(commit, is_backup_file).map_err(g)?;
         for (name, bytes) in &files {
             if let Some(w) = crate::large_file_warning(name, bytes.len() as u64) {
                 report.warn(w);
             }
-            let Some(st) = file_status(name, bytes, commit, report) else {
-                continue;
+            let parsed = match entry::parse_stamped(bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    report.warn(format!(
+                        "{name}:{}:{} (commit {}): does not parse: {}; `memory-backup verify` lists every problem",
+                        e.line,
+                        e.column,
+                        commit.short(),
+                        e.cause
+                    ));
+                    continue;
+                }
             };
             if name == UNIFIED_FILE {
-                unified = Some(st);
-            } else {
-                hosts.push(st);
-            }
-        }
-    }
-    let now = cx.clock.now();
-    for h in &hosts {
-        if let Some(last) = h.last_change {
-            let silent = now.micros() - last.micros();
-            if silent > SILENT_HOST.as_micros() as i64 {
-                report.warn(format!(
-                    "{}: no change for {} days (last {last})",
-                    h.name,
-                    silent / 86_400_000_000
+                unified = Some((
+                    parsed.entries.iter().filter(|e| !e.meta.deleted).count(),
+                    parsed.entries.iter().filter(|e| e.meta.deleted).count(),
+                    bytes.len(),
                 ));
+                continue;
             }
+            let host = host_of_file_name(name).unwrap_or(name).to_string();
+            let st = hosts.entry(host.clone()).or_default();
+            st.host = host;
+            st.live = parsed.entries.iter().filter(|e| !e.meta.deleted).count();
+            st.tombstones = parsed.entries.len() - st.live;
+            st.bytes = bytes.len();
+            st.future = parsed
+                .entries
+                .iter()
+                .map(|e| e.meta.timestamp)
+                .filter(|t| *t > horizon)
+                .max();
+            st.last_backup = repo.last_change_of(commit, name, HISTORY_DEPTH);
+        }
+        for (host, tip) in repo.parked() {
+            if repo.contains(commit, tip).unwrap_or(true) {
+                continue;
+            }
+            let behind = repo.ahead_behind(tip, commit).map(|(a, _)| a).unwrap_or(0);
+            let st = hosts.entry(host.clone()).or_default();
+            st.host = host;
+            st.parked = Some(behind);
         }
     }
-    // The table, for people.
-    lines.push(format!(
-        "{:<32} {:>9} {:<27} {:>10}",
-        "host", "entries", "last change", "size"
-    ));
-    for h in &hosts {
-        let host = files::host_of_file_name(&h.name).unwrap_or(&h.name);
-        lines.push(row(host, h));
+    for h in hosts.values() {
+        if let Some(t) = h.future {
+            let days = (t.micros() - now.micros()) / 86_400_000_000;
+            report.warn(format!(
+                "host {}: timestamps up to {t}, {days} day(s) ahead of this clock: its clock ran ahead, \
+                 or a copy was forged; `memory-backup verify` names the entries",
+                h.host
+            ));
+        }
     }
-    if let Some(u) = &unified {
-        lines.push(row("(unified)", u));
+
+    let me = cx.host().ok();
+    let last_run = crate::logging::read_last_run(&cx.log_dir, &cx.repo);
+    let last_push = crate::store::state::last_push(repo.git_dir());
+    let mut lines = vec![format!(
+        "{:<28} {:>8} {:>10} {:<22} {:>9}",
+        "host", "entries", "tombstones", "last backup", "size"
+    )];
+    for h in hosts.values() {
+        let when = h.last_backup.map_or("-".to_string(), |(_, t)| time_of(t));
+        let parked = h
+            .parked
+            .map(|n| format!("  parked, {n} commit(s) not on the branch yet"))
+            .unwrap_or_default();
+        let mine = if me.as_deref() == Some(h.host.as_str()) {
+            " (this host)"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "{:<28} {:>8} {:>10} {:<22} {:>9}{parked}",
+            format!("{}{mine}", h.host),
+            h.live,
+            h.tombstones,
+            when,
+            size(h.bytes)
+        ));
+    }
+    if let Some((live, dead, bytes)) = unified {
+        lines.push(format!(
+            "{:<28} {:>8} {:>10} {:<22} {:>9}",
+            "(unified)",
+            live,
+            dead,
+            "",
+            size(bytes)
+        ));
     }
     let tip = |c: Option<CommitId>| c.map_or("no commit".to_string(), |c| c.short());
     lines.push(match &shown {
         None => format!("branch {branch} at {}; no remote set", tip(local)),
-        Some(url) => format!(
-            "branch {branch} at {}; {url} at {}: {} ahead, {} behind{remote_line}",
+        Some(u) => format!(
+            "branch {branch} at {}; {u} at {}: {} ahead, {} behind{asked_line}",
             tip(local),
             tip(remote_tip),
             count(ahead),
             count(behind)
         ),
     });
-    let census = repo.census();
-    lines.push(format!(
-        "objects: {} loose ({}), {} pack(s) ({})",
-        census.loose_objects,
-        size(census.loose_bytes as usize),
-        census.packs,
-        size(census.pack_bytes as usize)
-    ));
-    let last_run = last_run(&cx.log_dir);
-    lines.push(match &last_run {
-        Some(run) => format!("last run: {}", describe_run(run)),
-        None => "last run: none recorded".to_string(),
+    lines.push(match &last_push {
+        Some(t) => format!("last successful push from this host: {t}"),
+        None => "last successful push from this host: none recorded".to_string(),
     });
+    lines.push(match &last_run {
+        Some(run) => format!("last run here: {}", describe_run(run)),
+        None => "last run here: none recorded".to_string(),
+    });
+    if let Some(held) = last_run
+        .as_ref()
+        .and_then(|r| r.get("held_back"))
+        .and_then(Value::as_array)
+        .filter(|h| !h.is_empty())
+    {
+        let idents: Vec<&str> = held.iter().filter_map(|h| h["ident"].as_str()).collect();
+        lines.push(format!(
+            "held back for secrets in the last run: {}",
+            idents.join(", ")
+        ));
+    }
 
     report.set("repo", repo_name.clone());
     report.set("branch", branch.clone());
     report.set("local_tip", local.map(|c| c.to_string()));
     report.set("shown_commit", shown_commit.map(|c| c.to_string()));
-    report.set("hosts", hosts.iter().map(file_json).collect::<Vec<_>>());
-    report.set("unified", unified.as_ref().map(file_json));
-    report.set("remote", Value::Object(remote));
     report.set(
-        "objects",
-        json!({
-            "loose": census.loose_objects,
-            "loose_bytes": census.loose_bytes,
-            "packs": census.packs,
-            "pack_bytes": census.pack_bytes,
-        }),
+        "hosts",
+        hosts
+            .values()
+            .map(|h| {
+                json!({
+                    "host": h.host,
+                    "entries": h.live,
+                    "tombstones": h.tombstones,
+                    "bytes": h.bytes,
+                    "last_backup": h.last_backup.map(|(_, t)| time_of(t)),
+                    "last_backup_commit": h.last_backup.map(|(c, _)| c.to_string()),
+                    "future_timestamp": h.future.map(|t| t.to_string()),
+                    "parked_commits": h.parked,
+                    "this_host": me.as_deref() == Some(h.host.as_str()),
+                })
+            })
+            .collect::<Vec<_>>(),
     );
+    report.set(
+        "unified",
+        unified.map(
+            |(live, dead, bytes)| json!({"entries": live, "tombstones": dead, "bytes": bytes}),
+        ),
+    );
+    report.set("remote", Value::Object(remote));
+    report.set("last_push", last_push);
     report.set("last_run", last_run.unwrap_or(Value::Null));
     report.lines = lines;
+    let parked = hosts.values().filter(|h| h.parked.is_some()).count();
     report.summary = format!(
-        "{} host(s), unified {} entries{}",
+        "{} host(s), unified {} entries{}{}",
         hosts.len(),
-        unified.as_ref().map_or(0, |u| u.entries),
+        unified.map_or(0, |u| u.0),
+        if parked > 0 {
+            format!(", {parked} parked")
+        } else {
+            String::new()
+        },
         match (&url, ahead, behind) {
             (None, _, _) => "; no remote".to_string(),
             (Some(_), Some(0), Some(0)) => "; in step with the remote".to_string(),
@@ -191,59 +277,11 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
     Ok(())
 }
 
-/// A file's entries, newest change and size; a warning and `None` when it does
-/// not parse, a warning per entry without valid metadata.
-fn file_status(
-    name: &str,
-    bytes: &[u8],
-    commit: CommitId,
-    report: &mut Report,
-) -> Option<FileStatus> {
-    match files::parse_stamped(bytes) {
-        Ok(s) => {
-            for (line, cause) in &s.skipped {
-                report.warn(format!(
-                    "{name}:{line} (commit {}): entry without valid metadata: {cause}",
-                    commit.short()
-                ));
-            }
-            Some(FileStatus {
-                name: name.to_string(),
-                entries: s.entries.len(),
-                last_change: s.entries.iter().map(|e| e.meta.timestamp).max(),
-                bytes: bytes.len(),
-            })
-        }
-        Err(e) => {
-            report.warn(format!(
-                "{name}:{}:{} (commit {}): does not parse: {}",
-                e.line,
-                e.column,
-                commit.short(),
-                e.cause
-            ));
-            None
-        }
-    }
-}
-
-fn row(label: &str, f: &FileStatus) -> String {
-    format!(
-        "{label:<32} {:>9} {:<27} {:>10}",
-        f.entries,
-        f.last_change.map_or("-".to_string(), |t| t.to_string()),
-        size(f.bytes)
+fn time_of(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).map_or_else(
+        || secs.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
     )
-}
-
-fn file_json(f: &FileStatus) -> Value {
-    json!({
-        "file": f.name,
-        "host": files::host_of_file_name(&f.name),
-        "entries": f.entries,
-        "last_change": f.last_change.map(|t| t.to_string()),
-        "bytes": f.bytes,
-    })
 }
 
 fn count(n: Option<usize>) -> String {
@@ -257,12 +295,6 @@ fn size(bytes: usize) -> String {
         b if b < 1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
         b => format!("{:.1} MB", b as f64 / 1e6),
     }
-}
-
-/// `last-run.json`, if there is one that parses.
-fn last_run(log_dir: &std::path::Path) -> Option<Value> {
-    let text = std::fs::read(log_dir.join(LAST_RUN_FILE)).ok()?;
-    serde_json::from_slice(&text).ok()
 }
 
 fn describe_run(run: &Value) -> String {

@@ -1,24 +1,43 @@
-//! `verify`: every host entry is in unified with an equal or newer copy, and every
-//! file parses and is canonical. Exit 0, or 1 with each problem listed.
+//! `verify`: every file parses and is canonical; every host entry is in unified
+//! with an equal or newer copy; each host file holds only its own host's
+//! versions; every tombstone names its identity; no timestamp lies far ahead;
+//! no secret sits in the files (with `--history`, in any commit). Exit 0, or 1
+//! with each problem listed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use crate::Context;
 use crate::cli::VerifyArgs;
-use crate::crdt;
-use crate::entry::Entry;
+use crate::context::Context;
+use crate::core::clock::Timestamp;
+use crate::core::entry::{self, Entry, StampedFile};
+use crate::core::merge;
+use crate::core::record::{self, Record};
+use crate::core::secrets::Scanner;
+use crate::core::stamp::{FUTURE_MICROS, minted_by};
 use crate::error::{Error, Result};
-use crate::files::{self, ReadError, Stamped, UNIFIED_FILE};
-use crate::report::Report;
+use crate::output::Report;
+use crate::store::files::{self, ReadError, UNIFIED_FILE};
 
 pub fn cmd_verify(args: &VerifyArgs, cx: &Context, report: &mut Report) -> Result<()> {
     let dir = args.dir.clone().unwrap_or_else(|| cx.repo.clone());
-    let problems = check_folder(&dir)?;
+    let scanner = Scanner::new();
+    let mut problems = check_folder(&dir, cx.clock.now(), &args.id.id_field, &scanner)?;
+    if args.history {
+        problems.extend(secrets_in_history(&dir, &args.id.id_field, &scanner)?);
+    }
     report.set("problems", problems.clone());
     if problems.is_empty() {
         report.summary = format!("verified {}: no problems", dir.display());
         return Ok(());
+    }
+    if problems.iter().any(|p| p.contains("looks like a secret")) {
+        problems.push(
+            "to remove a secret: `memory-backup forget IDENT` (tombstones on every host), then \
+             rewrite git history as the README's \"Purging a secret\" says: forgetting alone \
+             leaves it in earlier commits"
+                .to_string(),
+        );
     }
     report.summary = format!("verified {}: {} problem(s)", dir.display(), problems.len());
     report.lines = problems;
@@ -26,16 +45,21 @@ pub fn cmd_verify(args: &VerifyArgs, cx: &Context, report: &mut Report) -> Resul
 }
 
 /// Every problem of a backup folder, one line each, naming file and line.
-pub fn check_folder(dir: &Path) -> Result<Vec<String>> {
+pub fn check_folder(
+    dir: &Path,
+    now: Timestamp,
+    id_field: &str,
+    scanner: &Scanner,
+) -> Result<Vec<String>> {
     let paths = files::host_files(dir).map_err(|e| Error::Missing {
         path: dir.to_path_buf(),
         cause: format!("cannot list the folder: {e}"),
     })?;
     let mut problems = Vec::new();
-    let hosts: Vec<_> = paths
+    let hosts: Vec<(&Path, StampedFile)> = paths
         .iter()
         .zip(files::read_many(&paths))
-        .filter_map(|(p, r)| check_file(p, r, &mut problems).map(|s| (p, s)))
+        .filter_map(|(p, r)| check_file(p, r, &mut problems).map(|s| (p.as_path(), s)))
         .collect();
     let unified_path = dir.join(UNIFIED_FILE);
     let unified = match std::fs::metadata(&unified_path) {
@@ -44,27 +68,76 @@ pub fn check_folder(dir: &Path) -> Result<Vec<String>> {
             problems.push(format!("{}: missing", unified_path.display()));
             None
         }
-        Ok(_) => check_file(
-            &unified_path,
-            files::read_stamped(&unified_path),
-            &mut problems,
-        ),
+        Ok(_) => {
+            let read = files::read_many(std::slice::from_ref(&unified_path))
+                .pop()
+                .expect("one result");
+            check_file(&unified_path, read, &mut problems)
+        }
     };
     let index: HashMap<&str, &Entry> = unified
         .iter()
         .flat_map(|u| &u.entries)
         .map(|e| (e.unique_id(), e))
         .collect();
-    if unified.is_some() {
-        for (path, s) in &hosts {
-            for (e, line) in s.entries.iter().zip(&s.lines) {
-                let at = format!("{}:{line}", path.display());
+
+    // Each lineage's writer: the host whose file holds it as its own.
+    let mut writers: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (path, s) in &hosts {
+        let host = host_of(path);
+        for e in &s.entries {
+            if *e.meta.host == *host {
+                writers.entry(e.unique_id()).or_default().push(host);
+            }
+        }
+    }
+    let horizon = Timestamp::from_micros(now.micros().saturating_add(FUTURE_MICROS));
+    let mut future: HashMap<String, (Timestamp, usize)> = HashMap::new();
+    for (path, s) in &hosts {
+        let host = host_of(path);
+        for (e, line) in s.entries.iter().zip(&s.lines) {
+            let at = format!("{}:{line}", path.display());
+            if *e.meta.host != *host {
+                problems.push(format!(
+                    "{at}: a version of {} written by {:?}: a host file holds only its own host's \
+                     versions (one writer per unique_id); it is not used",
+                    e.unique_id(),
+                    &*e.meta.host
+                ));
+            } else if writers.get(e.unique_id()).is_some_and(|w| w.len() > 1)
+                && !minted_by(e.unique_id(), host)
+            {
+                problems.push(format!(
+                    "{at}: {host} versions {}, which {} wrote first: one writer per unique_id",
+                    e.unique_id(),
+                    writers[e.unique_id()]
+                        .iter()
+                        .find(|h| **h != host)
+                        .copied()
+                        .unwrap_or("another host")
+                ));
+            }
+            if e.meta.deleted && lacks_identity(e, id_field) {
+                problems.push(format!(
+                    "{at}: the tombstone of {} does not name its identity",
+                    e.unique_id()
+                ));
+            }
+            if e.meta.timestamp > horizon {
+                let f = future
+                    .entry(host.to_string())
+                    .or_insert((e.meta.timestamp, 0));
+                f.0 = f.0.max(e.meta.timestamp);
+                f.1 += 1;
+            }
+            if unified.is_some() {
                 match index.get(e.unique_id()) {
                     None => problems.push(format!(
-                        "{at}: {} is missing from {UNIFIED_FILE}",
-                        e.unique_id()
+                        "{at}: {} {}is missing from {UNIFIED_FILE}",
+                        e.unique_id(),
+                        if e.meta.deleted { "(a tombstone) " } else { "" }
                     )),
-                    Some(u) if u.lww_cmp(e).is_lt() => problems.push(format!(
+                    Some(u) if merge::lww_cmp(u, e).is_lt() => problems.push(format!(
                         "{at}: {} is newer here (version {}, {}) than in {UNIFIED_FILE} (version {}, {})",
                         e.unique_id(),
                         e.meta.version,
@@ -77,15 +150,145 @@ pub fn check_folder(dir: &Path) -> Result<Vec<String>> {
             }
         }
     }
+    // Unified copies that their writer never wrote (a forged or hand-made copy).
+    if let Some(u) = &unified {
+        for (e, line) in u.entries.iter().zip(&u.lines) {
+            let Some(w) = writers.get(e.unique_id()).filter(|w| w.len() == 1) else {
+                continue;
+            };
+            if *e.meta.host != *w[0] {
+                problems.push(format!(
+                    "{}:{line}: the copy of {} says {:?} wrote it, but it is {}'s lineage: a copy \
+                     not made by its writer (the fold uses {}'s own)",
+                    unified_path.display(),
+                    e.unique_id(),
+                    &*e.meta.host,
+                    w[0],
+                    w[0]
+                ));
+            }
+            if e.meta.timestamp > horizon {
+                let f = future
+                    .entry(e.meta.host.to_string())
+                    .or_insert((e.meta.timestamp, 0));
+                f.0 = f.0.max(e.meta.timestamp);
+            }
+        }
+    }
+    let mut ahead: Vec<_> = future.into_iter().collect();
+    ahead.sort();
+    for (host, (newest, _)) in ahead {
+        let days = (newest.micros() - now.micros()) / 86_400_000_000;
+        problems.push(format!(
+            "host {host}: timestamps up to {newest}, {days} day(s) ahead of this clock (a clock that ran \
+             ahead, or a forged copy): they are kept, and the fold orders edits by what each host had seen"
+        ));
+    }
+    for (path, s) in hosts
+        .iter()
+        .map(|(p, s)| (*p, s))
+        .chain(unified.iter().map(|u| (unified_path.as_path(), u)))
+    {
+        problems.extend(secret_lines(
+            &path.display().to_string(),
+            s,
+            id_field,
+            scanner,
+        ));
+    }
     Ok(problems)
+}
+
+fn host_of(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(files::host_of_file_name)
+        .unwrap_or("")
+}
+
+/// Whether a tombstone's body lacks the fields that name its identity.
+fn lacks_identity(e: &Entry, id_field: &str) -> bool {
+    let body = e.body();
+    if body == "{}" {
+        return true;
+    }
+    let r = Record::from_canonical(body);
+    r.get(id_field).is_none()
+        && r.get("type").is_none()
+        && record::ident_of_body(body, id_field).starts_with("sha256:")
+        && r.members.is_empty()
+}
+
+/// A line for each entry of `file` that holds what looks like a secret.
+fn secret_lines(file: &str, s: &StampedFile, id_field: &str, scanner: &Scanner) -> Vec<String> {
+    let mut out = Vec::new();
+    for (e, line) in s.entries.iter().zip(&s.lines) {
+        let findings = scanner.scan(e.body());
+        if findings.is_empty() {
+            continue;
+        }
+        let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        out.push(format!(
+            "{file}:{line}: entry {:?} holds what looks like a secret ({})",
+            record::ident_of_body(e.body(), id_field),
+            rules.join(", ")
+        ));
+    }
+    out
+}
+
+/// Secrets in the backup files of every commit of the branch (each file
+/// version once).
+fn secrets_in_history(dir: &Path, id_field: &str, scanner: &Scanner) -> Result<Vec<String>> {
+    let repo = match crate::git::Repo::open(dir) {
+        Ok(Some(r)) => r,
+        _ => {
+            return Err(Error::Config(format!(
+                "{}: --history needs a backup repository here",
+                dir.display()
+            )));
+        }
+    };
+    let branch = repo.branch().map_err(|e| Error::Config(e.to_string()))?;
+    let Some(tip) = repo
+        .local_tip(&branch)
+        .map_err(|e| Error::Other(format!("git: {e}")))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    for commit in repo
+        .history(tip)
+        .map_err(|e| Error::Other(format!("git: {e}")))?
+    {
+        let (files, _) = repo
+            .read_files(commit, files::is_backup_file)
+            .map_err(|e| Error::Other(format!("git: {e}")))?;
+        for (name, bytes) in files {
+            if !seen.insert(sha_of(&bytes)) {
+                continue;
+            }
+            if let Ok(s) = entry::parse_stamped(&bytes) {
+                let at = format!("commit {}: {name}", commit.short());
+                out.extend(secret_lines(&at, &s, id_field, scanner));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sha_of(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
 }
 
 /// The entries of a file that parses; its problems otherwise, or besides.
 fn check_file(
     path: &Path,
-    read: std::result::Result<Stamped, ReadError>,
+    read: std::result::Result<StampedFile, ReadError>,
     problems: &mut Vec<String>,
-) -> Option<Stamped> {
+) -> Option<StampedFile> {
     let stamped = match read {
         Ok(s) => s,
         Err(ReadError::Parse(e)) => {
@@ -106,13 +309,15 @@ fn check_file(
     for (line, cause) in &stamped.skipped {
         problems.push(format!("{}:{line}: {cause}", path.display()));
     }
-    let canonical = files::render(crdt::merge(&stamped.entries));
-    let same = std::fs::read(path).is_ok_and(|b| b == canonical) && stamped.skipped.is_empty();
-    if !same && stamped.skipped.is_empty() {
-        problems.push(format!(
-            "{}: not in canonical form (one compact entry per line, keys sorted, ordered by timestamp and unique_id, one copy per unique_id)",
-            path.display()
-        ));
+    if stamped.skipped.is_empty() {
+        let canonical = entry::render(merge::merge(&stamped.entries));
+        if !std::fs::read(path).is_ok_and(|b| b == canonical) {
+            problems.push(format!(
+                "{}: not in canonical form (one compact entry per line, keys sorted, ordered by \
+                 timestamp and unique_id, one copy per unique_id)",
+                path.display()
+            ));
+        }
     }
     Some(stamped)
 }

@@ -1,7 +1,7 @@
 //! Golden files pin the bytes of host and unified files: a change here is a change
 //! of the file format.
 
-use crate::common::TestEnv;
+use crate::support::Env;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
 
@@ -10,7 +10,7 @@ fn golden(name: &str) -> Vec<u8> {
 }
 
 fn stamp_as(host: &str, now: &str, input: &str) -> Vec<u8> {
-    let mut env = TestEnv::new();
+    let mut env = Env::new();
     env.host = host.into();
     env.now = Some(now.into());
     env.write("in", golden(input));
@@ -39,7 +39,7 @@ fn host_file_bytes_from_a_json_array() {
 
 #[test]
 fn unified_file_bytes() {
-    let env = TestEnv::new();
+    let env = Env::new();
     for name in ["memory-laptop.json", "memory-desktop.json"] {
         env.write(&format!("d/{name}"), golden(name));
     }

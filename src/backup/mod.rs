@@ -1,0 +1,669 @@
+//! One run of the pipeline (section 8): read the memory file, fetch, make the
+//! state on the remote tip ([`state`]), commit, push as a compare-and-swap, and
+//! on a refusal back off ([`retry`]), fetch and make it again. No lock anywhere:
+//! every step writes only new objects or moves one ref with a compare-and-swap.
+//! `backup`, `sync` and `forget` run it; each step is a function of its own.
+
+pub mod retry;
+pub mod state;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::context::Context;
+use crate::core::base::Base;
+use crate::core::record::Record;
+use crate::error::{Error, Result};
+use crate::git::transport::{self, Fetched, Transport};
+use crate::git::{Author, CommitId, GitError, Repo, url};
+use crate::output::Report;
+use crate::store::files::is_backup_file;
+use crate::store::memory_file::{self, MemoryRead};
+use crate::store::state as local_state;
+use retry::Retry;
+pub use state::Prepared;
+use state::{StampInput, Tips};
+
+/// A push that needed more attempts than this gets a warning.
+pub const MANY_ATTEMPTS: u32 = 3;
+/// A server that refuses every push for a reason of its own (a branch lock a
+/// killed git left, a hook) while the branch stays where it is: given this long
+/// and this many refusals, then the next run tries again.
+pub const REFUSED_PATIENCE: Duration = Duration::from_secs(10);
+pub const REFUSED_ATTEMPTS: u32 = 3;
+/// Attempts at moving the local branch while concurrent runs move it too.
+const LOCAL_MOVES: usize = 8;
+/// How many times a run reads the memory file again when another run of this
+/// host stamped a newer read of it first.
+const STALE_READS: usize = 3;
+
+/// What a run is asked to do.
+pub struct Options<'a> {
+    pub memory: &'a Path,
+    pub id_field: &'a str,
+    pub no_push: bool,
+    pub max_elapsed: Duration,
+    pub allow_mass_delete: bool,
+    /// Identities whose secrets may go (`--allow-secret`).
+    pub allow_secrets: &'a [String],
+    /// `forget`: identities to tombstone on every host.
+    pub forget: Option<&'a dyn Fn(&str) -> bool>,
+    /// Make the state and stop: no commit, no push, nothing recorded.
+    pub dry_run: bool,
+}
+
+/// What a run did.
+pub struct Outcome {
+    pub repo: Repo,
+    pub host: String,
+    pub branch: String,
+    /// The remote as messages show it.
+    pub remote: Option<String>,
+    pub prepared: Prepared,
+    pub memory: MemoryRead,
+    /// The commit that now holds this run's state (`None`: nothing changed).
+    pub commit: Option<CommitId>,
+    pub pushed: bool,
+    pub attempts: u32,
+    /// Why the state is not on the remote, when it is not (75, 77, 78): the
+    /// commit is kept on the local branch.
+    pub not_pushed: Option<Error>,
+}
+
+/// Runs the pipeline.
+pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outcome> {
+    let started = Instant::now();
+    let deadline = started + opts.max_elapsed;
+    let host = cx.host()?;
+    memory_file::check_regular(opts.memory)?;
+    let transport = cx.transport()?;
+    let repo = open_or_make(cx)?;
+    let branch = repo.branch().map_err(|e| Error::Config(e.to_string()))?;
+    let remote = if opts.no_push {
+        None
+    } else {
+        repo.remote_url()
+    };
+    let shown = remote.as_deref().map(url::redact);
+    report.set("host", host.as_str());
+    report.set("branch", branch.as_str());
+    report.set("remote", shown.clone());
+    report.set("transport", transport.name());
+
+    let (base, warning) = local_state::load_base(repo.git_dir(), &host);
+    report.warnings.extend(warning);
+    let expect_entries = base.held.values().any(|h| h.body.is_some());
+    let memory = memory_file::read(opts.memory, expect_entries)?;
+    if let Some(w) = crate::large_file_warning(
+        &opts.memory.display().to_string(),
+        memory.bytes.len() as u64,
+    ) {
+        report.warn(w);
+    }
+    let run = Run {
+        cx,
+        opts,
+        repo: &repo,
+        transport,
+        host: &host,
+        branch: &branch,
+        remote: remote.as_deref(),
+        shown: shown.unwrap_or_default(),
+        deadline,
+        scanner: std::cell::OnceCell::new(),
+        held: Default::default(),
+    };
+    let attempted = run.attempts(memory, base, report);
+    let held = run.held.take();
+    let (prepared, memory, commit, pushed, attempts, not_pushed) = attempted?;
+    // Only those still held back by the version stamped last.
+    let mut held_list = Vec::new();
+    for ident in &prepared.stamped.held_back {
+        if let Some((rules, message)) = held.get(ident) {
+            report.warn(message.clone());
+            held_list.push(serde_json::json!({"ident": ident, "rules": rules}));
+        }
+    }
+    report.set("held_back", held_list);
+    if not_pushed.is_none() || matches!(not_pushed, Some(Error::NotPushed { .. })) {
+        run.repack(report);
+    }
+    Ok(Outcome {
+        host: host.clone(),
+        branch: branch.clone(),
+        remote: remote.as_deref().map(url::redact),
+        prepared,
+        memory,
+        commit,
+        pushed,
+        attempts,
+        not_pushed,
+        repo,
+    })
+}
+
+/// The repository, made (local, no remote) when there is none yet.
+fn open_or_make(cx: &Context) -> Result<Repo> {
+    let shown = cx.repo.display().to_string();
+    match Repo::open(&cx.repo).map_err(|e| git_error(e, &shown))? {
+        Some(r) => Ok(r),
+        None => Repo::init(&cx.repo, crate::git::DEFAULT_BRANCH).map_err(|e| git_error(e, &shown)),
+    }
+}
+
+struct Run<'a> {
+    cx: &'a Context,
+    opts: &'a Options<'a>,
+    repo: &'a Repo,
+    transport: Transport,
+    host: &'a str,
+    branch: &'a str,
+    remote: Option<&'a str>,
+    shown: String,
+    deadline: Instant,
+    scanner: std::cell::OnceCell<crate::core::secrets::Scanner>,
+    /// Entries held back for a secret: identity to (rules, warning).
+    held: std::cell::RefCell<std::collections::BTreeMap<String, (String, String)>>,
+}
+
+type Attempts = (
+    Prepared,
+    MemoryRead,
+    Option<CommitId>,
+    bool,
+    u32,
+    Option<Error>,
+);
+
+impl Run<'_> {
+    fn attempts(
+        &self,
+        mut memory: MemoryRead,
+        mut base: Base,
+        report: &mut Report,
+    ) -> Result<Attempts> {
+        let mut retry = Retry::new(self.deadline);
+        let mut attempts: u32 = 0;
+        let mut warned = false;
+        let mut stale_reads = 0;
+        // Since when, on which remote tip and how many times in a row the server
+        // refused every push for a reason of its own.
+        let mut refused: Option<(Instant, Option<CommitId>, u32)> = None;
+        loop {
+            let fetched = match self.remote {
+                None => None,
+                Some(url) => match self.fetch(url) {
+                    Ok(f) => Some(f),
+                    Err(e) if e.is_retryable() => {
+                        tracing::info!("fetch from {}: {e}", self.shown);
+                        if self.pause(&mut retry, attempts) {
+                            continue;
+                        }
+                        // Never reached: commit on the local tip for the next run.
+                        let p = self.prepare(None, &memory, &base, &mut warned, report)?;
+                        let commit = self.keep_local(&p, report)?;
+                        self.save_base(&p, &memory, report);
+                        let e = self.not_pushed(e, attempts);
+                        return Ok((p, memory, Some(commit), false, attempts, Some(e)));
+                    }
+                    Err(e) => {
+                        let p = self.prepare(None, &memory, &base, &mut warned, report)?;
+                        let commit = self.keep_local(&p, report)?;
+                        self.save_base(&p, &memory, report);
+                        let url = self.remote.unwrap_or_default();
+                        return Ok((
+                            p,
+                            memory,
+                            Some(commit),
+                            false,
+                            attempts,
+                            Some(git_error(e, url)),
+                        ));
+                    }
+                },
+            };
+            // Another run of this host stamped a newer read of the memory file:
+            // this one's is stale and never replaces it.
+            let (latest, _) = local_state::load_base(self.repo.git_dir(), self.host);
+            if stale_reads < STALE_READS && is_newer(latest.snapshot.as_ref(), &memory) {
+                stale_reads += 1;
+                memory = memory_file::read(self.opts.memory, true)?;
+                base = latest;
+                continue;
+            }
+            let p = self.prepare(fetched.as_ref(), &memory, &base, &mut warned, report)?;
+            if self.opts.dry_run {
+                return Ok((p, memory, None, false, attempts, None));
+            }
+            let remote_tip = fetched.as_ref().and_then(|f| f.tip);
+            let Some(url) = self.remote else {
+                let commit = self.commit_locally(&p, report)?;
+                self.save_base(&p, &memory, report);
+                return Ok((p, memory, commit, false, attempts, None));
+            };
+            if p.unchanged && p.parents.first() == remote_tip.as_ref() {
+                let tip = remote_tip.expect("compared");
+                self.adopt(tip, Some((tip, &p)));
+                local_state::set_last_push(self.repo.git_dir(), self.cx.clock.now());
+                self.save_base(&p, &memory, report);
+                return Ok((p, memory, None, remote_tip.is_some(), attempts, None));
+            }
+            let target = if p.unchanged {
+                p.parents[0]
+            } else {
+                self.write_commit(&p)?
+            };
+            attempts += 1;
+            let refname = format!("refs/heads/{}", self.branch);
+            let pushed = transport::push(
+                &self.transport,
+                self.repo,
+                url,
+                &refname,
+                target,
+                remote_tip,
+                self.deadline,
+            );
+            match pushed {
+                Ok(()) => {
+                    tracing::info!(
+                        "push attempt {attempts} to {}: {} pushed",
+                        self.shown,
+                        target.short()
+                    );
+                    self.adopt(target, Some((target, &p)));
+                    local_state::set_last_push(self.repo.git_dir(), self.cx.clock.now());
+                    self.save_base(&p, &memory, report);
+                    if attempts > MANY_ATTEMPTS {
+                        report.warn(format!(
+                            "the push to {} needed {attempts} attempts, over the alert threshold of {MANY_ATTEMPTS}",
+                            self.shown
+                        ));
+                    }
+                    return Ok((p, memory, Some(target), true, attempts, None));
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::info!("push attempt {attempts} to {}: {e}", self.shown);
+                    refused = match (&e, refused) {
+                        (GitError::Refused(_), Some((since, tip, n))) if tip == remote_tip => {
+                            Some((since, tip, n + 1))
+                        }
+                        (GitError::Refused(_), _) => Some((Instant::now(), remote_tip, 1)),
+                        _ => None,
+                    };
+                    let patient = refused.is_none_or(|(since, _, n)| {
+                        n < REFUSED_ATTEMPTS || since.elapsed() < REFUSED_PATIENCE
+                    });
+                    if patient && self.pause(&mut retry, attempts) {
+                        continue;
+                    }
+                    let commit = self.keep_local(&p, report)?;
+                    self.save_base(&p, &memory, report);
+                    let e = self.not_pushed(e, attempts);
+                    return Ok((p, memory, Some(commit), false, attempts, Some(e)));
+                }
+                Err(e) => {
+                    tracing::info!("push attempt {attempts} to {}: {e}", self.shown);
+                    let commit = self.keep_local(&p, report)?;
+                    self.save_base(&p, &memory, report);
+                    return Ok((
+                        p,
+                        memory,
+                        Some(commit),
+                        false,
+                        attempts,
+                        Some(git_error(e, url)),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn fetch(&self, url: &str) -> std::result::Result<Fetched, GitError> {
+        let f = transport::fetch(&self.transport, self.repo, url, self.branch, self.deadline)?;
+        tracing::debug!(
+            "fetched: tip {:?}, {} parked",
+            f.tip.map(|t| t.short()),
+            f.parked.len()
+        );
+        Ok(f)
+    }
+
+    /// Sleeps before the next attempt, saying so on a terminal when the wait is
+    /// long; false when the deadline has passed.
+    fn pause(&self, retry: &mut Retry, attempts: u32) -> bool {
+        let Some(pause) = retry.next_pause() else {
+            return false;
+        };
+        crate::output::progress(pause, attempts, retry.remaining());
+        std::thread::sleep(pause);
+        true
+    }
+
+    fn not_pushed(&self, e: GitError, attempts: u32) -> Error {
+        Error::NotPushed {
+            remote: self.shown.clone(),
+            cause: format!(
+                "{e} (gave up after {attempts} push {})",
+                if attempts == 1 { "attempt" } else { "attempts" }
+            ),
+        }
+    }
+
+    /// Step 3 on the tips at hand: the local branch, and the remote's as fetched.
+    fn prepare(
+        &self,
+        fetched: Option<&Fetched>,
+        memory: &MemoryRead,
+        base: &Base,
+        warned: &mut bool,
+        report: &mut Report,
+    ) -> Result<Prepared> {
+        let began = Instant::now();
+        let local = self
+            .repo
+            .local_tip(self.branch)
+            .map_err(|e| git_error(e, self.branch))?;
+        let (remote_tip, parked) = match fetched {
+            Some(f) => (f.tip, f.parked.clone()),
+            None => (None, Vec::new()),
+        };
+        let tips = Tips::of(self.repo, local, remote_tip, &parked)?;
+        let forget = |ident: &str| self.opts.forget.is_some_and(|f| f(ident));
+        let held_back = |ident: &str, record: &Record| {
+            self.held_back(ident, record, report_line(memory, record))
+        };
+        let p = state::prepare(
+            self.repo,
+            &tips,
+            &StampInput {
+                host: self.host,
+                now: self.cx.clock.now(),
+                id_field: self.opts.id_field,
+                records: Some(&memory.records),
+                base,
+                allow_mass_delete: self.opts.allow_mass_delete,
+                forget: &forget,
+                held_back: &held_back,
+            },
+            warned,
+            report,
+        )?;
+        let took = began.elapsed();
+        if took.as_secs_f64() > crate::SLOW_MERGE_SECS {
+            report.warn(format!(
+                "the merge took {:.1} s, over the alert threshold of {} s",
+                took.as_secs_f64(),
+                crate::SLOW_MERGE_SECS
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Whether a new or changed version holds a secret and is held back.
+    fn held_back(&self, ident: &str, record: &Record, line: usize) -> bool {
+        if self.opts.allow_secrets.iter().any(|a| a == ident) {
+            return false;
+        }
+        let scanner = self.scanner.get_or_init(crate::core::secrets::Scanner::new);
+        let findings = scanner.scan(&record.body);
+        if findings.is_empty() {
+            return false;
+        }
+        let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        let message = format!(
+            "{}:{line}: entry {ident:?} holds what looks like a secret ({}): held back, not backed up; \
+             remove it from the memory, or let it through with --allow-secret {ident:?}",
+            self.opts.memory.display(),
+            rules.join(", ")
+        );
+        self.held
+            .borrow_mut()
+            .insert(ident.to_string(), (rules.join(","), message));
+        true
+    }
+
+    fn author(&self) -> Author {
+        Author {
+            name: self
+                .repo
+                .config_string("user.name")
+                .unwrap_or_else(|| "memory-backup".to_string()),
+            email: self
+                .repo
+                .config_string("user.email")
+                .unwrap_or_else(|| format!("memory-backup@{}", self.host)),
+            time: self.cx.clock.now().micros().div_euclid(1_000_000),
+        }
+    }
+
+    fn message(&self, p: &Prepared) -> String {
+        let s = &p.stamped;
+        let verb = if self.opts.forget.is_some() {
+            "forget on"
+        } else {
+            "backup from"
+        };
+        format!(
+            "{verb} {}: {} new, {} changed, {} deleted; unified {} entries",
+            self.host, s.new, s.changed, s.deleted, p.unified
+        )
+    }
+
+    fn write_commit(&self, p: &Prepared) -> Result<CommitId> {
+        self.repo
+            .write_commit(&p.files, &p.parents, &self.author(), &self.message(p))
+            .map_err(|e| self.write_error(e))
+    }
+
+    /// Writing objects fails for want of room or rights, never for the remote.
+    fn write_error(&self, e: GitError) -> Error {
+        let cause = match e.to_string() {
+            m if m.trim_end().ends_with("no error") => {
+                "cannot write the commit's objects (is the disk full?)".to_string()
+            }
+            m => format!("cannot write the commit's objects: {m}"),
+        };
+        Error::write(&self.cx.repo, std::io::Error::other(cause))
+    }
+
+    /// Without a remote: the commit goes on the local branch.
+    fn commit_locally(&self, p: &Prepared, report: &mut Report) -> Result<Option<CommitId>> {
+        if p.unchanged {
+            self.sync_worktree(None);
+            return Ok(None);
+        }
+        let commit = self.keep_local(p, report)?;
+        let why = if self.opts.no_push && self.repo.remote_url().is_some() {
+            "not pushed (--no-push)"
+        } else {
+            "no remote set (add one with `memory-backup init --remote URL`)"
+        };
+        report.set("local_only", why);
+        Ok(Some(commit))
+    }
+
+    /// A commit that is not on the remote goes on the local branch, so that the
+    /// next run pushes it; if a concurrent run moved the branch meanwhile, a merge
+    /// commit of both goes there instead. Returns what the branch holds.
+    fn keep_local(&self, p: &Prepared, report: &mut Report) -> Result<CommitId> {
+        let mut commit = if p.unchanged {
+            p.parents[0]
+        } else {
+            self.write_commit(p)?
+        };
+        let g = |e: GitError| git_error(e, self.branch);
+        for _ in 0..LOCAL_MOVES {
+            let local = self.repo.local_tip(self.branch).map_err(g)?;
+            if let Some(l) = local {
+                if self.repo.contains(l, commit).map_err(g)? {
+                    break;
+                }
+                if !self.repo.contains(commit, l).map_err(g)? {
+                    // A concurrent run moved the branch: a merge of both goes there.
+                    let tips = Tips {
+                        base: Some(l),
+                        local: Some(commit),
+                        local_ahead: false,
+                        parked: Vec::new(),
+                    };
+                    let mut warned = true;
+                    let merged = state::prepare(
+                        self.repo,
+                        &tips,
+                        &StampInput {
+                            host: self.host,
+                            now: self.cx.clock.now(),
+                            id_field: self.opts.id_field,
+                            records: None,
+                            base: &Base::default(),
+                            allow_mass_delete: true,
+                            forget: &|_| false,
+                            held_back: &|_, _| false,
+                        },
+                        &mut warned,
+                        report,
+                    )?;
+                    commit = self.write_commit(&merged)?;
+                }
+            }
+            match self.repo.move_branch(self.branch, commit, local) {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => continue,
+                Err(e) => return Err(g(e)),
+            }
+        }
+        self.sync_worktree(None);
+        Ok(commit)
+    }
+
+    /// After a push: the local branch moves to the pushed commit unless a
+    /// concurrent run already moved it past it; then the working tree follows.
+    fn adopt(&self, pushed: CommitId, known: Option<(CommitId, &Prepared)>) {
+        for _ in 0..LOCAL_MOVES {
+            let local = match self.repo.local_tip(self.branch) {
+                Ok(l) => l,
+                Err(_) => break,
+            };
+            if local == Some(pushed) {
+                break;
+            }
+            if let Some(l) = local {
+                // Past it already, or holding a commit of a run that did not push:
+                // that run's next backup merges it.
+                if !self.repo.contains(pushed, l).unwrap_or(false) {
+                    break;
+                }
+            }
+            match self.repo.move_branch(self.branch, pushed, local) {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => continue,
+                Err(e) => {
+                    tracing::warn!("the local branch {} was not moved: {e}", self.branch);
+                    break;
+                }
+            }
+        }
+        self.repo.set_tracking(self.branch, pushed);
+        self.sync_worktree(known.map(|(c, p)| (c, &p.files)));
+    }
+
+    fn sync_worktree(&self, known: Option<(CommitId, &crate::git::Files)>) {
+        if let Err(e) = self.repo.sync_worktree(self.branch, is_backup_file, known) {
+            tracing::warn!("the working tree was not updated: {e}");
+        }
+    }
+
+    /// Records what the memory file holds now, unless another run recorded a
+    /// newer read meanwhile.
+    fn save_base(&self, p: &Prepared, memory: &MemoryRead, report: &mut Report) {
+        let (latest, _) = local_state::load_base(self.repo.git_dir(), self.host);
+        if is_newer(latest.snapshot.as_ref(), memory) {
+            return;
+        }
+        let mut base = p.stamped.base.clone();
+        base.snapshot = Some(memory.snapshot.clone());
+        if let Some(forget) = self.opts.forget {
+            // The memory still holds what was forgotten until `sync` removes it:
+            // until then, holding it is no change (and no new version).
+            for l in &memory.records {
+                let ident = l.record.ident(self.opts.id_field);
+                if let (true, Some(gone)) = (forget(&ident), base.held.get_mut(&ident)) {
+                    gone.body = Some(l.record.body.clone());
+                    gone.dots.clear();
+                }
+            }
+        }
+        if let Err(e) =
+            local_state::save_base(self.repo.git_dir(), self.host, &base, self.opts.id_field)
+        {
+            report.warn(format!(
+                "{}: the record of what the memory file holds was not written: {e}",
+                self.repo.git_dir().display()
+            ));
+        }
+    }
+
+    /// Packs the loose objects once they are many (a failure is a warning: the
+    /// backup is done), while time is left.
+    fn repack(&self, report: &mut Report) {
+        if Instant::now() >= self.deadline {
+            return;
+        }
+        match crate::git::repack::repack_if_many(self.repo.raw()) {
+            Ok(Some(packed)) => {
+                for problem in packed.problems {
+                    report.warn(problem);
+                }
+                report.set("packed_objects", packed.objects);
+            }
+            Ok(None) => {}
+            Err(e) => report.warn(format!(
+                "{}: loose objects not packed: {}",
+                self.cx.repo.display(),
+                e.message()
+            )),
+        }
+    }
+}
+
+/// The line of the memory file a record starts on.
+fn report_line(memory: &MemoryRead, record: &Record) -> usize {
+    memory
+        .records
+        .iter()
+        .find(|l| std::ptr::eq(&l.record, record))
+        .map_or(0, |l| l.line)
+}
+
+/// Whether `recorded` is a newer read of the memory file than `memory`.
+fn is_newer(recorded: Option<&crate::core::base::Snapshot>, memory: &MemoryRead) -> bool {
+    recorded.is_some_and(|s| {
+        s.modified_ns > memory.snapshot.modified_ns
+            || (s.modified_ns == memory.snapshot.modified_ns
+                && s.hash != memory.snapshot.hash
+                && s.size != memory.snapshot.size)
+    })
+}
+
+/// Maps a git failure to the exit codes of section 9.
+pub fn git_error(e: GitError, remote: &str) -> Error {
+    let remote = url::redact(remote);
+    match e {
+        GitError::Auth(cause) => Error::Auth { remote, cause },
+        GitError::NotFound(m) => Error::Config(format!("{remote}: repository not found: {m}")),
+        GitError::Untrusted(m) | GitError::Config(m) => Error::Config(format!("{remote}: {m}")),
+        GitError::Rejected(m) | GitError::Refused(m) | GitError::Transient(m) => {
+            Error::NotPushed { remote, cause: m }
+        }
+        GitError::LocalWrite(m) => Error::RepoWrite(format!("git: {m}")),
+        GitError::Damaged(m) => Error::Other(format!(
+            "git: {m}: the backup repository is damaged (an object cannot be read: a file \
+             left empty by a power cut, or a disk fault); what was pushed is safe on the remote, \
+             if one is set: move the repository away and run `memory-backup init` (with \
+             `--remote URL`, to clone it again); commits never pushed are only in the moved \
+             copy, whose working tree still holds their files"
+        )),
+        GitError::Other(m) => Error::Other(format!("git: {m}")),
+    }
+}

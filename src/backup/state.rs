@@ -1,0 +1,496 @@
+//! Step 3 of a run (section 8): the state to commit on the tips at hand. Every
+//! host file is the merge of its copies (the remote's, the local branch's, the
+//! parked commits'), this host's file is stamped against its own, and unified
+//! is the merge of all of them and of every copy of unified.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::core::base::Base;
+use crate::core::entry::{self, Entry, Seen};
+use crate::core::fold::HostFile;
+use crate::core::merge;
+use crate::core::record::Located;
+use crate::core::stamp::{self, Notice, StampError};
+use crate::error::{Error, Result};
+use crate::git::{CommitId, Files, GitError, Repo};
+use crate::output::Report;
+use crate::store::files::{UNIFIED_FILE, host_file_name, host_of_file_name, is_backup_file};
+
+/// How far back unified is looked for in history, when the tip's is damaged or
+/// lost entries.
+const HISTORY_DEPTH: usize = 1000;
+
+/// What the commits of this tool's runs begin with.
+pub const OWN_COMMIT_PREFIXES: [&str; 2] = ["backup from ", "forget on "];
+
+/// The tips a state is made on.
+#[derive(Debug, Clone)]
+pub struct Tips {
+    /// The remote branch's tip (the first parent), or the local one without a
+    /// remote.
+    pub base: Option<CommitId>,
+    /// The local branch, when it holds commits that `base` lacks.
+    pub local: Option<CommitId>,
+    /// The local branch contains `base` (a commit an earlier run did not push).
+    pub local_ahead: bool,
+    /// Parked commits (section 8, Contention) that `base` does not hold yet.
+    pub parked: Vec<(String, CommitId)>,
+}
+
+impl Tips {
+    /// The tips of `local` and `remote` and the parked commits, as they relate.
+    pub fn of(
+        repo: &Repo,
+        local: Option<CommitId>,
+        remote: Option<CommitId>,
+        parked: &[(String, CommitId)],
+    ) -> Result<Tips> {
+        let g = |e: GitError| Error::Other(format!("git: {e}"));
+        let base = remote.or(local);
+        let local = match (local, base) {
+            (Some(l), Some(b)) if !repo.contains(b, l).map_err(g)? => Some(l),
+            _ => None,
+        };
+        let local_ahead = match (local, base) {
+            (Some(l), Some(b)) => repo.contains(l, b).map_err(g)?,
+            _ => false,
+        };
+        let mut unfolded = Vec::new();
+        for (host, tip) in parked {
+            let held = [base, local]
+                .into_iter()
+                .flatten()
+                .map(|t| repo.contains(t, *tip))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(g)?;
+            if !held.into_iter().any(|h| h) {
+                unfolded.push((host.clone(), *tip));
+            }
+        }
+        Ok(Tips {
+            base,
+            local,
+            local_ahead,
+            parked: unfolded,
+        })
+    }
+
+    /// Every commit the state reads, first parent first.
+    pub fn parents(&self) -> Vec<CommitId> {
+        let mut out: Vec<CommitId> = self.base.into_iter().chain(self.local).collect();
+        for (_, p) in &self.parked {
+            if !out.contains(p) {
+                out.push(*p);
+            }
+        }
+        out
+    }
+}
+
+/// What stamping needs of a run.
+pub struct StampInput<'a> {
+    pub host: &'a str,
+    pub now: crate::core::clock::Timestamp,
+    pub id_field: &'a str,
+    /// The memory file's records; `None`: merge only, this host's file as its
+    /// copies hold it.
+    pub records: Option<&'a [Located]>,
+    pub base: &'a Base,
+    pub allow_mass_delete: bool,
+    /// Identities to tombstone on every host (`forget`), by what they match.
+    pub forget: &'a dyn Fn(&str) -> bool,
+    pub held_back: &'a dyn Fn(&str, &crate::core::record::Record) -> bool,
+}
+
+/// The state to commit.
+pub struct Prepared {
+    pub files: Files,
+    /// The files of the first parent, as read.
+    pub base_files: Files,
+    pub parents: Vec<CommitId>,
+    /// The first parent already holds exactly these files, and no other parent
+    /// adds anything.
+    pub unchanged: bool,
+    pub stamped: stamp::Stamped,
+    pub unified: usize,
+    pub host_files: usize,
+    /// Every host's merged file, for the fold (`sync`, `forget`).
+    pub hosts: Vec<(String, Vec<Entry>, bool)>,
+    pub unified_entries: Vec<Entry>,
+}
+
+impl Prepared {
+    /// The host files as the fold reads them.
+    pub fn host_files(&self) -> Vec<HostFile<'_>> {
+        self.hosts
+            .iter()
+            .map(|(h, e, whole)| HostFile {
+                host: h,
+                entries: e,
+                whole: *whole,
+            })
+            .collect()
+    }
+}
+
+/// Reads the files at `tips`, stamps the memory and merges.
+pub fn prepare(
+    repo: &Repo,
+    tips: &Tips,
+    input: &StampInput<'_>,
+    warned: &mut bool,
+    report: &mut Report,
+) -> Result<Prepared> {
+    let g = |e: GitError| Error::Other(format!("git: {e}"));
+    let read = |c: CommitId, report: &mut Report| -> Result<Files> {
+        let (files, ignored) = repo.read_files(c, is_backup_file).map_err(g)?;
+        if !*warned {
+            for name in ignored {
+                report.warn(format!(
+                    "commit {}: the file name {name:?} is not a plain name; ignored, never written",
+                    c.short()
+                ));
+            }
+        }
+        Ok(files)
+    };
+    let base_files = match tips.base {
+        Some(b) => read(b, report)?,
+        None => Files::new(),
+    };
+    let mut sides: Vec<(String, Files)> = Vec::new();
+    if let Some(l) = tips.local {
+        sides.push(("the local branch".into(), read(l, report)?));
+    }
+    for (host, c) in &tips.parked {
+        sides.push((format!("the parked commit of {host}"), read(*c, report)?));
+    }
+    let base_label = "the branch".to_string();
+
+    // Every distinct copy of every file, parsed on all cores.
+    let mut jobs: Vec<(&str, &str, &[u8])> = Vec::new();
+    let names: BTreeSet<&String> = base_files
+        .keys()
+        .chain(sides.iter().flat_map(|(_, f)| f.keys()))
+        .collect();
+    for name in names {
+        let mut copies: Vec<(&str, &[u8])> = Vec::new();
+        let all = std::iter::once((base_label.as_str(), &base_files))
+            .chain(sides.iter().map(|(l, f)| (l.as_str(), f)));
+        for (label, files) in all {
+            if let Some(b) = files.get(name)
+                && !copies.iter().any(|(_, c)| *c == b.as_slice())
+            {
+                copies.push((label, b));
+            }
+        }
+        // The local side ahead of the remote holds the newer copy of a host file.
+        if tips.local_ahead && copies.len() == 2 && name != UNIFIED_FILE {
+            copies.remove(0);
+        }
+        jobs.extend(copies.into_iter().map(|(l, b)| (name.as_str(), l, b)));
+    }
+    let slices: Vec<&[u8]> = jobs.iter().map(|j| j.2).collect();
+    let results = entry::parse_many(&slices);
+
+    let mut damaged: BTreeSet<&str> = BTreeSet::new();
+    let mut parsed: BTreeMap<&str, Vec<Vec<Entry>>> = BTreeMap::new();
+    let mut unified_copies: Vec<Entry> = Vec::new();
+    for ((name, label, _), result) in jobs.iter().zip(results) {
+        match result {
+            Ok(f) => {
+                if !f.is_whole() {
+                    damaged.insert(name);
+                }
+                if !*warned {
+                    for (line, cause) in &f.skipped {
+                        report.warn(format!("{name}:{line} in {label}: entry skipped: {cause}"));
+                    }
+                }
+                if *name == UNIFIED_FILE {
+                    unified_copies.extend(f.entries);
+                } else {
+                    parsed.entry(name).or_default().push(f.entries);
+                }
+            }
+            Err(e) => {
+                damaged.insert(name);
+                if !*warned {
+                    report.warn(format!(
+                        "{name}:{}:{} in {label}: {}; file skipped, its entries kept in {UNIFIED_FILE}",
+                        e.line, e.column, e.cause
+                    ));
+                }
+            }
+        }
+    }
+    // Entries that only unified held must not go with a damaged or shortened
+    // unified file: they are taken back from the newest whole one in history.
+    for tip in tips.base.into_iter().chain(tips.local) {
+        let lost = recover_unified(repo, tip, damaged.contains(UNIFIED_FILE), &unified_copies)?;
+        if let Some((from, entries)) = lost {
+            if !*warned {
+                report.warn(format!(
+                    "{UNIFIED_FILE} at {} lacks {} entries that commit {} held (a commit not made by \
+                     memory-backup, or damage); they are taken back from history",
+                    tip.short(),
+                    entries.len(),
+                    from.short()
+                ));
+            }
+            unified_copies.extend(entries);
+        }
+    }
+
+    let own_name = host_file_name(input.host);
+    let own: Vec<Entry> = parsed
+        .get(own_name.as_str())
+        .map(|copies| merge::merge_owned(copies.iter().flatten()))
+        .unwrap_or_default();
+    // Versions of other hosts' lineages in this host's file are not this host's
+    // to version: stamping sees only its own.
+    let (own, foreign): (Vec<Entry>, Vec<Entry>) =
+        own.into_iter().partition(|e| *e.meta.host == *input.host);
+
+    let mut hosts: Vec<(String, Vec<Entry>, bool)> = Vec::new();
+    let mut out = Files::new();
+    for (name, copies) in &parsed {
+        if *name == own_name {
+            continue;
+        }
+        let merged = merge::merge_owned(copies.iter().flatten());
+        // A damaged file stays as the remote has it, for its owner to mend and
+        // `verify` to report; what parsed of it still goes into unified.
+        if !damaged.contains(name) {
+            out.insert(name.to_string(), entry::render(&merged));
+        }
+        let host = host_of_file_name(name).unwrap_or(name).to_string();
+        hosts.push((host, merged, !damaged.contains(name)));
+    }
+
+    let forget = forget_contexts(input, &hosts, &own, &unified_copies);
+    let Some(records) = input.records else {
+        let mut own_entries = own;
+        own_entries.extend(foreign);
+        own_entries.sort_by(merge::file_cmp);
+        let stamped = stamp::Stamped {
+            entries: own_entries,
+            base: input.base.clone(),
+            ..stamp::Stamped::default()
+        };
+        return finish(
+            repo,
+            tips,
+            stamped,
+            Vec::new(),
+            hosts,
+            unified_copies,
+            damaged.contains(own_name.as_str()),
+            own_name,
+            out,
+            base_files,
+            &sides,
+        );
+    };
+    let stamped = stamp::stamp(
+        records,
+        &stamp::Context {
+            host: input.host,
+            now: input.now,
+            id_field: input.id_field,
+            own: &own,
+            base: input.base,
+            allow_mass_delete: input.allow_mass_delete,
+            forget: &forget,
+            held_back: input.held_back,
+        },
+    )
+    .map_err(|e| match e {
+        StampError::MassDelete { deleting, live } => Error::Refused(format!(
+            "this run would delete {deleting} of this host's {live} entries (more than half): \
+             refused, nothing written; if the memory file really lost them, run again with \
+             --allow-mass-delete"
+        )),
+        StampError::VersionOverflow { ident } => Error::Refused(format!(
+            "{ident}: its version would pass 18446744073709551615; nothing written"
+        )),
+    })?;
+    if !*warned {
+        for n in &stamped.notices {
+            match n {
+                Notice::DuplicateIdent {
+                    line,
+                    ident,
+                    renamed,
+                } => report.warn(format!(
+                    "line {line}: a second, different entry of identity {ident:?}; kept as {renamed:?}"
+                )),
+            }
+        }
+    }
+    *warned = true;
+    let damaged_own = damaged.contains(own_name.as_str());
+    finish(
+        repo,
+        tips,
+        stamped,
+        foreign,
+        hosts,
+        unified_copies,
+        damaged_own,
+        own_name,
+        out,
+        base_files,
+        &sides,
+    )
+}
+
+/// The files of the state: this host's, the unified file, and what else the
+/// sides hold; and whether it changes anything.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    repo: &Repo,
+    tips: &Tips,
+    stamped: stamp::Stamped,
+    foreign: Vec<Entry>,
+    mut hosts: Vec<(String, Vec<Entry>, bool)>,
+    unified_copies: Vec<Entry>,
+    damaged_own: bool,
+    own_name: String,
+    mut out: Files,
+    base_files: Files,
+    sides: &[(String, Files)],
+) -> Result<Prepared> {
+    let g = |e: GitError| Error::Other(format!("git: {e}"));
+    let mut own_entries = stamped.entries.clone();
+    own_entries.extend(foreign);
+    own_entries.sort_by(merge::file_cmp);
+    let own_text = entry::render(&own_entries);
+    let own_whole = !damaged_own;
+    let own_host = host_of_file_name(&own_name).unwrap_or_default().to_string();
+    let unified = merge::merge(
+        hosts
+            .iter()
+            .flat_map(|(_, e, _)| e.iter())
+            .chain(&own_entries)
+            .chain(&unified_copies),
+    );
+    let unified_len = unified.len();
+    out.insert(
+        UNIFIED_FILE.to_string(),
+        entry::render(unified.iter().copied()),
+    );
+    let unified_entries: Vec<Entry> = unified.into_iter().cloned().collect();
+    out.insert(own_name.clone(), own_text);
+    hosts.push((own_host, own_entries, own_whole));
+
+    // Files of the other sides that are not backup files (added by hand) and
+    // that the remote lacks go into the merge too.
+    if tips.base.is_some() {
+        let theirs = match tips.base {
+            Some(b) => repo.read_files(b, |_| true).map_err(g)?.0,
+            None => Files::new(),
+        };
+        for c in tips.local.into_iter() {
+            for (name, bytes) in repo.read_files(c, |n| !is_backup_file(n)).map_err(g)?.0 {
+                if !theirs.contains_key(&name) {
+                    out.insert(name, bytes);
+                }
+            }
+        }
+    }
+
+    let mut parents = tips.parents();
+    let mut unchanged = tips.base.is_some()
+        && parents.len() == 1
+        && out.iter().all(|(k, v)| base_files.get(k) == Some(v));
+    // The local tip, ahead of the remote, already holds this state (a commit an
+    // earlier run could not push): it is pushed as it is, history stays linear.
+    if tips.local_ahead && tips.parked.is_empty() {
+        let local_files = sides
+            .first()
+            .map(|(_, f)| f)
+            .expect("the local side is read when it is ahead");
+        if out.iter().all(|(k, v)| local_files.get(k) == Some(v)) {
+            parents = tips.local.into_iter().collect();
+            unchanged = true;
+        }
+    }
+    Ok(Prepared {
+        host_files: hosts.len(),
+        unified: unified_len,
+        files: out,
+        base_files,
+        parents,
+        unchanged,
+        stamped,
+        hosts,
+        unified_entries,
+    })
+}
+
+/// For each identity `forget` matches: the versions of every lineage of it
+/// that this host has seen, which its tombstone covers.
+fn forget_contexts(
+    input: &StampInput<'_>,
+    hosts: &[(String, Vec<Entry>, bool)],
+    own: &[Entry],
+    unified: &[Entry],
+) -> std::collections::HashMap<String, Seen> {
+    let mut out: std::collections::HashMap<String, Seen> = std::collections::HashMap::new();
+    let all = hosts
+        .iter()
+        .flat_map(|(_, e, _)| e.iter())
+        .chain(own)
+        .chain(unified);
+    for e in all {
+        let ident = crate::core::record::ident_of_body(e.body(), input.id_field);
+        if !(input.forget)(&ident) {
+            continue;
+        }
+        let seen = out.entry(ident).or_default();
+        let v = seen.entry(e.meta.unique_id.clone()).or_insert(0);
+        *v = (*v).max(e.meta.version);
+    }
+    out
+}
+
+/// When the unified file at `tip` is damaged, or was made by a commit not of
+/// this tool: the entries of the newest whole unified file of a commit of this
+/// tool in `tip`'s first-parent history whose `unique_id`s the tip's lacks.
+fn recover_unified(
+    repo: &Repo,
+    tip: CommitId,
+    damaged: bool,
+    have: &[Entry],
+) -> Result<Option<(CommitId, Vec<Entry>)>> {
+    let g = |e: GitError| Error::Other(format!("git: {e}"));
+    let own = |c: CommitId| -> Result<bool> {
+        let (message, _) = repo.commit_info(c).map_err(g)?;
+        Ok(OWN_COMMIT_PREFIXES.iter().any(|p| message.starts_with(p)))
+    };
+    if !damaged && own(tip)? {
+        return Ok(None);
+    }
+    let mut at = Some(tip);
+    for _ in 0..HISTORY_DEPTH {
+        let Some(c) = at else { break };
+        if c != tip && own(c)? {
+            let (files, _) = repo.read_files(c, |n| n == UNIFIED_FILE).map_err(g)?;
+            if let Some(Ok(f)) = files.get(UNIFIED_FILE).map(|b| entry::parse_stamped(b))
+                && f.is_whole()
+            {
+                let known: std::collections::HashSet<&str> =
+                    have.iter().map(Entry::unique_id).collect();
+                let lost: Vec<Entry> = f
+                    .entries
+                    .into_iter()
+                    .filter(|e| !known.contains(e.unique_id()))
+                    .collect();
+                return Ok((!lost.is_empty()).then_some((c, lost)));
+            }
+        }
+        at = repo.first_parent(c).ok().flatten();
+    }
+    Ok(None)
+}

@@ -1,0 +1,159 @@
+//! `sync` (section 13): back up, then write into the memory file the fold of
+//! every host's lineages, combined with what the file holds: entries and
+//! observations from other hosts come in, deletions made elsewhere apply, and
+//! what changed here is kept (it was just backed up). A change another writer
+//! makes meanwhile is never overwritten: the file is read, backed up and merged
+//! again. No `.bak`: everything written is in the backup.
+
+use crate::cli::SyncArgs;
+use crate::commands::common;
+use crate::context::Context;
+use crate::core::fold;
+use crate::core::writeback;
+use crate::error::{Error, Result};
+use crate::output::Report;
+use crate::store::memory_file::{self, Written};
+use crate::store::state;
+
+/// How many times `sync` starts again when the memory file changed under it.
+const TRIES: usize = 4;
+/// How long a write is watched: a writer that read the file before it (the MCP
+/// server reads, changes and writes the whole graph) may replace it right after.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()> {
+    let id_field = &args.backup.id.id_field;
+    let memory_path = cx.memory_path(args.backup.memory.as_deref())?;
+    let mut local_changes: Vec<String> = Vec::new();
+    for _ in 0..TRIES {
+        let mut outcome = common::run_backup(&args.backup, cx, report, None, args.dry_run)?;
+        let p = &outcome.prepared;
+        let s = &p.stamped;
+        local_changes.extend(
+            s.new_idents
+                .iter()
+                .chain(&s.changed_idents)
+                .chain(&s.deleted_idents)
+                .cloned(),
+        );
+        let heads = fold::heads(&p.host_files(), &p.unified_entries);
+        let folded = fold::fold(&heads, id_field);
+        let held_back = &s.held_back;
+        let keep = |ident: &str| held_back.iter().any(|h| h == ident);
+        let written = writeback::writeback(
+            &folded,
+            &outcome.memory.records,
+            Some(&outcome.memory.bytes),
+            None,
+            id_field,
+            &keep,
+        );
+        report.set("added", written.added.clone());
+        report.set("changed", written.changed.clone());
+        report.set("removed", written.removed.clone());
+        local_changes.sort();
+        local_changes.dedup();
+        report.set("local_changes", local_changes.clone());
+        report.set("unified_entries", p.unified);
+        report.set("commit", outcome.commit.map(|c| c.to_string()));
+        report.set("pushed", outcome.pushed && outcome.commit.is_some());
+        let summary = |written: &writeback::Writeback, verb: &str| {
+            format!(
+                "sync: {} added, {} changed, {} removed from other hosts{verb}; {} backed up{}",
+                written.added.len(),
+                written.changed.len(),
+                written.removed.len(),
+                common::plural(local_changes.len(), "local change", "local changes"),
+                match (&outcome.not_pushed, outcome.commit) {
+                    (Some(_), _) => ", committed locally (not pushed)",
+                    (None, Some(_)) => "",
+                    (None, None) => "",
+                }
+            )
+        };
+        if args.dry_run {
+            report.summary = summary(&written, " would be written (--dry-run: nothing written)");
+            report.lines = written
+                .added
+                .iter()
+                .map(|i| format!("+ {i}"))
+                .chain(written.changed.iter().map(|i| format!("~ {i}")))
+                .chain(written.removed.iter().map(|i| format!("- {i}")))
+                .collect();
+            return Ok(());
+        }
+        let repo = &outcome.repo;
+        let host = &outcome.host;
+        let new_base = writeback::base_after(&s.base, &written);
+        if written.bytes == outcome.memory.bytes {
+            let mut base = new_base;
+            base.snapshot = Some(outcome.memory.snapshot.clone());
+            save(repo, host, &base, id_field, report);
+            report.set("written", false);
+            report.summary = summary(&written, "");
+            return finish(outcome.not_pushed.take());
+        }
+        match memory_file::replace_if_unchanged(
+            &memory_path,
+            &written.bytes,
+            &outcome.memory.snapshot,
+        )? {
+            Written::Done => {
+                let ours = memory_file::read(&memory_path, false)?;
+                std::thread::sleep(GRACE);
+                let replaced = ours.snapshot.hash != memory_file::content_hash(&written.bytes)
+                    || memory_file::read(&memory_path, false)?.snapshot != ours.snapshot;
+                if replaced {
+                    // Replaced by a writer that had read it before: what it wrote is
+                    // read, backed up and merged again; the base stays as it was.
+                    tracing::info!(
+                        "{}: replaced just after sync wrote it; again",
+                        memory_path.display()
+                    );
+                    continue;
+                }
+                let mut base = new_base;
+                base.snapshot = Some(ours.snapshot);
+                save(repo, host, &base, id_field, report);
+                report.set("written", true);
+                report.summary = summary(&written, "");
+                return finish(outcome.not_pushed.take());
+            }
+            Written::Changed => {
+                tracing::info!("{}: changed while sync ran; again", memory_path.display());
+                continue;
+            }
+        }
+    }
+    Err(Error::Busy(format!(
+        "{}: the file kept changing while sync ran ({TRIES} tries); what it held each time is \
+         backed up, and nothing of it was overwritten",
+        memory_path.display()
+    )))
+}
+
+fn save(
+    repo: &crate::git::Repo,
+    host: &str,
+    base: &crate::core::base::Base,
+    id_field: &str,
+    report: &mut Report,
+) {
+    let (current, _) = state::load_base(repo.git_dir(), host);
+    if current == *base {
+        return;
+    }
+    if let Err(e) = state::save_base(repo.git_dir(), host, base, id_field) {
+        report.warn(format!(
+            "{}: the record of what the memory file holds was not written: {e}",
+            repo.git_dir().display()
+        ));
+    }
+}
+
+fn finish(not_pushed: Option<Error>) -> Result<()> {
+    match not_pushed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

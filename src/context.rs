@@ -1,0 +1,144 @@
+//! What every command needs, resolved from options, the environment and the
+//! config file: the repository, this host's name, the clock, where logs go.
+
+use std::path::{Path, PathBuf};
+
+use crate::core::clock::Clock;
+use crate::error::{Error, Result};
+use crate::git::transport::Transport;
+
+/// Environment variables besides those that clap reads.
+pub mod env {
+    pub const MEMORY: &str = "MEMORY_BACKUP_MEMORY";
+    /// The MCP memory server's own variable for its file.
+    pub const MCP_MEMORY: &str = "MEMORY_FILE_PATH";
+    pub const XDG_DATA_HOME: &str = "XDG_DATA_HOME";
+    pub const XDG_STATE_HOME: &str = "XDG_STATE_HOME";
+    pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+}
+
+/// The memory file when nothing names one and there is no config file.
+pub const DEFAULT_MEMORY_FILE: &str = "memory.json";
+
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub repo: PathBuf,
+    /// The host name as given (`--host`, `MEMORY_BACKUP_HOST`, the config), not
+    /// yet sanitised.
+    pub host: Option<String>,
+    pub clock: Clock,
+    /// Where logs and `last-run.json` go.
+    pub log_dir: PathBuf,
+    /// The memory file the config names.
+    pub memory: Option<PathBuf>,
+    /// The transport the config or `MEMORY_BACKUP_TRANSPORT` names.
+    pub transport: Option<String>,
+    /// Identities whose secrets may go (`allow_secrets` in the config).
+    pub allow_secrets: Vec<String>,
+    /// Whether a config file was read: without one, `./memory.json` is the
+    /// memory file of last resort.
+    pub configured: bool,
+}
+
+impl Context {
+    /// This host's name: as given, else the machine's hostname, sanitised.
+    pub fn host(&self) -> Result<String> {
+        let raw = match &self.host {
+            Some(h) => h.clone(),
+            None => hostname::get()
+                .map_err(|e| Error::Other(format!("cannot read the hostname: {e}")))?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        sanitize_host(&raw)
+    }
+
+    /// The memory file: `--memory`, else `MEMORY_BACKUP_MEMORY`, else
+    /// `MEMORY_FILE_PATH`, else the configured one, else `memory.json` in the
+    /// current folder when there is no config file.
+    pub fn memory_path(&self, given: Option<&Path>) -> Result<PathBuf> {
+        if let Some(p) = given {
+            return Ok(p.to_path_buf());
+        }
+        if let Some(p) = [env::MEMORY, env::MCP_MEMORY]
+            .iter()
+            .filter_map(std::env::var_os)
+            .find(|v| !v.is_empty())
+        {
+            return Ok(PathBuf::from(p));
+        }
+        if let Some(p) = &self.memory {
+            return Ok(p.clone());
+        }
+        if self.configured {
+            return Err(Error::Missing {
+                path: PathBuf::from(DEFAULT_MEMORY_FILE),
+                cause: "no memory file is configured: give one with --memory, or run \
+                        `memory-backup init --memory FILE`"
+                    .into(),
+            });
+        }
+        Ok(PathBuf::from(DEFAULT_MEMORY_FILE))
+    }
+
+    /// The transport: the one configured, else `git` when it is on PATH.
+    pub fn transport(&self) -> Result<Transport> {
+        Transport::pick(self.transport.as_deref()).map_err(Error::Usage)
+    }
+}
+
+/// Characters outside `A-Za-z0-9._-` become `-`; an empty name is an error.
+pub fn sanitize_host(raw: &str) -> Result<String> {
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        return Err(Error::Usage(
+            "the host name is empty: give one with --host or MEMORY_BACKUP_HOST".into(),
+        ));
+    }
+    Ok(name)
+}
+
+/// `$VAR/memory-backup`, else `$HOME/<fallback>/memory-backup`.
+pub fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    let base = std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(fallback)))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("memory-backup")
+}
+
+/// The default repository: `$XDG_DATA_HOME/memory-backup/repo`.
+pub fn default_repo() -> PathBuf {
+    xdg_dir(env::XDG_DATA_HOME, ".local/share").join("repo")
+}
+
+/// The default log folder: `$XDG_STATE_HOME/memory-backup`.
+pub fn default_log_dir() -> PathBuf {
+    xdg_dir(env::XDG_STATE_HOME, ".local/state")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_sanitised() {
+        assert_eq!(sanitize_host("my laptop/ü").unwrap(), "my-laptop--");
+        assert_eq!(
+            sanitize_host("ci_runner-3.local").unwrap(),
+            "ci_runner-3.local"
+        );
+        assert!(matches!(sanitize_host("  "), Err(Error::Usage(_))));
+    }
+}

@@ -1,0 +1,755 @@
+//! Stamped entries: the canonical JSON of one record and its `_crdt_metadata`,
+//! and the host and unified files that hold them (section 6).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::core::clock::Timestamp;
+use crate::core::json;
+use crate::core::record::{self, METADATA_TOKEN, ParseError, member_cut};
+
+/// Versions of other lineages of the same identity that a version was made on
+/// top of: `unique_id` to version. Empty for most entries, and then not written.
+pub type Seen = BTreeMap<Arc<str>, u64>;
+
+/// Where one observation of an MCP entity came from: the lineage (`None`: the
+/// entry's own) and the version of it that added the observation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dot {
+    pub lineage: Option<Arc<str>>,
+    pub version: u64,
+}
+
+/// `{host, timestamp, version, unique_id}` of one version of an entry, and what
+/// deletions need: `deleted`, `seen` and the observations' `dots`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// The host that wrote this version.
+    pub host: Arc<str>,
+    /// When this version was written.
+    pub timestamp: Timestamp,
+    /// 1 for a new entry, one more for each change.
+    pub version: u64,
+    /// The name of the lineage, given by its first version; never changes.
+    pub unique_id: Arc<str>,
+    /// A tombstone: the entry was deleted.
+    pub deleted: bool,
+    /// The versions of other lineages of this identity that this one has seen.
+    pub seen: Seen,
+    /// Where each observation came from, one per item of `observations`; `None`:
+    /// every one was added by this lineage at this version.
+    pub dots: Option<Vec<Dot>>,
+    /// Fields of the metadata object that this version does not know, kept as
+    /// canonical `"key":value` members in key order.
+    pub extra: Box<[Box<str>]>,
+}
+
+/// Why an entry's `_crdt_metadata` is not usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataError(pub String);
+
+impl Metadata {
+    /// Metadata of a version this host writes now.
+    pub fn new(host: &Arc<str>, timestamp: Timestamp, version: u64, unique_id: Arc<str>) -> Self {
+        Metadata {
+            host: host.clone(),
+            timestamp,
+            version,
+            unique_id,
+            deleted: false,
+            seen: Seen::new(),
+            dots: None,
+            extra: Box::default(),
+        }
+    }
+
+    /// The dot of observation `i`.
+    pub fn dot(&self, i: usize) -> Dot {
+        match self.dots.as_ref().and_then(|d| d.get(i)) {
+            Some(d) => d.clone(),
+            None => Dot {
+                lineage: None,
+                version: self.version,
+            },
+        }
+    }
+
+    /// Whether this version has seen `version` of lineage `unique_id` (its own
+    /// lineage up to itself, others as `seen` says).
+    pub fn has_seen(&self, unique_id: &str, version: u64) -> bool {
+        if *self.unique_id == *unique_id {
+            return version <= self.version;
+        }
+        self.seen.get(unique_id).is_some_and(|&v| version <= v)
+    }
+
+    /// Reads the canonical JSON of a `_crdt_metadata` value.
+    pub fn read(text: &[u8], hosts: &mut HostNames) -> Result<Metadata, MetadataError> {
+        match Metadata::read_usual(text, hosts) {
+            Some(m) => Ok(m),
+            None => Metadata::read_any(text, hosts),
+        }
+    }
+
+    /// The metadata as this tool writes it for most entries, matched byte by byte:
+    /// the four usual keys in order, strings without escapes, a canonical
+    /// timestamp. `None` for anything else, which [`Metadata::read_any`] reads.
+    fn read_usual(text: &[u8], hosts: &mut HostNames) -> Option<Metadata> {
+        let rest = text.strip_prefix(b"{\"host\":\"")?;
+        let (host, rest) = plain_bytes(rest)?;
+        let rest = rest.strip_prefix(b",\"timestamp\":\"")?;
+        let (ts, rest) = plain_bytes(rest)?;
+        let rest = rest.strip_prefix(b",\"unique_id\":\"")?;
+        let (unique_id, rest) = plain_bytes(rest)?;
+        let digits = rest.strip_prefix(b",\"version\":")?.strip_suffix(b"}")?;
+        let version = parse_u64(digits).filter(|&v| v >= 1)?;
+        if host.is_empty() || unique_id.is_empty() {
+            return None;
+        }
+        Some(Metadata {
+            host: hosts.intern(std::str::from_utf8(host).ok()?),
+            timestamp: Timestamp::parse_canonical(ts)?,
+            version,
+            unique_id: std::str::from_utf8(unique_id).ok()?.into(),
+            deleted: false,
+            seen: Seen::new(),
+            dots: None,
+            extra: Box::default(),
+        })
+    }
+
+    fn read_any(text: &[u8], hosts: &mut HostNames) -> Result<Metadata, MetadataError> {
+        let bad = |s: &str| Err(MetadataError(format!("_crdt_metadata.{s}")));
+        if text.first() != Some(&b'{') {
+            return Err(MetadataError("_crdt_metadata is not an object".into()));
+        }
+        let utf8 = std::str::from_utf8(text).expect("canonical JSON is UTF-8");
+        let at = |part: &[u8]| part.as_ptr() as usize - text.as_ptr() as usize;
+        let string = |v: &[u8]| (v[0] == b'"').then(|| json::decode_str(v).into_owned());
+        let (mut host, mut timestamp, mut version, mut unique_id) = (None, None, None, None);
+        let mut deleted = false;
+        let mut seen = Seen::new();
+        let mut dots = None;
+        let mut extra = Vec::new();
+        for (key, value) in json::canonical_members(text) {
+            match key {
+                b"\"host\"" => host = string(value),
+                b"\"timestamp\"" => timestamp = string(value),
+                b"\"unique_id\"" => unique_id = string(value),
+                b"\"version\"" => version = parse_u64(value),
+                b"\"deleted\"" => match value {
+                    b"true" => deleted = true,
+                    b"false" => {}
+                    _ => return bad("deleted is not true or false"),
+                },
+                b"\"seen\"" => match read_seen(value) {
+                    Some(s) => seen = s,
+                    None => return bad("seen is not an object of unique_ids and versions"),
+                },
+                b"\"dots\"" => match read_dots(value) {
+                    Some(d) => dots = Some(d),
+                    None => return bad("dots is not a list of versions"),
+                },
+                _ => {
+                    let start = at(key);
+                    extra.push(utf8[start..start + key.len() + 1 + value.len()].into());
+                }
+            }
+        }
+        let Some(host) = host.filter(|h| !h.is_empty()) else {
+            return bad("host is missing or not a non-empty string");
+        };
+        let Some(ts) = timestamp else {
+            return bad("timestamp is missing or not a string");
+        };
+        let Some(timestamp) = Timestamp::parse(&ts) else {
+            return Err(MetadataError(format!(
+                "_crdt_metadata.timestamp {ts:?} is not an RFC 3339 timestamp"
+            )));
+        };
+        let Some(version) = version.filter(|&v| v >= 1) else {
+            return bad("version is missing or not a whole number from 1 to 18446744073709551615");
+        };
+        let Some(unique_id) = unique_id.filter(|u| !u.is_empty()) else {
+            return bad("unique_id is missing or not a non-empty string");
+        };
+        Ok(Metadata {
+            host: hosts.intern(&host),
+            timestamp,
+            version,
+            unique_id: unique_id.into(),
+            deleted,
+            seen,
+            dots,
+            extra: extra.into_boxed_slice(),
+        })
+    }
+
+    /// The canonical JSON of this metadata, appended to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let usual =
+            !self.deleted && self.seen.is_empty() && self.dots.is_none() && self.extra.is_empty();
+        if usual {
+            out.extend_from_slice(b"{\"host\":");
+            json::write_str(out, &self.host);
+            out.extend_from_slice(b",\"timestamp\":");
+            write_timestamp(out, self.timestamp);
+            out.extend_from_slice(b",\"unique_id\":");
+            json::write_str(out, &self.unique_id);
+            out.extend_from_slice(b",\"version\":");
+            write_u64(out, self.version);
+            out.push(b'}');
+            return;
+        }
+        // Every member as canonical text, then in key order.
+        let mut members: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(8 + self.extra.len());
+        let mut put = |key: &str, value: Vec<u8>| {
+            let mut k = Vec::new();
+            json::write_str(&mut k, key);
+            members.push((k, value));
+        };
+        if self.deleted {
+            put("deleted", b"true".to_vec());
+        }
+        if let Some(dots) = &self.dots {
+            let mut v = vec![b'['];
+            for (i, d) in dots.iter().enumerate() {
+                if i > 0 {
+                    v.push(b',');
+                }
+                match &d.lineage {
+                    None => write_u64(&mut v, d.version),
+                    Some(l) => {
+                        v.push(b'[');
+                        json::write_str(&mut v, l);
+                        v.push(b',');
+                        write_u64(&mut v, d.version);
+                        v.push(b']');
+                    }
+                }
+            }
+            v.push(b']');
+            put("dots", v);
+        }
+        let mut v = Vec::new();
+        json::write_str(&mut v, &self.host);
+        put("host", v);
+        if !self.seen.is_empty() {
+            let mut v = vec![b'{'];
+            for (i, (uid, version)) in self.seen.iter().enumerate() {
+                if i > 0 {
+                    v.push(b',');
+                }
+                json::write_str(&mut v, uid);
+                v.push(b':');
+                write_u64(&mut v, *version);
+            }
+            v.push(b'}');
+            put("seen", v);
+        }
+        let mut v = Vec::new();
+        write_timestamp(&mut v, self.timestamp);
+        put("timestamp", v);
+        let mut v = Vec::new();
+        json::write_str(&mut v, &self.unique_id);
+        put("unique_id", v);
+        let mut v = Vec::new();
+        write_u64(&mut v, self.version);
+        put("version", v);
+        let mut all: Vec<(&[u8], &[u8])> = members
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        for e in self.extra.iter() {
+            let b = e.as_bytes();
+            let k = key_len(b);
+            all.push((&b[..k], &b[k + 1..]));
+        }
+        all.sort_by(|a, b| json::cmp_keys(a.0, b.0));
+        out.push(b'{');
+        for (i, (k, v)) in all.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(k);
+            out.push(b':');
+            out.extend_from_slice(v);
+        }
+        out.push(b'}');
+    }
+}
+
+fn read_seen(value: &[u8]) -> Option<Seen> {
+    if value.first() != Some(&b'{') {
+        return None;
+    }
+    let mut seen = Seen::new();
+    for (key, v) in json::canonical_members(value) {
+        let uid = json::decode_str(key);
+        let version = parse_u64(v).filter(|&n| n >= 1)?;
+        if uid.is_empty() {
+            return None;
+        }
+        seen.insert(uid.into_owned().into(), version);
+    }
+    Some(seen)
+}
+
+fn read_dots(value: &[u8]) -> Option<Vec<Dot>> {
+    let items = json_items(value)?;
+    items
+        .into_iter()
+        .map(|item| {
+            if item.first() == Some(&b'[') {
+                let pair = json_items(item)?;
+                let [uid, version] = pair.as_slice() else {
+                    return None;
+                };
+                if uid.first() != Some(&b'"') {
+                    return None;
+                }
+                Some(Dot {
+                    lineage: Some(json::decode_str(uid).into_owned().into()),
+                    version: parse_u64(version).filter(|&n| n >= 1)?,
+                })
+            } else {
+                Some(Dot {
+                    lineage: None,
+                    version: parse_u64(item).filter(|&n| n >= 1)?,
+                })
+            }
+        })
+        .collect()
+}
+
+/// The items of a canonical JSON array, as text; `None` for another value.
+pub fn json_items(value: &[u8]) -> Option<Vec<&[u8]>> {
+    if value.first() != Some(&b'[') {
+        return None;
+    }
+    let mut items = Vec::new();
+    let mut pos = 1;
+    while value.get(pos).is_some_and(|&c| c != b']') {
+        let end = json::value_end(value, pos);
+        items.push(&value[pos..end]);
+        pos = end;
+        if value.get(pos) == Some(&b',') {
+            pos += 1;
+        }
+    }
+    Some(items)
+}
+
+/// The bytes of a canonical string token whose opening quote is just before `b`,
+/// when it holds no escape, and what follows its closing quote.
+fn plain_bytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = json::plain_end(b, 0);
+    if b.get(end) != Some(&b'"') {
+        return None;
+    }
+    Some((&b[..end], &b[end + 1..]))
+}
+
+/// A timestamp as a canonical JSON string token.
+fn write_timestamp(out: &mut Vec<u8>, t: Timestamp) {
+    out.push(b'"');
+    match t.canonical_bytes() {
+        Some(b) => out.extend_from_slice(&b),
+        None => out.extend_from_slice(t.to_string().as_bytes()),
+    }
+    out.push(b'"');
+}
+
+/// A JSON number token that is a whole number in `u64` range.
+fn parse_u64(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 20 || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if token.len() > 1 && token[0] == b'0' {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+fn write_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(v.to_string().as_bytes());
+}
+
+/// Length of the key token at the start of a canonical `"key":value` member.
+fn key_len(b: &[u8]) -> usize {
+    let mut i = 1;
+    while b[i] != b'"' {
+        i += if b[i] == b'\\' { 2 } else { 1 };
+    }
+    i + 1
+}
+
+/// Shares one allocation between the many entries of one host.
+#[derive(Default)]
+pub struct HostNames(Vec<Arc<str>>);
+
+impl HostNames {
+    pub fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(h) = self.0.iter().find(|h| &***h == name) {
+            return h.clone();
+        }
+        let h: Arc<str> = name.into();
+        if self.0.len() < 64 {
+            self.0.push(h.clone());
+        }
+        h
+    }
+}
+
+/// One version of one entry: its metadata and its canonical JSON without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub meta: Metadata,
+    body: Box<str>,
+    /// Where the metadata member goes in `body`, by key order: the offset of the
+    /// member that follows it, or of the closing brace.
+    meta_at: u32,
+}
+
+impl Entry {
+    /// An entry of `meta` and a canonical object holding no metadata.
+    pub fn new(meta: Metadata, body: &str) -> Entry {
+        let meta_at = json::canonical_members(body.as_bytes())
+            .find(|(k, _)| json::cmp_keys(k, METADATA_TOKEN).is_gt())
+            .map_or(body.len() - 1, |(k, _)| {
+                k.as_ptr() as usize - body.as_ptr() as usize
+            });
+        Entry {
+            meta,
+            body: body.into(),
+            meta_at: meta_at as u32,
+        }
+    }
+
+    /// The same body with other metadata.
+    pub fn with_meta(&self, meta: Metadata) -> Entry {
+        Entry {
+            meta,
+            body: self.body.clone(),
+            meta_at: self.meta_at,
+        }
+    }
+
+    /// The canonical JSON of the record, metadata left out.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    pub fn unique_id(&self) -> &str {
+        &self.meta.unique_id
+    }
+
+    /// The canonical JSON of the whole entry, appended to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let at = self.meta_at as usize;
+        let b = self.body.as_bytes();
+        out.extend_from_slice(&b[..at]);
+        let last = b[at] == b'}';
+        if last && at > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(METADATA_TOKEN);
+        out.push(b':');
+        self.meta.write(out);
+        if !last {
+            out.push(b',');
+        }
+        out.extend_from_slice(&b[at..]);
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(self.body.len() + 128);
+        self.write(&mut out);
+        String::from_utf8(out).expect("canonical JSON is UTF-8")
+    }
+}
+
+/// Reads one entry of a host or unified file from its text.
+pub struct EntryReader {
+    scratch: Vec<u8>,
+    members: Vec<json::Member>,
+    hosts: HostNames,
+}
+
+impl Default for EntryReader {
+    fn default() -> Self {
+        EntryReader {
+            scratch: Vec::with_capacity(4096),
+            members: Vec::new(),
+            hosts: HostNames::default(),
+        }
+    }
+}
+
+impl EntryReader {
+    /// Reads the JSON object at `pos` of `src`: the entry, or why its metadata is
+    /// not valid, and the offset after it.
+    pub fn read(
+        &mut self,
+        src: &[u8],
+        pos: usize,
+    ) -> Result<(Result<Entry, MetadataError>, usize), json::SyntaxError> {
+        self.scratch.clear();
+        let end = json::canonicalize_object(
+            src,
+            pos,
+            &mut self.scratch,
+            &mut self.members,
+            "entry is not a JSON object",
+        )?;
+        let text = &self.scratch;
+        let Some(i) = self
+            .members
+            .iter()
+            .position(|m| &text[m.key.0..m.key.1] == METADATA_TOKEN)
+        else {
+            let no = MetadataError("entry has no _crdt_metadata".into());
+            return Ok((Err(no), end));
+        };
+        let m = self.members[i];
+        let meta = Metadata::read(&text[m.value.0..m.value.1], &mut self.hosts);
+        let rest = self.members.len() - 1;
+        let (cut0, cut1) = member_cut(&m, i, rest);
+        let entry = meta.map(|meta| {
+            let mut body = String::with_capacity(text.len() - (cut1 - cut0));
+            let utf8 = std::str::from_utf8(text).expect("canonical JSON is UTF-8");
+            body.push_str(&utf8[..cut0]);
+            body.push_str(&utf8[cut1..]);
+            let meta_at = if i > 0 && i < rest { cut0 + 1 } else { cut0 };
+            Entry {
+                meta,
+                body: body.into_boxed_str(),
+                meta_at: meta_at as u32,
+            }
+        });
+        Ok((entry, end))
+    }
+}
+
+/// A stamped file's entries, and those skipped for bad metadata.
+#[derive(Debug, Default)]
+pub struct StampedFile {
+    pub entries: Vec<Entry>,
+    /// The line each entry starts on.
+    pub lines: Vec<usize>,
+    /// (line, cause) of each entry without valid metadata.
+    pub skipped: Vec<(usize, String)>,
+}
+
+impl StampedFile {
+    /// Whether every entry of the file was read.
+    pub fn is_whole(&self) -> bool {
+        self.skipped.is_empty()
+    }
+}
+
+/// Reads a host or unified file from its bytes.
+pub fn parse_stamped(bytes: &[u8]) -> Result<StampedFile, ParseError> {
+    let mut reader = EntryReader::default();
+    let mut out = StampedFile {
+        entries: Vec::with_capacity(bytes.len() / 256 + 1),
+        ..StampedFile::default()
+    };
+    record::parse_each(
+        bytes,
+        |src, pos| reader.read(src, pos),
+        |entry, line| match entry {
+            Ok(e) => {
+                out.lines.push(line);
+                out.entries.push(e);
+            }
+            Err(e) => out.skipped.push((line, e.0)),
+        },
+    )?;
+    Ok(out)
+}
+
+/// Parses many files' bytes on all cores; results in the order given.
+pub fn parse_many(files: &[&[u8]]) -> Vec<Result<StampedFile, ParseError>> {
+    let workers = crate::core::cores().min(files.len());
+    if workers <= 1 {
+        return files.iter().map(|b| parse_stamped(b)).collect();
+    }
+    // Largest first, dealt out in turn, so that the workers finish together.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].len()));
+    let mut results: Vec<Option<_>> = (0..files.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let mine: Vec<usize> = order.iter().copied().skip(w).step_by(workers).collect();
+                scope.spawn(move || {
+                    mine.into_iter()
+                        .map(|i| (i, parse_stamped(files[i])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().expect("a parser does not panic") {
+                results[i] = Some(r);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every file was parsed"))
+        .collect()
+}
+
+/// Writes the canonical layout of a host or unified file: a JSON array, one
+/// entry per line, and a final newline.
+pub fn write_file<'a, W: std::io::Write>(
+    w: &mut W,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> std::io::Result<()> {
+    let mut line = Vec::with_capacity(4096);
+    w.write_all(b"[")?;
+    let mut first = true;
+    for e in entries {
+        line.clear();
+        line.extend_from_slice(if first { b"\n" } else { b",\n" });
+        first = false;
+        e.write(&mut line);
+        w.write_all(&line)?;
+    }
+    w.write_all(if first { b"]\n" } else { b"\n]\n" })
+}
+
+/// The canonical bytes of a file holding `entries`, in the order given.
+pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_file(&mut out, entries).expect("writing to memory cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(s: &str) -> Entry {
+        let (e, end) = EntryReader::default().read(s.as_bytes(), 0).unwrap();
+        assert_eq!(end, s.len());
+        e.unwrap()
+    }
+
+    #[test]
+    fn metadata_is_split_off_and_written_back_in_key_order() {
+        let line = r#"{"Z":0,"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":2},"a":1}"#;
+        let e = entry(line);
+        assert_eq!(e.body(), r#"{"Z":0,"a":1}"#);
+        assert_eq!(e.to_json(), line);
+        assert_eq!(Entry::new(e.meta.clone(), e.body()), e);
+        let only = r#"{"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1}}"#;
+        assert_eq!(entry(only).body(), "{}");
+        assert_eq!(entry(only).to_json(), only);
+        let last = r#"{"A":[{"b":1}],"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1}}"#;
+        assert_eq!(entry(last).body(), r#"{"A":[{"b":1}]}"#);
+        assert_eq!(entry(last).to_json(), last);
+        let first = r#"{"_crdt_metadata":{"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":1},"z":[1]}"#;
+        assert_eq!(entry(first).to_json(), first);
+        assert_eq!(
+            Entry::new(entry(first).meta, r#"{"z":[1]}"#).to_json(),
+            first
+        );
+    }
+
+    #[test]
+    fn tombstones_seen_and_dots_round_trip_in_key_order() {
+        let line = r#"{"_crdt_metadata":{"a":0,"deleted":true,"dots":[1,["x_n_2026",3]],"host":"h","seen":{"x_n_2026":3,"y\"q":1},"timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":2,"zz":null},"id":"n"}"#;
+        let e = entry(line);
+        assert!(e.meta.deleted);
+        assert_eq!(e.meta.seen.len(), 2);
+        assert_eq!(
+            e.meta.dot(0),
+            Dot {
+                lineage: None,
+                version: 1
+            }
+        );
+        assert_eq!(e.meta.dot(1).lineage.as_deref(), Some("x_n_2026"));
+        assert_eq!(
+            e.meta.dot(7),
+            Dot {
+                lineage: None,
+                version: 2
+            }
+        );
+        assert!(e.meta.has_seen("x_n_2026", 3) && !e.meta.has_seen("x_n_2026", 4));
+        assert!(e.meta.has_seen("u", 2) && !e.meta.has_seen("u", 3));
+        assert_eq!(e.to_json(), line);
+    }
+
+    #[test]
+    fn timestamps_are_written_in_the_canonical_form() {
+        let e = entry(
+            r#"{"_crdt_metadata":{"version":1,"unique_id":"u","host":"h","timestamp":"2026-01-01T01:00:00+01:00"}}"#,
+        );
+        assert!(
+            e.to_json()
+                .contains(r#""timestamp":"2026-01-01T00:00:00.000000Z""#)
+        );
+    }
+
+    #[test]
+    fn invalid_metadata_is_reported() {
+        for (m, why) in [
+            (r#"1"#, "not an object"),
+            (
+                r#"{"timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":1}"#,
+                "host",
+            ),
+            (
+                r#"{"host":"h","timestamp":"yesterday","unique_id":"u","version":1}"#,
+                "RFC 3339",
+            ),
+            (
+                r#"{"host":"h","timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":0}"#,
+                "version",
+            ),
+            (
+                r#"{"host":"h","timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":18446744073709551616}"#,
+                "version",
+            ),
+            (
+                r#"{"host":"h","timestamp":"2026-01-01T00:00:00Z","version":1}"#,
+                "unique_id",
+            ),
+            (
+                r#"{"deleted":1,"host":"h","timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":1}"#,
+                "deleted",
+            ),
+            (
+                r#"{"host":"h","seen":{"a":0},"timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":1}"#,
+                "seen",
+            ),
+            (
+                r#"{"dots":[[1,2]],"host":"h","timestamp":"2026-01-01T00:00:00Z","unique_id":"u","version":1}"#,
+                "dots",
+            ),
+        ] {
+            let (e, _) = EntryReader::default()
+                .read(format!(r#"{{"_crdt_metadata":{m}}}"#).as_bytes(), 0)
+                .unwrap();
+            let err = e.unwrap_err();
+            assert!(err.0.contains(why), "{m}: {}", err.0);
+        }
+    }
+
+    #[test]
+    fn files_render_one_entry_per_line() {
+        let text = "[\n{\"_crdt_metadata\":{\"host\":\"h\",\"timestamp\":\"2026-01-01T00:00:00.000000Z\",\"unique_id\":\"u\",\"version\":1},\"n\":1}\n]\n";
+        let f = parse_stamped(text.as_bytes()).unwrap();
+        assert_eq!(f.lines, [2]);
+        assert_eq!(render(&f.entries), text.as_bytes());
+        assert_eq!(render(&[]), b"[]\n");
+        let skipped = parse_stamped(b"[{\"a\":1}]").unwrap();
+        assert_eq!(skipped.skipped.len(), 1);
+        assert!(!skipped.is_whole());
+    }
+}

@@ -1,0 +1,506 @@
+//! Stamping (section 4): the records of a memory file, this host's own file P and
+//! its base in; this host's new file, what changed and the new base out. No I/O.
+//!
+//! One writer per `unique_id`: this host versions only the lineages it minted, at
+//! most one per identity. An entry that the memory holds as the base says it did
+//! (it came from the backup, or was stamped before) makes no version; a change
+//! makes the next version of this host's lineage of that identity, or its first;
+//! an identity the memory no longer holds makes a tombstone. Every version made
+//! carries the context it was made in (`seen`, `dots`), and a timestamp past
+//! everything that context holds: a hybrid logical clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::core::base::{Base, Held};
+use crate::core::clock::Timestamp;
+use crate::core::entry::{Dot, Entry, Metadata, Seen, json_items};
+use crate::core::merge;
+use crate::core::record::{self, Located, Record};
+
+/// A timestamp further ahead of the clock than this is not trusted to order
+/// later edits (section 5): it is kept, and reported.
+pub const FUTURE_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+/// A deletion of more than half of this host's live entries, and at least this
+/// many, needs `--allow-mass-delete` (section 12).
+pub const MASS_DELETE_MIN: usize = 10;
+
+/// What stamping needs besides the memory file.
+pub struct Context<'a> {
+    /// This host's name, already sanitised.
+    pub host: &'a str,
+    pub now: Timestamp,
+    pub id_field: &'a str,
+    /// P: this host's own file as last known, tombstones included.
+    pub own: &'a [Entry],
+    /// What the memory held at the end of the last run.
+    pub base: &'a Base,
+    pub allow_mass_delete: bool,
+    /// Identities to tombstone whatever the memory holds (`forget`), with the
+    /// versions of every lineage of each that the tombstone covers.
+    pub forget: &'a HashMap<String, Seen>,
+    /// Whether the new version of an identity is held back (a secret): the
+    /// memory's change is then left out, and the previous version stays.
+    pub held_back: &'a dyn Fn(&str, &Record) -> bool,
+}
+
+/// Something stamping noticed that the user should hear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Two different entries of one identity; the later one was renamed.
+    DuplicateIdent {
+        line: usize,
+        ident: String,
+        renamed: String,
+    },
+}
+
+/// Why stamping refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StampError {
+    /// Too many entries would be deleted at once (section 12).
+    MassDelete { deleting: usize, live: usize },
+    /// An identity's version would pass `u64::MAX`.
+    VersionOverflow { ident: String },
+}
+
+/// The result of stamping.
+#[derive(Debug, Default)]
+pub struct Stamped {
+    /// This host's new file, in file order.
+    pub entries: Vec<Entry>,
+    pub new: usize,
+    pub changed: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    /// Identities whose change was held back.
+    pub held_back: Vec<String>,
+    pub notices: Vec<Notice>,
+    /// The identities new, changed and deleted, for `--json`.
+    pub new_idents: Vec<String>,
+    pub changed_idents: Vec<String>,
+    pub deleted_idents: Vec<String>,
+    /// What the memory holds now, for the next run.
+    pub base: Base,
+}
+
+/// The `unique_id` of a lineage that `host` begins at `ts` for `ident`:
+/// `<host>_<ident>_<timestamp>`, with `_` in the host written `%5F` so that two
+/// different (host, ident, timestamp) never give one name.
+pub fn mint_unique_id(host: &str, ident: &str, ts: Timestamp) -> String {
+    format!("{}_{ident}_{ts}", host.replace('_', "%5F"))
+}
+
+/// Whether `host` minted the lineage `unique_id` (by the form
+/// [`mint_unique_id`] gives, or the form of versions before it).
+pub fn minted_by(unique_id: &str, host: &str) -> bool {
+    let escaped = host.replace('_', "%5F");
+    [escaped.as_str(), host].iter().any(|h| {
+        unique_id
+            .strip_prefix(h)
+            .is_some_and(|rest| rest.starts_with('_'))
+    })
+}
+
+/// An own lineage of P, with its identity by its body.
+struct Own<'a> {
+    entry: &'a Entry,
+    claimed: bool,
+}
+
+/// Stamps `records` against `cx`.
+pub fn stamp(records: &[Located], cx: &Context<'_>) -> Result<Stamped, StampError> {
+    let host: Arc<str> = cx.host.into();
+    let mut out = Stamped::default();
+    let mut items = dedupe(records, cx.id_field, &mut out.notices);
+    // A forgotten identity is deleted whatever the memory holds.
+    items.retain(|i| !cx.forget.contains_key(&i.ident));
+
+    // P's lineages by the identity of their body, in the order of their names.
+    let mut own: HashMap<String, Vec<Own<'_>>> = HashMap::new();
+    for e in cx.own {
+        own.entry(record::ident_of_body(e.body(), cx.id_field))
+            .or_default()
+            .push(Own {
+                entry: e,
+                claimed: false,
+            });
+    }
+    for lineages in own.values_mut() {
+        lineages.sort_by(|a, b| a.entry.unique_id().cmp(b.entry.unique_id()));
+    }
+    let states: HashMap<String, &Held> = cx.base.held.iter().map(|(k, v)| (k.clone(), v)).collect();
+
+    // An entry that holds what one of its own lineages holds is unchanged,
+    // whatever the base says: this pass pairs those first, so that a renamed
+    // duplicate keeps its lineage whichever line it is on.
+    // Where the base knows the identity, it alone says what the memory held: the
+    // memory may hold an old version of this host's own again (an observation
+    // that came from another host, removed here).
+    let mut same: Vec<Option<&Entry>> = vec![None; items.len()];
+    for (k, item) in items.iter().enumerate() {
+        let known = states
+            .get(&item.ident)
+            .is_some_and(|s| s.body.as_deref() != Some(&item.record.body));
+        if known {
+            continue;
+        }
+        if let Some(lineages) = own.get_mut(&item.base_ident)
+            && let Some(o) = lineages
+                .iter_mut()
+                .find(|o| !o.claimed && !o.entry.meta.deleted && o.entry.body() == item.record.body)
+        {
+            o.claimed = true;
+            same[k] = Some(o.entry);
+        }
+    }
+
+    let mut stamped: Vec<Entry> = Vec::with_capacity(cx.own.len() + 8);
+    let mut base = Base::default();
+    for (k, item) in items.iter().enumerate() {
+        let state = states.get(&item.ident).copied();
+        if let Some(prior) = same[k] {
+            out.unchanged += 1;
+            stamped.push(prior.clone());
+            let mut held = held_of_version(prior);
+            if let Some(s) = state.filter(|s| s.body.as_deref() == Some(&item.record.body)) {
+                merge_seen(&mut held.seen, &s.seen);
+                held.newest = held.newest.max(s.newest);
+            }
+            base.held.insert(item.ident.clone(), held);
+            continue;
+        }
+        let prior = own.get_mut(&item.base_ident).and_then(|l| {
+            let o = l.iter_mut().find(|o| !o.claimed)?;
+            o.claimed = true;
+            Some(o.entry)
+        });
+        let holds_it = state.filter(|s| s.body.as_deref() == Some(&item.record.body));
+        let held_back = holds_it.is_none() && (cx.held_back)(&item.ident, item.record);
+        if let Some(s) = holds_it.or(state.filter(|_| held_back)) {
+            // As the base says (it came from the backup, or was stamped before),
+            // or a change held back: no version.
+            if held_back {
+                out.held_back.push(item.ident.clone());
+            } else {
+                out.unchanged += 1;
+            }
+            stamped.extend(prior.cloned());
+            base.held.insert(item.ident.clone(), s.clone());
+            continue;
+        }
+        if held_back {
+            out.held_back.push(item.ident.clone());
+            stamped.extend(prior.cloned());
+            continue;
+        }
+        let was_live =
+            prior.is_some_and(|p| !p.meta.deleted) || state.is_some_and(|s| s.body.is_some());
+        let version = next_version(prior, &item.ident)?;
+        let entry = new_version(
+            cx,
+            &host,
+            &item.ident,
+            prior,
+            state,
+            version,
+            &item.record.body,
+            false,
+        );
+        if was_live {
+            out.changed += 1;
+            out.changed_idents.push(item.ident.clone());
+        } else {
+            out.new += 1;
+            out.new_idents.push(item.ident.clone());
+        }
+        base.held
+            .insert(item.ident.clone(), held_of_version(&entry));
+        stamped.push(entry);
+    }
+
+    // Identities the memory no longer holds, and lineages no entry claimed.
+    let in_memory: std::collections::HashSet<&str> =
+        items.iter().map(|i| i.ident.as_str()).collect();
+    let mut idents: Vec<&String> = own.keys().chain(states.keys()).collect();
+    idents.sort();
+    idents.dedup();
+    let mut live = in_memory.len();
+    let mut deletions: Vec<(&String, Option<&Entry>, Option<&Held>)> = Vec::new();
+    for ident in idents {
+        let state = states.get(ident).copied();
+        let unclaimed: Vec<&Entry> = own
+            .get(ident.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|o| !o.claimed)
+            .map(|o| o.entry)
+            .collect();
+        let forced = cx.forget.contains_key(ident);
+        if in_memory.contains(ident.as_str()) && !forced {
+            stamped.extend(unclaimed.into_iter().cloned());
+            continue;
+        }
+        // The lineage a tombstone goes on: a live one first.
+        let prior = unclaimed
+            .iter()
+            .copied()
+            .find(|p| !p.meta.deleted)
+            .or_else(|| unclaimed.first().copied());
+        // Older lineages of the identity (made before one writer per identity)
+        // stay as they are.
+        stamped.extend(
+            unclaimed
+                .iter()
+                .filter(|p| prior.is_none_or(|q| !std::ptr::eq(**p, q)))
+                .map(|p| (*p).clone()),
+        );
+        let held_before = match state {
+            Some(s) => s.body.is_some(),
+            None => prior.is_some_and(|p| !p.meta.deleted),
+        };
+        if held_before && !in_memory.contains(ident.as_str()) {
+            live += 1;
+        }
+        if held_before || forced {
+            deletions.push((ident, prior, state));
+        } else {
+            stamped.extend(prior.cloned());
+            if let Some(s) = state {
+                base.held.insert(ident.clone(), s.clone());
+            }
+        }
+    }
+    let guarded = deletions
+        .iter()
+        .filter(|(i, _, _)| !cx.forget.contains_key(*i))
+        .count();
+    if !cx.allow_mass_delete && guarded >= MASS_DELETE_MIN && guarded * 2 > live {
+        return Err(StampError::MassDelete {
+            deleting: guarded,
+            live,
+        });
+    }
+    for (ident, prior, state) in deletions {
+        let forced = cx.forget.get(ident);
+        if let Some(p) = prior.filter(|p| p.meta.deleted && forced.is_none()) {
+            // Deleted already.
+            stamped.push(p.clone());
+            base.held.insert(ident.clone(), held_of_version(p));
+            continue;
+        }
+        let version = next_version(prior, ident)?;
+        let named_by = state
+            .and_then(|s| s.body.clone())
+            .or_else(|| prior.map(|p| p.body().to_string()));
+        let identity = match named_by {
+            Some(body) => record::identity_fields(&Record::from_canonical(&body), cx.id_field),
+            None => serde_json::json!({ cx.id_field: ident }).to_string(),
+        };
+        let mut entry = new_version(cx, &host, ident, prior, state, version, &identity, true);
+        if let Some(extra) = forced {
+            merge_seen(&mut entry.meta.seen, extra);
+            let own = entry.meta.unique_id.clone();
+            entry.meta.seen.remove(&own);
+        }
+        out.deleted += 1;
+        out.deleted_idents.push(ident.clone());
+        base.held.insert(ident.clone(), held_of_version(&entry));
+        stamped.push(entry);
+    }
+    stamped.sort_by(merge::file_cmp);
+    out.entries = stamped;
+    out.base = base;
+    Ok(out)
+}
+
+fn next_version(prior: Option<&Entry>, ident: &str) -> Result<u64, StampError> {
+    match prior {
+        None => Ok(1),
+        Some(p) => p
+            .meta
+            .version
+            .checked_add(1)
+            .ok_or_else(|| StampError::VersionOverflow {
+                ident: ident.to_string(),
+            }),
+    }
+}
+
+/// The next version of this host's lineage of `ident` (its first without a
+/// prior), holding `body`, made in the context of `prior` and `state`.
+#[allow(clippy::too_many_arguments)]
+fn new_version(
+    cx: &Context<'_>,
+    host: &Arc<str>,
+    ident: &str,
+    prior: Option<&Entry>,
+    state: Option<&Held>,
+    version: u64,
+    body: &str,
+    deleted: bool,
+) -> Entry {
+    let horizon = Timestamp::from_micros(cx.now.micros().saturating_add(FUTURE_MICROS));
+    let mut ts = cx.now;
+    if let Some(p) = prior {
+        ts = ts.max(p.meta.timestamp.next());
+    }
+    if let Some(s) = state.filter(|s| s.newest <= horizon) {
+        ts = ts.max(s.newest.next());
+    }
+    let unique_id: Arc<str> = match prior {
+        Some(p) => p.meta.unique_id.clone(),
+        None => mint_unique_id(cx.host, ident, ts).into(),
+    };
+    let mut meta = Metadata::new(host, ts, version, unique_id.clone());
+    meta.deleted = deleted;
+    if let Some(p) = prior {
+        meta.seen = p.meta.seen.clone();
+        meta.extra = p.meta.extra.clone();
+    }
+    if let Some(s) = state {
+        merge_seen(&mut meta.seen, &s.seen);
+    }
+    meta.seen.remove(&unique_id);
+    if !deleted {
+        meta.dots = dots_for(body, &unique_id, version, prior, state);
+    }
+    Entry::new(meta, body)
+}
+
+/// The dot of each observation of `body`: kept from the prior version or the
+/// base state where either holds it, else added now.
+fn dots_for(
+    body: &str,
+    own: &Arc<str>,
+    version: u64,
+    prior: Option<&Entry>,
+    state: Option<&Held>,
+) -> Option<Vec<Dot>> {
+    let items = json_items(record::member_of_body(body, "observations")?.as_bytes())?;
+    let prior_items: Vec<(&[u8], Dot)> = prior
+        .filter(|p| !p.meta.deleted)
+        .and_then(|p| {
+            let obs = record::member_of_body(p.body(), "observations")?;
+            let items = json_items(obs.as_bytes())?;
+            Some(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| (t, p.meta.dot(i)))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    let here = Dot {
+        lineage: None,
+        version,
+    };
+    let dots: Vec<Dot> = items
+        .iter()
+        .map(|item| {
+            if let Some((_, d)) = prior_items.iter().find(|(t, _)| t == item) {
+                return d.clone();
+            }
+            let text = std::str::from_utf8(item).expect("canonical JSON is UTF-8");
+            match state.and_then(|s| s.dot_of(text)) {
+                Some(Dot {
+                    lineage: Some(l),
+                    version,
+                }) if l == own => Dot {
+                    lineage: None,
+                    version: *version,
+                },
+                Some(
+                    d @ Dot {
+                        lineage: Some(_), ..
+                    },
+                ) => d.clone(),
+                _ => here.clone(),
+            }
+        })
+        .collect();
+    (!dots.iter().all(|d| *d == here)).then_some(dots)
+}
+
+/// Pointwise maximum of two contexts.
+pub fn merge_seen(into: &mut Seen, other: &Seen) {
+    for (uid, &v) in other {
+        let e = into.entry(uid.clone()).or_insert(v);
+        *e = (*e).max(v);
+    }
+}
+
+/// What the memory holds when it holds version `e` of a lineage.
+pub fn held_of_version(e: &Entry) -> Held {
+    let mut seen = e.meta.seen.clone();
+    seen.insert(e.meta.unique_id.clone(), e.meta.version);
+    let n = crate::core::base::observation_count(e.body());
+    let dots = (0..n)
+        .map(|i| {
+            let d = e.meta.dot(i);
+            Dot {
+                lineage: Some(d.lineage.unwrap_or_else(|| e.meta.unique_id.clone())),
+                version: d.version,
+            }
+        })
+        .collect();
+    Held {
+        body: (!e.meta.deleted).then(|| e.body().to_string()),
+        seen,
+        newest: e.meta.timestamp,
+        dots,
+    }
+}
+
+struct Item<'r> {
+    record: &'r Record,
+    /// The identity by the rules.
+    base_ident: String,
+    /// The identity stamped: `base_ident`, or a renamed duplicate's.
+    ident: String,
+}
+
+/// Entries of one identity: identical copies count once, different ones are all
+/// kept under `ident#2`, `ident#3`, ...
+fn dedupe<'r>(records: &'r [Located], id_field: &str, notices: &mut Vec<Notice>) -> Vec<Item<'r>> {
+    let bases: Vec<String> = records.iter().map(|r| r.record.ident(id_field)).collect();
+    // A renamed identity must not be one that another entry has by its own right.
+    let natural: std::collections::HashSet<&str> = bases.iter().map(String::as_str).collect();
+    let mut kept: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(records.len());
+    for (base, Located { record, line }) in bases.iter().zip(records) {
+        let bodies = kept.entry(base.as_str()).or_default();
+        if bodies.contains(&record.body.as_str()) {
+            continue;
+        }
+        let ident = if bodies.is_empty() {
+            base.clone()
+        } else {
+            let mut n = bodies.len() + 1;
+            let renamed = loop {
+                let candidate = format!("{base}#{n}");
+                if !natural.contains(candidate.as_str()) && !taken.contains(&candidate) {
+                    break candidate;
+                }
+                n += 1;
+            };
+            notices.push(Notice::DuplicateIdent {
+                line: *line,
+                ident: base.clone(),
+                renamed: renamed.clone(),
+            });
+            renamed
+        };
+        bodies.push(record.body.as_str());
+        taken.insert(ident.clone());
+        out.push(Item {
+            record,
+            base_ident: base.clone(),
+            ident,
+        });
+    }
+    out
+}

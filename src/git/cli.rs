@@ -1,0 +1,292 @@
+//! Running the user's own `git` for the network (section 8, Transport), as jj
+//! and cargo do: their ssh config, agent, credential helpers and `insteadOf`
+//! apply unchanged. It never prompts: no terminal (a session of its own), no
+//! askpass, ssh in batch mode unless the user set their own ssh command. It never
+//! outlives the run: at the deadline, or after a long silence, the whole process
+//! group is killed and what it left half-written is removed.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::git::error::GitError;
+
+/// A git that writes nothing for this long is taken to hang (a server that
+/// stopped answering): with `--progress`, a transfer reports at least every
+/// second.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// The most of each output stream kept: a server can send without end.
+const KEEP_BYTES: usize = 256 << 10;
+/// The least memory a git child may use, before what its files need.
+const MEMORY_FLOOR: u64 = 256 << 20;
+
+/// The `git` program on PATH, if any.
+pub fn find_git() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("git"))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// What a finished git said.
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// One git to run.
+pub struct Git<'a> {
+    pub program: &'a Path,
+    /// The repository (`-C`), if any.
+    pub dir: Option<&'a Path>,
+    pub deadline: Instant,
+    /// The largest file git may have to hold, for its memory bound.
+    pub largest_file: u64,
+    /// Whether the URL is reached over ssh (for batch mode).
+    pub ssh: bool,
+}
+
+impl Git<'_> {
+    /// Runs git with `args`; an `Err` when it could not start, hung, or ran past
+    /// the deadline (it is killed, with everything it started).
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output, GitError> {
+        let mut cmd = Command::new(self.program);
+        if let Some(d) = self.dir {
+            cmd.arg("-C").arg(d);
+        }
+        // Ours: no automatic gc (packs are never removed under a running reader,
+        // see `repack`), no hooks of the repository's own.
+        cmd.args([
+            "-c",
+            "gc.auto=0",
+            "-c",
+            "maintenance.auto=false",
+            "-c",
+            "fetch.writeCommitGraph=false",
+        ]);
+        cmd.args(args);
+        self.environment(&mut cmd);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        crate::sys::detach(&mut cmd);
+        crate::sys::limit_memory(&mut cmd, MEMORY_FLOOR + self.largest_file.saturating_mul(4));
+        let started = SystemTime::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| GitError::Other(format!("cannot run {}: {e}", self.program.display())))?;
+        let pid = child.id();
+        let activity = Arc::new(Mutex::new(Instant::now()));
+        let out = reader(child.stdout.take().expect("piped"), activity.clone(), false);
+        let err = reader(child.stderr.take().expect("piped"), activity.clone(), true);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = loop {
+            let now = Instant::now();
+            let silent = now.duration_since(*activity.lock().unwrap_or_else(|e| e.into_inner()));
+            if now >= self.deadline || silent >= SILENCE_LIMIT {
+                crate::sys::kill_group(pid);
+                let _ = waiter.join();
+                let _ = (out.join(), err.join());
+                if let Some(dir) = self.dir {
+                    remove_leftovers(dir, started);
+                }
+                let why = if now >= self.deadline {
+                    "stopped at the run's time limit (--max-elapsed)"
+                } else {
+                    "the server sent nothing for 30 seconds"
+                };
+                return Err(GitError::Transient(format!("git {}: {why}", first(args))));
+            }
+            let wait = (self.deadline - now).min(Duration::from_millis(200));
+            match rx.recv_timeout(wait) {
+                Ok(status) => break status,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(std::io::Error::other("the waiter stopped"));
+                }
+            }
+        };
+        // The group may hold children of git's that outlive it (an ssh master).
+        crate::sys::kill_group(pid);
+        let _ = waiter.join();
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        let status = status.map_err(|e| GitError::Other(format!("git: {e}")))?;
+        Ok(Output {
+            success: status.success(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+
+    fn environment(&self, cmd: &mut Command) {
+        cmd.env("LC_ALL", "C")
+            .env("LANGUAGE", "C")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "")
+            .env("SSH_ASKPASS", "")
+            .env("SSH_ASKPASS_REQUIRE", "never")
+            .env("GCM_INTERACTIVE", "never")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE");
+        if self.ssh && !self.user_ssh_command() {
+            cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+        }
+    }
+
+    /// Whether the user chose how git runs ssh (`GIT_SSH_COMMAND`, `GIT_SSH`,
+    /// `core.sshCommand`): that stays theirs.
+    fn user_ssh_command(&self) -> bool {
+        if ["GIT_SSH_COMMAND", "GIT_SSH"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+        {
+            return true;
+        }
+        let mut cmd = Command::new(self.program);
+        if let Some(d) = self.dir {
+            cmd.arg("-C").arg(d);
+        }
+        cmd.args(["config", "--get", "core.sshCommand"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        cmd.output()
+            .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+    }
+}
+
+fn first<S: AsRef<OsStr>>(args: &[S]) -> String {
+    args.first()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads a stream to its end, keeping its first (stdout) or last (stderr)
+/// [`KEEP_BYTES`], and notes the time of each read.
+fn reader(
+    mut stream: impl Read + Send + 'static,
+    activity: Arc<Mutex<Instant>>,
+    keep_tail: bool,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    *activity.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    if keep_tail {
+                        kept.extend_from_slice(&buf[..n]);
+                        if kept.len() > 2 * KEEP_BYTES {
+                            kept.drain(..kept.len() - KEEP_BYTES);
+                        }
+                    } else if kept.len() < KEEP_BYTES {
+                        let room = KEEP_BYTES - kept.len();
+                        kept.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                }
+            }
+        }
+        kept
+    })
+}
+
+/// Removes what a killed git left in the repository at `repo` since `since`:
+/// half-written packs and indexes, and lock files, which would stop the next
+/// git.
+pub fn remove_leftovers(repo: &Path, since: SystemTime) {
+    let Some(git_dir) = git_dir_of(repo) else {
+        return;
+    };
+    let newer = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since)
+    };
+    let pack = git_dir.join("objects").join("pack");
+    if let Ok(entries) = std::fs::read_dir(&pack) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if (name.starts_with("tmp_") || name.ends_with(".keep")) && newer(&e.path()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    remove_locks(&git_dir, |p| newer(p));
+}
+
+/// Removes lock files older than `age` in a git folder: a process killed while
+/// it held one leaves it, and git refuses to take a lock that exists. A live
+/// process holds a lock for milliseconds.
+pub fn remove_stale_locks(git_dir: &Path, age: Duration) {
+    let old = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a > age)
+    };
+    remove_locks(git_dir, old);
+}
+
+fn remove_locks(git_dir: &Path, which: impl Fn(&Path) -> bool) {
+    for name in [
+        "index.lock",
+        "packed-refs.lock",
+        "HEAD.lock",
+        "config.lock",
+        "shallow.lock",
+    ] {
+        let p = git_dir.join(name);
+        if p.exists() && which(&p) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    let mut stack = vec![git_dir.join("refs")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "lock") && which(&p) {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+fn git_dir_of(repo: &Path) -> Option<PathBuf> {
+    let dot = repo.join(".git");
+    if dot.is_dir() {
+        return Some(dot);
+    }
+    if repo.join("objects").is_dir() {
+        return Some(repo.to_path_buf());
+    }
+    // A linked worktree: `.git` is a file naming the git folder.
+    let text = std::fs::read_to_string(&dot).ok()?;
+    let linked = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    let common = std::fs::read_to_string(linked.join("commondir")).ok();
+    Some(match common {
+        Some(c) => linked.join(c.trim()),
+        None => linked,
+    })
+}

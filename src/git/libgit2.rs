@@ -1,0 +1,598 @@
+//! Fetch and push through libgit2, for machines without `git` (or when the
+//! config asks for it). libgit2 reads no `~/.ssh/config` and no
+//! `GIT_SSH_COMMAND`: it offers the ssh-agent, then `~/.ssh/id_ed25519`,
+//! `id_ecdsa` and `id_rsa`; a URL's user and password; and git's credential
+//! helpers. The push checks the remote's ref on the connection it pushes on, and
+//! libgit2 and the server refuse anything but the expected value; to a path on
+//! this machine, the ref is updated with libgit2's compare-and-swap.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
+    PushOptions, RemoteCallbacks, Repository,
+};
+
+use crate::git::error::{GitError, classify_libgit2};
+use crate::git::transport::{PARKED_PREFIX, TRACKING_PREFIX};
+use crate::git::url::{self, RemoteKind};
+use crate::git::{CommitId, Repo};
+
+/// Key files tried after the ssh-agent, in `~/.ssh`.
+pub const SSH_KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
+/// Cap on one network read or connect.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+const SSH_PORT: u16 = 22;
+
+/// Sets libgit2's connect and read timeouts to what is left of the run (at most
+/// [`NETWORK_TIMEOUT`], at least 200 ms).
+fn set_timeouts(deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = left
+        .min(NETWORK_TIMEOUT)
+        .max(Duration::from_millis(200))
+        .as_millis();
+    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+    // SAFETY: libgit2's global options; this process talks to remotes from one
+    // thread at a time, so nothing else reads them while they change.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
+    }
+}
+
+/// What one connection tried, for the messages of its failures.
+#[derive(Default)]
+struct Seen {
+    tried: Vec<String>,
+    host_key: Option<String>,
+}
+
+type SharedSeen = Rc<RefCell<Seen>>;
+
+fn callbacks(
+    url: &str,
+    config: Option<git2::Config>,
+    seen: &SharedSeen,
+    deadline: Instant,
+) -> RemoteCallbacks<'static> {
+    let mut cb = RemoteCallbacks::new();
+    cb.credentials(Credentials::new(url, config, seen.clone()).callback());
+    let seen = seen.clone();
+    cb.certificate_check(move |cert, _host| {
+        if let Some(key) = cert.as_hostkey()
+            && let Some(hash) = key.hash_sha256()
+        {
+            let kind = key.hostkey_type().map_or("unknown", |t| t.name());
+            seen.borrow_mut().host_key = Some(format!("{kind} SHA256:{}", base64(hash)));
+        }
+        // libgit2's own verdict stands: known_hosts for ssh, the CA bundle for TLS.
+        Ok(CertificateCheckStatus::CertificatePassthrough)
+    });
+    // A transfer past the deadline stops.
+    cb.transfer_progress(move |_| Instant::now() < deadline);
+    cb.sideband_progress(move |_| Instant::now() < deadline);
+    cb.push_transfer_progress(|_, _, _| {});
+    cb
+}
+
+/// The git config that credential helpers come from: the repository's (which
+/// includes the user's), with `GIT_CONFIG_GLOBAL` honoured as git honours it.
+fn credential_config(repo: Option<&Repository>) -> Option<git2::Config> {
+    let mut config = match repo {
+        Some(r) => r.config().ok()?,
+        None => git2::Config::open_default().ok()?,
+    };
+    if let Some(path) = std::env::var_os("GIT_CONFIG_GLOBAL") {
+        let _ = config.add_file(Path::new(&path), git2::ConfigLevel::Global, true);
+    }
+    Some(config)
+}
+
+/// Fetches `branch` and the parked refs of `url` into the tracking refs.
+pub fn fetch(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<(), GitError> {
+    set_timeouts(deadline);
+    let r = repo.raw();
+    let seen = SharedSeen::default();
+    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen);
+    let mut remote = r.remote_anonymous(url).map_err(wrap)?;
+    let mut conn = remote
+        .connect_auth(
+            Direction::Fetch,
+            Some(callbacks(url, credential_config(Some(r)), &seen, deadline)),
+            None,
+        )
+        .map_err(wrap)?;
+    let heads: Vec<(String, git2::Oid)> = conn
+        .list()
+        .map_err(wrap)?
+        .iter()
+        .map(|h| (h.name().to_string(), h.oid()))
+        .collect();
+    let branch_ref = format!("refs/heads/{branch}");
+    let wanted: Vec<&(String, git2::Oid)> = heads
+        .iter()
+        .filter(|(n, _)| *n == branch_ref || n.starts_with(PARKED_PREFIX))
+        .collect();
+    let missing = wanted.iter().any(|(_, id)| r.find_commit(*id).is_err());
+    if missing {
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(callbacks(url, credential_config(Some(r)), &seen, deadline))
+            .update_fetchhead(false)
+            .download_tags(git2::AutotagOption::None);
+        let specs: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
+        conn.remote()
+            .download(&specs, Some(&mut opts))
+            .map_err(wrap)?;
+        if Instant::now() >= deadline {
+            return Err(GitError::Transient(
+                "the fetch stopped at the run's time limit (--max-elapsed)".into(),
+            ));
+        }
+    }
+    drop(conn);
+    // The tracking refs follow the remote: set, and removed where it has none.
+    let tracking = |name: &str| {
+        format!(
+            "{TRACKING_PREFIX}{}",
+            name.trim_start_matches("refs/heads/")
+        )
+    };
+    let mut keep = std::collections::HashSet::new();
+    for (name, id) in &wanted {
+        let local = tracking(name);
+        if r.find_commit(*id).is_ok() {
+            r.reference(&local, *id, true, "memory-backup: fetch")
+                .map_err(|e| GitError::local(e.message().to_string()))?;
+        }
+        keep.insert(local);
+    }
+    let stale: Vec<String> = r
+        .references()
+        .map_err(|e| GitError::local(e.message().to_string()))?
+        .flatten()
+        .filter_map(|rf| rf.name().ok().map(str::to_string))
+        .filter(|n| {
+            (*n == tracking(&branch_ref) || n.starts_with(&tracking(PARKED_PREFIX)))
+                && !keep.contains(n)
+        })
+        .collect();
+    for n in stale {
+        if let Ok(mut rf) = r.find_reference(&n) {
+            let _ = rf.delete();
+        }
+    }
+    Ok(())
+}
+
+/// Pushes `new` to `refname` only if it holds `expected` there.
+pub fn push(
+    repo: &Repo,
+    url: &str,
+    refname: &str,
+    new: CommitId,
+    expected: Option<CommitId>,
+    deadline: Instant,
+) -> Result<(), GitError> {
+    if let RemoteKind::Local(path) = url::remote_kind(url) {
+        return push_local(repo, &path, refname, new, expected);
+    }
+    set_timeouts(deadline);
+    let r = repo.raw();
+    let seen = SharedSeen::default();
+    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen);
+    let mut remote = r.remote_anonymous(url).map_err(wrap)?;
+    let mut conn = remote
+        .connect_auth(
+            Direction::Push,
+            Some(callbacks(url, credential_config(Some(r)), &seen, deadline)),
+            None,
+        )
+        .map_err(wrap)?;
+    let now = conn
+        .list()
+        .map_err(wrap)?
+        .iter()
+        .find(|h| h.name() == refname)
+        .map(|h| h.oid());
+    if now != expected.map(|c| c.oid()) {
+        return Err(GitError::Rejected(format!(
+            "the remote moved {refname} since it was fetched"
+        )));
+    }
+    let refused: Rc<RefCell<Option<String>>> = Rc::default();
+    let refused_cb = refused.clone();
+    let mut cb = callbacks(url, credential_config(Some(r)), &seen, deadline);
+    cb.push_update_reference(move |name, status| {
+        if let Some(why) = status {
+            *refused_cb.borrow_mut() = Some(format!("{name}: {why}"));
+        }
+        Ok(())
+    });
+    let mut opts = PushOptions::new();
+    opts.remote_callbacks(cb);
+    conn.remote()
+        .push(&[format!("{new}:{refname}")], Some(&mut opts))
+        .map_err(wrap)?;
+    if let Some(why) = refused.borrow_mut().take() {
+        let lower = why.to_lowercase();
+        return Err(if lower.contains("lock") || lower.contains("hook") {
+            GitError::Refused(format!("the server refused the push: {why}"))
+        } else {
+            GitError::Rejected(format!("the remote refused the push: {why}"))
+        });
+    }
+    Ok(())
+}
+
+/// A compare-and-swap on a repository on this machine: copy the objects the
+/// remote lacks, then move the ref only if it still holds `expected`.
+fn push_local(
+    repo: &Repo,
+    path: &Path,
+    refname: &str,
+    new: CommitId,
+    expected: Option<CommitId>,
+) -> Result<(), GitError> {
+    let gone = |e: git2::Error| GitError::Transient(format!("{}: {}", path.display(), e.message()));
+    let remote = Repository::open(path).map_err(|e| {
+        if e.code() == ErrorCode::NotFound {
+            GitError::NotFound(format!("{}: not a git repository", path.display()))
+        } else {
+            gone(e)
+        }
+    })?;
+    let r = repo.raw();
+    let mut builder = r
+        .packbuilder()
+        .map_err(|e| GitError::local(e.message().to_string()))?;
+    let mut walk = r
+        .revwalk()
+        .map_err(|e| GitError::local(e.message().to_string()))?;
+    walk.push(new.oid())
+        .map_err(|e| GitError::local(e.message().to_string()))?;
+    let remote_odb = remote.odb().map_err(gone)?;
+    // Commits the remote has end the walk.
+    for id in remote
+        .references()
+        .map_err(gone)?
+        .flatten()
+        .filter_map(|rf| rf.target())
+    {
+        if r.find_commit(id).is_ok() {
+            let _ = walk.hide(id);
+        }
+    }
+    for id in walk {
+        let id = id.map_err(|e| GitError::local(e.message().to_string()))?;
+        if remote_odb.exists(id) {
+            continue;
+        }
+        builder
+            .insert_commit(id)
+            .map_err(|e| GitError::local(e.message().to_string()))?;
+    }
+    if builder.object_count() > 0 {
+        let mut writer = remote_odb.packwriter().map_err(gone)?;
+        builder
+            .foreach(|chunk| std::io::Write::write_all(&mut writer, chunk).is_ok())
+            .map_err(gone)?;
+        writer.commit().map_err(gone)?;
+    }
+    let moved = |e: git2::Error| {
+        if matches!(
+            e.code(),
+            ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
+        ) {
+            GitError::Rejected(format!(
+                "{}: {refname} moved: {}",
+                path.display(),
+                e.message()
+            ))
+        } else {
+            gone(e)
+        }
+    };
+    match expected {
+        Some(old) => remote
+            .reference_matching(refname, new.oid(), true, old.oid(), "memory-backup: push")
+            .map(drop)
+            .map_err(moved),
+        None => remote
+            .reference(refname, new.oid(), false, "memory-backup: push")
+            .map(drop)
+            .map_err(moved),
+    }
+}
+
+/// Connects and lists the refs of `url` (for `init`'s check).
+pub fn probe(url: &str, deadline: Instant) -> Result<(), GitError> {
+    if let RemoteKind::Local(path) = url::remote_kind(url) {
+        return Repository::open(&path)
+            .map(drop)
+            .map_err(|e| GitError::NotFound(format!("{}: {}", path.display(), e.message())));
+    }
+    set_timeouts(deadline);
+    let seen = SharedSeen::default();
+    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen);
+    let mut remote = git2::Remote::create_detached(url).map_err(wrap)?;
+    let conn = remote
+        .connect_auth(
+            Direction::Fetch,
+            Some(callbacks(url, credential_config(None), &seen, deadline)),
+            None,
+        )
+        .map_err(wrap)?;
+    conn.list().map_err(wrap)?;
+    Ok(())
+}
+
+/// Adds what the user needs to act on a failure: the methods tried when
+/// credentials were refused, how to trust the server when its host key was.
+fn explain(e: GitError, url: &str, seen: &SharedSeen) -> GitError {
+    let seen = seen.borrow();
+    match e {
+        GitError::Auth(m) => GitError::Auth(refused(&m, url, &seen.tried)),
+        GitError::Other(m) | GitError::Transient(m) if m.contains(NO_MORE_CREDENTIALS) => {
+            GitError::Auth(refused(&m, url, &seen.tried))
+        }
+        GitError::Untrusted(m) => GitError::Untrusted(untrusted(&m, url, seen.host_key.as_deref())),
+        e => e,
+    }
+}
+
+const NO_MORE_CREDENTIALS: &str = "no more credentials to try";
+
+fn refused(message: &str, url: &str, tried: &[String]) -> String {
+    let why = if message.contains(NO_MORE_CREDENTIALS) {
+        "the server accepted none".to_string()
+    } else {
+        message.to_string()
+    };
+    if tried.is_empty() {
+        let how = if ssh_host_port(url).is_some() {
+            "load your key into an ssh-agent (SSH_AUTH_SOCK) or put it in ~/.ssh/id_ed25519"
+        } else {
+            "set a git credential helper (credential.helper) that holds a password or token for it"
+        };
+        return format!("methods tried: none; {why}; {how}");
+    }
+    format!("methods tried: {}; {why}", tried.join(", "))
+}
+
+fn untrusted(message: &str, url: &str, key: Option<&str>) -> String {
+    let Some((host, port)) = ssh_host_port(url) else {
+        return format!("{message}: the server's TLS certificate does not verify");
+    };
+    let name = if port == SSH_PORT {
+        host.clone()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    let file = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
+        .unwrap_or_else(|| PathBuf::from("~/.ssh/known_hosts"));
+    let known = std::fs::read_to_string(&file).is_ok_and(|text| names_host(&text, &name));
+    let key = key.map(|k| format!(" ({k})")).unwrap_or_default();
+    let scan = if port == SSH_PORT {
+        format!("ssh-keyscan {host}")
+    } else {
+        format!("ssh-keyscan -p {port} {host}")
+    };
+    if known {
+        format!(
+            "the ssh host key of {name}{key} differs from the one for it in {}: refused, it may be \
+             an attack; if the server's key really changed, remove the old line (ssh-keygen -R '{name}') \
+             and add the new one: {scan} >> ~/.ssh/known_hosts",
+            file.display()
+        )
+    } else {
+        format!(
+            "the ssh host key of {name}{key} is not in {}: refused; if this is your server, add \
+             its key (and check the fingerprint): {scan} >> ~/.ssh/known_hosts",
+            file.display()
+        )
+    }
+}
+
+/// Whether a known_hosts text has a plain (not hashed) line for `name`.
+fn names_host(known_hosts: &str, name: &str) -> bool {
+    known_hosts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let mut hosts = fields.next().unwrap_or("");
+        if hosts.starts_with('@') {
+            hosts = fields.next().unwrap_or("");
+        }
+        hosts.split(',').any(|h| h == name)
+    })
+}
+
+/// Host and port of an ssh remote: `ssh://[user@]host[:port]/path` or scp-like.
+fn ssh_host_port(url: &str) -> Option<(String, u16)> {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !matches!(scheme, "ssh" | "ssh+git" | "git+ssh") {
+            return None;
+        }
+        let authority = rest.split('/').next()?;
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = match hostport.strip_prefix('[') {
+            Some(v6) => {
+                let (h, after) = v6.split_once(']')?;
+                (h, after.strip_prefix(':'))
+            }
+            None => match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            },
+        };
+        let port = match port {
+            Some(p) => p.parse().ok()?,
+            None => SSH_PORT,
+        };
+        return Some((host.to_string(), port));
+    }
+    url::scp_host(url).map(|h| (h.to_string(), SSH_PORT))
+}
+
+/// Standard base64 without padding, as OpenSSH prints fingerprints.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// libgit2 calls the credentials callback again after each refused attempt; this
+/// remembers what was tried and gives each method once.
+struct Credentials {
+    url: String,
+    config: Option<git2::Config>,
+    seen: SharedSeen,
+    username: bool,
+    agent: bool,
+    key_files: usize,
+    url_userpass: bool,
+    helper: bool,
+    default: bool,
+}
+
+impl Credentials {
+    fn new(url: &str, config: Option<git2::Config>, seen: SharedSeen) -> Credentials {
+        Credentials {
+            url: url.to_string(),
+            config,
+            seen,
+            username: false,
+            agent: false,
+            key_files: 0,
+            url_userpass: false,
+            helper: false,
+            default: false,
+        }
+    }
+
+    fn callback(
+        mut self,
+    ) -> impl FnMut(&str, Option<&str>, CredentialType) -> Result<Cred, git2::Error> {
+        move |_url, username, allowed| self.next(username, allowed)
+    }
+
+    fn tried(&self, method: impl Into<String>) {
+        self.seen.borrow_mut().tried.push(method.into());
+    }
+
+    fn next(
+        &mut self,
+        username: Option<&str>,
+        allowed: CredentialType,
+    ) -> Result<Cred, git2::Error> {
+        let user = username.unwrap_or("git").to_string();
+        if allowed.contains(CredentialType::USERNAME) && !self.username {
+            self.username = true;
+            return Cred::username(&user);
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            if !self.agent {
+                self.agent = true;
+                if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+                    self.tried("ssh-agent");
+                    return Cred::ssh_key_from_agent(&user);
+                }
+            }
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            while let Some(name) = SSH_KEY_FILES.get(self.key_files) {
+                self.key_files += 1;
+                let Some(home) = &home else { break };
+                let key = home.join(".ssh").join(name);
+                if key.is_file() {
+                    self.tried(format!("~/.ssh/{name}"));
+                    return Cred::ssh_key(&user, None, &key, None);
+                }
+            }
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            if !self.url_userpass {
+                self.url_userpass = true;
+                if let Some((u, p)) = url::userpass_of(&self.url) {
+                    self.tried("the URL's user and password");
+                    return Cred::userpass_plaintext(&u, &p);
+                }
+            }
+            if !self.helper {
+                self.helper = true;
+                if let Some(config) = &self.config {
+                    match Cred::credential_helper(config, &self.url, username) {
+                        Ok(c) => {
+                            self.tried("git credential helper");
+                            return Ok(c);
+                        }
+                        Err(_) if config.get_string("credential.helper").is_ok() => {
+                            self.tried("git credential helper (it had nothing for this URL)");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        if allowed.contains(CredentialType::DEFAULT) && !self.default {
+            self.default = true;
+            self.tried("default");
+            return Cred::default();
+        }
+        Err(git2::Error::new(
+            ErrorCode::Auth,
+            ErrorClass::Callback,
+            format!("authentication refused, {NO_MORE_CREDENTIALS}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_hosts_and_ports_of_urls() {
+        assert_eq!(
+            ssh_host_port("ssh://git@h:2222/r"),
+            Some(("h".into(), 2222))
+        );
+        assert_eq!(ssh_host_port("ssh://[::1]:22/r"), Some(("::1".into(), 22)));
+        assert_eq!(
+            ssh_host_port("git@github.com:me/r"),
+            Some(("github.com".into(), 22))
+        );
+        assert_eq!(ssh_host_port("https://h/r"), None);
+    }
+
+    #[test]
+    fn known_hosts_lines_name_hosts_with_their_port() {
+        let text = "h1,h2 ssh-ed25519 AAA\n@cert-authority [h3]:2222 ssh-rsa BBB\n";
+        assert!(names_host(text, "h2"));
+        assert!(names_host(text, "[h3]:2222"));
+        assert!(!names_host(text, "h3"));
+    }
+
+    #[test]
+    fn fingerprints_are_base64_without_padding() {
+        assert_eq!(base64(b"hello"), "aGVsbG8");
+        assert_eq!(base64(b"hel"), "aGVs");
+    }
+
+    #[test]
+    fn credentials_end_instead_of_looping() {
+        let mut c = Credentials::new("https://h/r", None, SharedSeen::default());
+        assert!(c.next(None, CredentialType::USER_PASS_PLAINTEXT).is_err());
+    }
+}

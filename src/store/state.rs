@@ -1,0 +1,77 @@
+//! What a repository keeps on this machine only, in `.git/memory-backup/`: each
+//! host's base (what its memory file held at the end of the last run).
+
+use std::path::{Path, PathBuf};
+
+use crate::core::base::Base;
+use crate::core::entry;
+use crate::store::atomic;
+
+/// The folder, inside a repository's git folder.
+pub fn dir(git_dir: &Path) -> PathBuf {
+    git_dir.join("memory-backup")
+}
+
+fn base_path(git_dir: &Path, host: &str) -> PathBuf {
+    dir(git_dir).join(format!("base-{host}.json"))
+}
+
+/// The base of `host`, or an empty one where there is none yet (a new host, or
+/// a repository made by a version before bases). One that cannot be read is
+/// taken as empty too, with a warning: the next run writes it whole.
+pub fn load_base(git_dir: &Path, host: &str) -> (Base, Option<String>) {
+    let path = base_path(git_dir, host);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Base::default(), None),
+        Err(e) => {
+            return (
+                Base::default(),
+                Some(format!("{}: {e}; taken as empty", path.display())),
+            );
+        }
+    };
+    match entry::parse_stamped(&bytes) {
+        Ok(f) => (Base::from_entries(&f.entries), None),
+        Err(e) => (
+            Base::default(),
+            Some(format!(
+                "{}:{}:{}: {}; taken as empty",
+                path.display(),
+                e.line,
+                e.column,
+                e.cause
+            )),
+        ),
+    }
+}
+
+/// Writes the base of `host`, atomically and private.
+pub fn save_base(git_dir: &Path, host: &str, base: &Base, id_field: &str) -> std::io::Result<()> {
+    atomic::private_dir(&dir(git_dir))?;
+    let entries = base.to_entries(id_field);
+    atomic::write(&base_path(git_dir, host), atomic::Mode::Private, |w| {
+        entry::write_file(w, &entries)
+    })
+}
+
+/// When this host last pushed to the remote with success (this machine's clock).
+pub fn last_push(git_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir(git_dir).join("last-push")).ok()?;
+    let t = text.trim();
+    crate::core::clock::Timestamp::parse(t).map(|ts| ts.to_string())
+}
+
+/// Records a successful push at `when`.
+pub fn set_last_push(git_dir: &Path, when: crate::core::clock::Timestamp) {
+    let write = atomic::private_dir(&dir(git_dir)).and_then(|()| {
+        atomic::write_bytes(
+            &dir(git_dir).join("last-push"),
+            atomic::Mode::Private,
+            format!("{when}\n").as_bytes(),
+        )
+    });
+    if let Err(e) = write {
+        tracing::debug!("the time of the last push was not recorded: {e}");
+    }
+}
