@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::core::clock::Timestamp;
-use crate::core::entry::{Dot, Entry, Metadata, Seen};
+use crate::core::entry::{Dots, Entry, Metadata, Seen};
 use crate::core::record::{self, Record};
 
 const HELD: &str = "held:";
@@ -31,13 +31,14 @@ pub struct Held {
     pub seen: Seen,
     /// The newest timestamp among the versions it reflects.
     pub newest: Timestamp,
-    /// The origin of each observation of `body`, by position.
-    pub dots: Vec<Dot>,
+    /// The additions each observation of `body` stands on, by position, their
+    /// lineages named.
+    pub dots: Vec<Dots>,
 }
 
 impl Held {
-    /// The dot of observation `text` (canonical JSON), if this state holds it.
-    pub fn dot_of(&self, text: &str) -> Option<&Dot> {
+    /// The dots of observation `text` (canonical JSON), if this state holds it.
+    pub fn dots_of(&self, text: &str) -> Option<&Dots> {
         let body = self.body.as_deref()?;
         let obs = record::member_of_body(body, "observations")?;
         let items = crate::core::entry::json_items(obs.as_bytes())?;
@@ -118,7 +119,7 @@ fn snapshot_of(body: &str) -> Option<Snapshot> {
 
 fn held_of(e: &Entry) -> Held {
     let dots = (0..observation_count(e.body()))
-        .map(|i| e.meta.dot(i))
+        .map(|i| e.meta.dots(i))
         .collect();
     Held {
         body: (!e.meta.deleted).then(|| e.body().to_string()),
@@ -157,6 +158,7 @@ pub fn observation_count(body: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::entry::Dot;
 
     #[test]
     fn a_base_round_trips_through_its_entries() {
@@ -180,14 +182,20 @@ mod tests {
                 seen: seen.clone(),
                 newest: Timestamp::from_micros(5),
                 dots: vec![
-                    Dot {
+                    vec![Dot {
                         lineage: Some("a_entity:E_2026".into()),
                         version: 1,
-                    },
-                    Dot {
-                        lineage: Some("a_entity:E_2026".into()),
-                        version: 3,
-                    },
+                    }],
+                    vec![
+                        Dot {
+                            lineage: Some("a_entity:E_2026".into()),
+                            version: 3,
+                        },
+                        Dot {
+                            lineage: Some("b_entity:E_2026".into()),
+                            version: 1,
+                        },
+                    ],
                 ],
             },
         );
@@ -203,7 +211,7 @@ mod tests {
         let entries = base.to_entries("id");
         assert_eq!(Base::from_entries(&entries), base);
         let held = &base.held["entity:E"];
-        assert_eq!(held.dot_of(r#""y""#).map(|d| d.version), Some(3));
-        assert_eq!(held.dot_of(r#""z""#), None);
+        assert_eq!(held.dots_of(r#""y""#).map(Vec::len), Some(2));
+        assert_eq!(held.dots_of(r#""z""#), None);
     }
 }

@@ -12,13 +12,16 @@ use crate::core::record::{self, METADATA_TOKEN, ParseError, member_cut};
 /// top of: `unique_id` to version. Empty for most entries, and then not written.
 pub type Seen = BTreeMap<Arc<str>, u64>;
 
-/// Where one observation of an MCP entity came from: the lineage (`None`: the
-/// entry's own) and the version of it that added the observation.
+/// One addition of an observation of an MCP entity: the lineage that made it
+/// (`None`: the entry's own) and the version of it that added the observation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dot {
     pub lineage: Option<Arc<str>>,
     pub version: u64,
 }
+
+/// The additions one observation stands on.
+pub type Dots = Vec<Dot>;
 
 /// `{host, timestamp, version, unique_id}` of one version of an entry, and what
 /// deletions need: `deleted`, `seen` and the observations' `dots`.
@@ -36,9 +39,10 @@ pub struct Metadata {
     pub deleted: bool,
     /// The versions of other lineages of this identity that this one has seen.
     pub seen: Seen,
-    /// Where each observation came from, one per item of `observations`; `None`:
-    /// every one was added by this lineage at this version.
-    pub dots: Option<Vec<Dot>>,
+    /// The additions that each observation stands on, one list per item of
+    /// `observations` (several when hosts added it concurrently); `None`: every
+    /// one was added by this lineage at this version.
+    pub dots: Option<Vec<Dots>>,
     /// Fields of the metadata object that this version does not know, kept as
     /// canonical `"key":value` members in key order.
     pub extra: Box<[Box<str>]>,
@@ -63,14 +67,14 @@ impl Metadata {
         }
     }
 
-    /// The dot of observation `i`.
-    pub fn dot(&self, i: usize) -> Dot {
+    /// The dots of observation `i`.
+    pub fn dots(&self, i: usize) -> Dots {
         match self.dots.as_ref().and_then(|d| d.get(i)) {
             Some(d) => d.clone(),
-            None => Dot {
+            None => vec![Dot {
                 lineage: None,
                 version: self.version,
-            },
+            }],
         }
     }
 
@@ -217,16 +221,7 @@ impl Metadata {
                 if i > 0 {
                     v.push(b',');
                 }
-                match &d.lineage {
-                    None => write_u64(&mut v, d.version),
-                    Some(l) => {
-                        v.push(b'[');
-                        json::write_str(&mut v, l);
-                        v.push(b',');
-                        write_u64(&mut v, d.version);
-                        v.push(b']');
-                    }
-                }
+                write_dots(&mut v, d);
             }
             v.push(b']');
             put("dots", v);
@@ -295,29 +290,64 @@ fn read_seen(value: &[u8]) -> Option<Seen> {
     Some(seen)
 }
 
-fn read_dots(value: &[u8]) -> Option<Vec<Dot>> {
-    let items = json_items(value)?;
-    items
-        .into_iter()
-        .map(|item| {
-            if item.first() == Some(&b'[') {
-                let pair = json_items(item)?;
-                let [uid, version] = pair.as_slice() else {
-                    return None;
-                };
-                if uid.first() != Some(&b'"') {
-                    return None;
-                }
-                Some(Dot {
-                    lineage: Some(json::decode_str(uid).into_owned().into()),
-                    version: parse_u64(version).filter(|&n| n >= 1)?,
-                })
-            } else {
-                Some(Dot {
-                    lineage: None,
-                    version: parse_u64(item).filter(|&n| n >= 1)?,
-                })
+/// The dots of one observation: `n` (this lineage's version `n`), `[uid, n]`, or
+/// a list of `[uid, n]` (`null` for this lineage) when there are several.
+fn write_dots(v: &mut Vec<u8>, dots: &Dots) {
+    let one = |v: &mut Vec<u8>, d: &Dot, own_as_number: bool| match &d.lineage {
+        None if own_as_number => write_u64(v, d.version),
+        lineage => {
+            v.push(b'[');
+            match lineage {
+                Some(l) => json::write_str(v, l),
+                None => v.extend_from_slice(b"null"),
             }
+            v.push(b',');
+            write_u64(v, d.version);
+            v.push(b']');
+        }
+    };
+    match dots.as_slice() {
+        [d] => one(v, d, true),
+        many => {
+            v.push(b'[');
+            for (i, d) in many.iter().enumerate() {
+                if i > 0 {
+                    v.push(b',');
+                }
+                one(v, d, false);
+            }
+            v.push(b']');
+        }
+    }
+}
+
+fn read_dots(value: &[u8]) -> Option<Vec<Dots>> {
+    let pair = |item: &[u8]| -> Option<Dot> {
+        let parts = json_items(item)?;
+        let [uid, version] = parts.as_slice() else {
+            return None;
+        };
+        let lineage = match uid.first() {
+            Some(b'"') => Some(json::decode_str(uid).into_owned().into()),
+            Some(b'n') if *uid == b"null" => None,
+            _ => return None,
+        };
+        Some(Dot {
+            lineage,
+            version: parse_u64(version).filter(|&n| n >= 1)?,
+        })
+    };
+    json_items(value)?
+        .into_iter()
+        .map(|item| match item.first() {
+            Some(b'[') => match item.get(1) {
+                Some(b'[') => json_items(item)?.into_iter().map(pair).collect(),
+                _ => pair(item).map(|d| vec![d]),
+            },
+            _ => Some(vec![Dot {
+                lineage: None,
+                version: parse_u64(item).filter(|&n| n >= 1)?,
+            }]),
         })
         .collect()
 }
@@ -661,25 +691,19 @@ mod tests {
 
     #[test]
     fn tombstones_seen_and_dots_round_trip_in_key_order() {
-        let line = r#"{"_crdt_metadata":{"a":0,"deleted":true,"dots":[1,["x_n_2026",3]],"host":"h","seen":{"x_n_2026":3,"y\"q":1},"timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":2,"zz":null},"id":"n"}"#;
+        let line = r#"{"_crdt_metadata":{"a":0,"deleted":true,"dots":[1,["x_n_2026",3],[["x_n_2026",1],[null,2]]],"host":"h","seen":{"x_n_2026":3,"y\"q":1},"timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":2,"zz":null},"id":"n"}"#;
         let e = entry(line);
         assert!(e.meta.deleted);
         assert_eq!(e.meta.seen.len(), 2);
-        assert_eq!(
-            e.meta.dot(0),
-            Dot {
-                lineage: None,
-                version: 1
-            }
-        );
-        assert_eq!(e.meta.dot(1).lineage.as_deref(), Some("x_n_2026"));
-        assert_eq!(
-            e.meta.dot(7),
-            Dot {
-                lineage: None,
-                version: 2
-            }
-        );
+        let own = |version| Dot {
+            lineage: None,
+            version,
+        };
+        assert_eq!(e.meta.dots(0), [own(1)]);
+        assert_eq!(e.meta.dots(1)[0].lineage.as_deref(), Some("x_n_2026"));
+        assert_eq!(e.meta.dots(2).len(), 2);
+        assert_eq!(e.meta.dots(2)[1], own(2));
+        assert_eq!(e.meta.dots(7), [own(2)]);
         assert!(e.meta.has_seen("x_n_2026", 3) && !e.meta.has_seen("x_n_2026", 4));
         assert!(e.meta.has_seen("u", 2) && !e.meta.has_seen("u", 3));
         assert_eq!(e.to_json(), line);

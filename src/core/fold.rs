@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::core::clock::Timestamp;
-use crate::core::entry::{Dot, Entry, Seen, json_items};
+use crate::core::entry::{Dot, Dots, Entry, Seen, json_items};
 use crate::core::merge;
 use crate::core::record::{self, Kind};
 use crate::core::stamp::minted_by;
@@ -90,8 +90,8 @@ pub struct Folded {
     pub seen: Seen,
     /// The newest timestamp among the heads.
     pub newest: Timestamp,
-    /// The dot of each observation of `body`, lineage named.
-    pub dots: Vec<Dot>,
+    /// The dots of each observation of `body`, lineages named.
+    pub dots: Vec<Dots>,
     /// The newest live head (for deleted identities, the newest head).
     pub newest_head: Entry,
 }
@@ -160,7 +160,15 @@ fn fold_one(ident: String, mut heads: Vec<&Entry>) -> Folded {
         (with_observations(top.body(), &obs), dots)
     } else {
         let n = crate::core::base::observation_count(top.body());
-        let dots = (0..n).map(|i| named(top, top.meta.dot(i))).collect();
+        let dots = (0..n)
+            .map(|i| {
+                top.meta
+                    .dots(i)
+                    .into_iter()
+                    .map(|d| named(top, d))
+                    .collect()
+            })
+            .collect();
         (top.body().to_string(), dots)
     };
     Folded {
@@ -182,7 +190,7 @@ fn named(h: &Entry, d: Dot) -> Dot {
     }
 }
 
-/// The observations of `h`, each with its dot (lineage named).
+/// The observations of `h`, each with each of its dots (lineages named).
 fn observations_of(h: &Entry) -> Vec<(&str, Dot)> {
     if h.meta.deleted {
         return Vec::new();
@@ -195,16 +203,17 @@ fn observations_of(h: &Entry) -> Vec<(&str, Dot)> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, t)| {
+        .flat_map(|(i, t)| {
             let text = std::str::from_utf8(t).expect("canonical JSON is UTF-8");
-            (text, named(h, h.meta.dot(i)))
+            h.meta.dots(i).into_iter().map(move |d| (text, named(h, d)))
         })
         .collect()
 }
 
-/// The observations of the live heads, oldest head first, each once, without
-/// those that some head removed.
-fn observations(heads: &[&Entry], live: &[&Entry]) -> (Vec<String>, Vec<Dot>) {
+/// The observations of the live heads, oldest head first, each once, with the
+/// dots that no head removed: a head that has seen a dot but does not hold it
+/// removed it. An observation with no dot left is gone.
+fn observations(heads: &[&Entry], live: &[&Entry]) -> (Vec<String>, Vec<Dots>) {
     let held: Vec<HashSet<(&str, Dot)>> = heads
         .iter()
         .map(|h| observations_of(h).into_iter().collect())
@@ -216,7 +225,7 @@ fn observations(heads: &[&Entry], live: &[&Entry]) -> (Vec<String>, Vec<Dot>) {
         })
     };
     let mut out: Vec<String> = Vec::new();
-    let mut dots: Vec<Dot> = Vec::new();
+    let mut dots: Vec<Dots> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for h in live {
         for (text, d) in observations_of(h) {
@@ -225,18 +234,21 @@ fn observations(heads: &[&Entry], live: &[&Entry]) -> (Vec<String>, Vec<Dot>) {
             }
             match index.get(text) {
                 Some(&i) => {
-                    // One dot for each observation: the least, on every host.
-                    if d < dots[i] {
-                        dots[i] = d;
+                    if !dots[i].contains(&d) {
+                        dots[i].push(d);
                     }
                 }
                 None => {
                     index.insert(text.to_string(), out.len());
                     out.push(text.to_string());
-                    dots.push(d);
+                    dots.push(vec![d]);
                 }
             }
         }
+    }
+    // The same list on every host, whatever the order of the heads.
+    for d in &mut dots {
+        d.sort();
     }
     (out, dots)
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::core::base::{Base, Held};
 use crate::core::clock::Timestamp;
-use crate::core::entry::{Dot, Entry, Metadata, Seen, json_items};
+use crate::core::entry::{Dot, Dots, Entry, Metadata, Seen, json_items};
 use crate::core::merge;
 use crate::core::record::{self, Located, Record};
 
@@ -284,12 +284,6 @@ pub fn stamp(records: &[Located], cx: &Context<'_>) -> Result<Stamped, StampErro
     }
     for (ident, prior, state) in deletions {
         let forced = cx.forget.get(ident);
-        if let Some(p) = prior.filter(|p| p.meta.deleted && forced.is_none()) {
-            // Deleted already.
-            stamped.push(p.clone());
-            base.held.insert(ident.clone(), held_of_version(p));
-            continue;
-        }
         let version = next_version(prior, ident)?;
         let named_by = state
             .and_then(|s| s.body.clone())
@@ -369,18 +363,20 @@ fn new_version(
     Entry::new(meta, body)
 }
 
-/// The dot of each observation of `body`: kept from the prior version or the
-/// base state where either holds it, else added now.
+/// The dot of each observation of `body`: kept from what the memory held (the
+/// base state, else the prior version) where it held the observation, else added
+/// now. The prior version alone does not say: the memory may have lost an
+/// observation since (a removal that came from another host) and got it again.
 fn dots_for(
     body: &str,
     own: &Arc<str>,
     version: u64,
     prior: Option<&Entry>,
     state: Option<&Held>,
-) -> Option<Vec<Dot>> {
+) -> Option<Vec<Dots>> {
     let items = json_items(record::member_of_body(body, "observations")?.as_bytes())?;
-    let prior_items: Vec<(&[u8], Dot)> = prior
-        .filter(|p| !p.meta.deleted)
+    let prior_items: Vec<(&[u8], Dots)> = prior
+        .filter(|p| !p.meta.deleted && state.is_none())
         .and_then(|p| {
             let obs = record::member_of_body(p.body(), "observations")?;
             let items = json_items(obs.as_bytes())?;
@@ -388,35 +384,36 @@ fn dots_for(
                 items
                     .into_iter()
                     .enumerate()
-                    .map(|(i, t)| (t, p.meta.dot(i)))
+                    .map(|(i, t)| (t, p.meta.dots(i)))
                     .collect(),
             )
         })
         .unwrap_or_default();
-    let here = Dot {
+    let here = vec![Dot {
         lineage: None,
         version,
+    }];
+    // A dot of this lineage is written as this lineage's (no name).
+    let unnamed = |d: &Dot| match &d.lineage {
+        Some(l) if l == own => Dot {
+            lineage: None,
+            version: d.version,
+        },
+        _ => d.clone(),
     };
-    let dots: Vec<Dot> = items
+    let dots: Vec<Dots> = items
         .iter()
         .map(|item| {
             if let Some((_, d)) = prior_items.iter().find(|(t, _)| t == item) {
                 return d.clone();
             }
             let text = std::str::from_utf8(item).expect("canonical JSON is UTF-8");
-            match state.and_then(|s| s.dot_of(text)) {
-                Some(Dot {
-                    lineage: Some(l),
-                    version,
-                }) if l == own => Dot {
-                    lineage: None,
-                    version: *version,
-                },
-                Some(
-                    d @ Dot {
-                        lineage: Some(_), ..
-                    },
-                ) => d.clone(),
+            match state.and_then(|s| s.dots_of(text)) {
+                // Dots whose lineage is unknown (a base before lineages were
+                // named) do not count: the observation is added now.
+                Some(d) if !d.is_empty() && d.iter().all(|d| d.lineage.is_some()) => {
+                    d.iter().map(unnamed).collect()
+                }
                 _ => here.clone(),
             }
         })
@@ -439,11 +436,14 @@ pub fn held_of_version(e: &Entry) -> Held {
     let n = crate::core::base::observation_count(e.body());
     let dots = (0..n)
         .map(|i| {
-            let d = e.meta.dot(i);
-            Dot {
-                lineage: Some(d.lineage.unwrap_or_else(|| e.meta.unique_id.clone())),
-                version: d.version,
-            }
+            e.meta
+                .dots(i)
+                .into_iter()
+                .map(|d| Dot {
+                    lineage: Some(d.lineage.unwrap_or_else(|| e.meta.unique_id.clone())),
+                    version: d.version,
+                })
+                .collect()
         })
         .collect();
     Held {
