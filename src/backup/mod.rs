@@ -77,8 +77,23 @@ pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outc
     let host = cx.host()?;
     memory_file::check_regular(opts.memory)?;
     let transport = cx.transport()?;
-    let repo = open_or_make(cx)?;
+    let shown_repo = cx.repo.display().to_string();
+    let existing = Repo::open(&cx.repo).map_err(|e| git_error(e, &shown_repo))?;
+    let (base, warning) = match &existing {
+        Some(r) => local_state::load_base(r.git_dir(), &host),
+        None => (Base::default(), None),
+    };
+    report.warnings.extend(warning);
+    let expect_entries = base.held.values().any(|h| h.body.is_some());
+    // Bad input stops the run before anything is made or fetched.
+    let memory = memory_file::read(opts.memory, expect_entries)?;
+    let repo = match existing {
+        Some(r) => r,
+        None => Repo::init(&cx.repo, crate::git::DEFAULT_BRANCH)
+            .map_err(|e| git_error(e, &shown_repo))?,
+    };
     let branch = repo.branch().map_err(|e| Error::Config(e.to_string()))?;
+    heal(&repo, &branch)?;
     let remote = if opts.no_push {
         None
     } else {
@@ -89,11 +104,6 @@ pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outc
     report.set("branch", branch.as_str());
     report.set("remote", shown.clone());
     report.set("transport", transport.name());
-
-    let (base, warning) = local_state::load_base(repo.git_dir(), &host);
-    report.warnings.extend(warning);
-    let expect_entries = base.held.values().any(|h| h.body.is_some());
-    let memory = memory_file::read(opts.memory, expect_entries)?;
     if let Some(w) = crate::large_file_warning(
         &opts.memory.display().to_string(),
         memory.bytes.len() as u64,
@@ -140,15 +150,6 @@ pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outc
         not_pushed,
         repo,
     })
-}
-
-/// The repository, made (local, no remote) when there is none yet.
-fn open_or_make(cx: &Context) -> Result<Repo> {
-    let shown = cx.repo.display().to_string();
-    match Repo::open(&cx.repo).map_err(|e| git_error(e, &shown))? {
-        Some(r) => Ok(r),
-        None => Repo::init(&cx.repo, crate::git::DEFAULT_BRANCH).map_err(|e| git_error(e, &shown)),
-    }
 }
 
 struct Run<'a> {
@@ -320,7 +321,16 @@ impl Run<'_> {
     }
 
     fn fetch(&self, url: &str) -> std::result::Result<Fetched, GitError> {
-        let f = transport::fetch(&self.transport, self.repo, url, self.branch, self.deadline)?;
+        let f = match transport::fetch(&self.transport, self.repo, url, self.branch, self.deadline)
+        {
+            // An object file that a power cut left empty makes git take the
+            // object for present and then fail to read it: it goes, and the
+            // fetch brings the object again.
+            Err(e) if !e.is_permanent() && self.repo.remove_empty_loose_objects() > 0 => {
+                transport::fetch(&self.transport, self.repo, url, self.branch, self.deadline)?
+            }
+            r => r?,
+        };
         tracing::debug!(
             "fetched: tip {:?}, {} parked",
             f.tip.map(|t| t.short()),
@@ -464,7 +474,10 @@ impl Run<'_> {
             }
             m => format!("cannot write the commit's objects: {m}"),
         };
-        Error::write(&self.cx.repo, std::io::Error::other(cause))
+        match e {
+            GitError::Damaged(_) => git_error(e, &self.cx.repo.display().to_string()),
+            _ => Error::RepoWrite(format!("{}: write failed: {cause}", self.cx.repo.display())),
+        }
     }
 
     /// Without a remote: the commit goes on the local branch.
@@ -625,6 +638,26 @@ impl Run<'_> {
             )),
         }
     }
+}
+
+/// A remote-tracking ref whose commit lacks some of its files (left by a version
+/// that took a tip without checking it) goes: git would take the commit for
+/// present and never fetch its files again. A local branch in that state is
+/// damage: its commits may be nowhere else.
+fn heal(repo: &Repo, branch: &str) -> Result<()> {
+    repo.drop_incomplete_tracking_refs();
+    if let Some(tip) = repo.local_tip(branch).map_err(|e| git_error(e, branch))?
+        && !repo.is_complete(tip)
+    {
+        return Err(git_error(
+            GitError::Damaged(format!(
+                "the commit {} of branch {branch} cannot be read whole",
+                tip.short()
+            )),
+            branch,
+        ));
+    }
+    Ok(())
 }
 
 /// The line of the memory file a record starts on.

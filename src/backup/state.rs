@@ -45,7 +45,7 @@ impl Tips {
         remote: Option<CommitId>,
         parked: &[(String, CommitId)],
     ) -> Result<Tips> {
-        let g = |e: GitError| Error::Other(format!("git: {e}"));
+        let g = |e: GitError| crate::backup::git_error(e, "the backup repository");
         let base = remote.or(local);
         let local = match (local, base) {
             (Some(l), Some(b)) if !repo.contains(b, l).map_err(g)? => Some(l),
@@ -141,7 +141,7 @@ pub fn prepare(
     warned: &mut bool,
     report: &mut Report,
 ) -> Result<Prepared> {
-    let g = |e: GitError| Error::Other(format!("git: {e}"));
+    let g = |e: GitError| crate::backup::git_error(e, "the backup repository");
     let read = |c: CommitId, report: &mut Report| -> Result<Files> {
         let (files, ignored) = repo.read_files(c, is_backup_file).map_err(g)?;
         if !*warned {
@@ -361,7 +361,7 @@ fn finish(
     base_files: Files,
     sides: &[(String, Files)],
 ) -> Result<Prepared> {
-    let g = |e: GitError| Error::Other(format!("git: {e}"));
+    let g = |e: GitError| crate::backup::git_error(e, "the backup repository");
     let mut own_entries = stamped.entries.clone();
     own_entries.extend(foreign);
     own_entries.sort_by(merge::file_cmp);
@@ -464,7 +464,7 @@ fn recover_unified(
     damaged: bool,
     have: &[Entry],
 ) -> Result<Option<(CommitId, Vec<Entry>)>> {
-    let g = |e: GitError| Error::Other(format!("git: {e}"));
+    let g = |e: GitError| crate::backup::git_error(e, "the backup repository");
     let own = |c: CommitId| -> Result<bool> {
         let (message, _) = repo.commit_info(c).map_err(g)?;
         Ok(OWN_COMMIT_PREFIXES.iter().any(|p| message.starts_with(p)))

@@ -278,6 +278,29 @@ impl Repo {
         }
     }
 
+    /// Deletes the remote-tracking refs whose commit is not here whole.
+    pub fn drop_incomplete_tracking_refs(&self) {
+        let Ok(refs) = self
+            .repo
+            .references_glob(&format!("{}*", transport::TRACKING_PREFIX))
+        else {
+            return;
+        };
+        let broken: Vec<String> = refs
+            .flatten()
+            .filter(|r| r.target().is_none_or(|id| !self.is_complete(CommitId(id))))
+            .filter_map(|r| r.name().ok().map(str::to_string))
+            .collect();
+        for name in broken {
+            tracing::warn!(
+                "{name} names a commit that is not here whole; it goes, and the next fetch brings it again"
+            );
+            if let Ok(mut r) = self.repo.find_reference(&name) {
+                let _ = r.delete();
+            }
+        }
+    }
+
     /// The parked hosts' tips as the last fetch saw them (section 8, Contention).
     pub fn parked(&self) -> Vec<(String, CommitId)> {
         let prefix = format!("{}memory-backup/hosts/", transport::TRACKING_PREFIX);
@@ -399,7 +422,10 @@ impl Repo {
             let id = self.write_object(&odb, ObjectType::Blob, bytes)?;
             builder.insert(name, id, 0o100_644).map_err(local)?;
         }
-        let tree_id = builder.write().map_err(local)?;
+        let mut tree_id = builder.write().map_err(local)?;
+        if self.remove_if_empty(tree_id) {
+            tree_id = builder.write().map_err(local)?;
+        }
         let tree = self.repo.find_tree(tree_id).map_err(local)?;
         let sig = Signature::new(&author.name, &author.email, &Time::new(author.time, 0))
             .map_err(local)?;
@@ -424,18 +450,41 @@ impl Repo {
         data: &[u8],
     ) -> Result<Oid, GitError> {
         let id = Oid::hash_object(kind, data).map_err(|e| classify_local(&e))?;
-        // libgit2 takes an object whose loose file exists as written, even when a
-        // power cut left that file empty.
+        self.remove_if_empty(id);
+        odb.write(kind, data).map_err(|e| classify_local(&e))
+    }
+
+    /// libgit2 and git take an object whose loose file exists as written, even
+    /// when a power cut left that file empty: such a file goes. Whether it was.
+    fn remove_if_empty(&self, id: Oid) -> bool {
         let hex = id.to_string();
         let loose = self
             .git_dir()
             .join("objects")
             .join(&hex[..2])
             .join(&hex[2..]);
-        if std::fs::metadata(&loose).is_ok_and(|m| m.len() == 0) {
-            let _ = std::fs::remove_file(&loose);
+        std::fs::metadata(&loose).is_ok_and(|m| m.len() == 0)
+            && std::fs::remove_file(&loose).is_ok()
+    }
+
+    /// Removes every empty loose object file (see [`Repo::remove_if_empty`]);
+    /// how many there were.
+    pub fn remove_empty_loose_objects(&self) -> usize {
+        let objects = self.git_dir().join("objects");
+        let mut removed = 0;
+        for b in 0..=255u8 {
+            let Ok(entries) = std::fs::read_dir(objects.join(format!("{b:02x}"))) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0)
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
         }
-        odb.write(kind, data).map_err(|e| classify_local(&e))
+        removed
     }
 
     /// Moves the local branch from `expected` to `new`, a compare-and-swap:

@@ -1,5 +1,10 @@
 //! CLI and end-to-end tests, in one binary so that they share one build.
 
+mod atomic;
+mod backup;
+mod cli;
 mod golden;
 mod laws;
+mod model;
+mod restore;
 mod support;
