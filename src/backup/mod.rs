@@ -200,15 +200,18 @@ impl Run<'_> {
                         if self.pause(&mut retry, attempts) {
                             continue;
                         }
-                        // Never reached: commit on the local tip for the next run.
-                        let p = self.prepare(None, &memory, &base, &mut warned, report)?;
+                        // Never reached: commit on what this repository knows (the
+                        // local tip, and the remote's as last fetched) for the next run.
+                        let known = self.last_fetched();
+                        let p = self.prepare(Some(&known), &memory, &base, &mut warned, report)?;
                         let commit = self.keep_local(&p, report)?;
                         self.save_base(&p, &memory, report);
                         let e = self.not_pushed(e, attempts);
                         return Ok((p, memory, Some(commit), false, attempts, Some(e)));
                     }
                     Err(e) => {
-                        let p = self.prepare(None, &memory, &base, &mut warned, report)?;
+                        let known = self.last_fetched();
+                        let p = self.prepare(Some(&known), &memory, &base, &mut warned, report)?;
                         let commit = self.keep_local(&p, report)?;
                         self.save_base(&p, &memory, report);
                         let url = self.remote.unwrap_or_default();
@@ -337,6 +340,14 @@ impl Run<'_> {
             f.parked.len()
         );
         Ok(f)
+    }
+
+    /// The remote's refs as the last fetch that reached it saw them.
+    fn last_fetched(&self) -> Fetched {
+        Fetched {
+            tip: self.repo.tracking_tip(self.branch),
+            parked: self.repo.parked(),
+        }
     }
 
     /// Sleeps before the next attempt, saying so on a terminal when the wait is

@@ -33,13 +33,19 @@ pub struct HostFile<'a> {
 /// writer's whole file no longer holds was removed by a version before tombstones
 /// and is left out.
 pub fn heads<'a>(files: &[HostFile<'a>], unified: &'a [Entry]) -> Vec<&'a Entry> {
+    // Where two files claim a lineage (a forged copy, or a version made before
+    // one writer per unique_id), the file of the host that minted it wins.
+    let claim = |e: &Entry| minted_by(e.unique_id(), &e.meta.host);
     let mut written: HashMap<&str, &Entry> = HashMap::new();
     for f in files {
         for e in f.entries.iter().filter(|e| *e.meta.host == *f.host) {
             written
                 .entry(e.unique_id())
                 .and_modify(|cur| {
-                    if merge::lww_cmp(e, cur).is_gt() {
+                    let better = claim(e)
+                        .cmp(&claim(cur))
+                        .then_with(|| merge::lww_cmp(e, cur));
+                    if better.is_gt() {
                         *cur = e;
                     }
                 })

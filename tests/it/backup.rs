@@ -830,7 +830,6 @@ fn runs_at_once_on_one_host_all_succeed() {
     fsck(&env, &env.path("r/.git"));
 }
 
-
 /// Lock files that would block a later git operation: those of refs, HEAD, the
 /// index, the config. A killed pack indexer leaves a randomly named temporary
 /// pack and its `.lock` under `objects/pack`, and a killed run its randomly named
@@ -924,7 +923,6 @@ fn time_spent_waiting_on_the_network_is_not_reported_as_a_slow_merge() {
     assert!(!stderr(&out).contains("the merge took"), "{}", stderr(&out));
 }
 
-
 #[test]
 fn a_run_that_stops_after_a_rejected_push_keeps_its_commit_here_and_the_working_tree_shows_it() {
     // The first push is refused by the server's hook, which also takes the
@@ -960,8 +958,6 @@ fn a_run_that_stops_after_a_rejected_push_keeps_its_commit_here_and_the_working_
     assert!(local.contains("\"two\""), "{local}");
     assert_eq!(env.git_in(&r, &["show", "main:memory-h.json"]), local);
 }
-
-
 
 /// A bare repository served by a git daemon, the remote of `r` (host `h`) by
 /// path or by `git://` as `remote` says, with a first backup of one entry

@@ -3,8 +3,10 @@
 mod atomic;
 mod backup;
 mod cli;
+mod deletions;
 mod golden;
 mod laws;
 mod model;
 mod restore;
 mod support;
+mod sync;

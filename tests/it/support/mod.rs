@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod hosts;
 pub mod mcp;
 pub mod servers;
 
