@@ -31,6 +31,10 @@ pub const MANY_ATTEMPTS: u32 = 3;
 /// and this many refusals, then the next run tries again.
 pub const REFUSED_PATIENCE: Duration = Duration::from_secs(10);
 pub const REFUSED_ATTEMPTS: u32 = 3;
+/// Refusals on the branch (others landed first) after which a run parks its
+/// commit on its own ref instead (section 8, Contention): chosen with
+/// `scripts/contention-model`, see docs/perf.
+pub const PARK_AFTER: u32 = 1;
 /// Attempts at moving the local branch while concurrent runs move it too.
 const LOCAL_MOVES: usize = 8;
 /// How many times a run reads the memory file again when another run of this
@@ -177,6 +181,8 @@ type Attempts = (
 );
 
 impl Run<'_> {
+    /// Fetch, make the state, push; again on a refusal, until it lands, parks, or
+    /// the deadline passes.
     fn attempts(
         &self,
         mut memory: MemoryRead,
@@ -185,6 +191,7 @@ impl Run<'_> {
     ) -> Result<Attempts> {
         let mut retry = Retry::new(self.deadline);
         let mut attempts: u32 = 0;
+        let mut rejections: u32 = 0;
         let mut warned = false;
         let mut stale_reads = 0;
         // Since when, on which remote tip and how many times in a row the server
@@ -195,34 +202,21 @@ impl Run<'_> {
                 None => None,
                 Some(url) => match self.fetch(url) {
                     Ok(f) => Some(f),
-                    Err(e) if e.is_retryable() => {
+                    Err(e) => {
                         tracing::info!("fetch from {}: {e}", self.shown);
-                        if self.pause(&mut retry, attempts) {
+                        if e.is_retryable() && self.pause(&mut retry, attempts) {
                             continue;
                         }
+                        let e = if e.is_retryable() {
+                            self.not_pushed(e, attempts)
+                        } else {
+                            git_error(e, url)
+                        };
                         // Never reached: commit on what this repository knows (the
                         // local tip, and the remote's as last fetched) for the next run.
                         let known = self.last_fetched();
                         let p = self.prepare(Some(&known), &memory, &base, &mut warned, report)?;
-                        let commit = self.keep_local(&p, report)?;
-                        self.save_base(&p, &memory, report);
-                        let e = self.not_pushed(e, attempts);
-                        return Ok((p, memory, Some(commit), false, attempts, Some(e)));
-                    }
-                    Err(e) => {
-                        let known = self.last_fetched();
-                        let p = self.prepare(Some(&known), &memory, &base, &mut warned, report)?;
-                        let commit = self.keep_local(&p, report)?;
-                        self.save_base(&p, &memory, report);
-                        let url = self.remote.unwrap_or_default();
-                        return Ok((
-                            p,
-                            memory,
-                            Some(commit),
-                            false,
-                            attempts,
-                            Some(git_error(e, url)),
-                        ));
+                        return self.kept(p, memory, attempts, e, report);
                     }
                 },
             };
@@ -239,18 +233,15 @@ impl Run<'_> {
             if self.opts.dry_run {
                 return Ok((p, memory, None, false, attempts, None));
             }
-            let remote_tip = fetched.as_ref().and_then(|f| f.tip);
-            let Some(url) = self.remote else {
+            let (Some(url), Some(fetched)) = (self.remote, fetched) else {
                 let commit = self.commit_locally(&p, report)?;
                 self.save_base(&p, &memory, report);
                 return Ok((p, memory, commit, false, attempts, None));
             };
-            if p.unchanged && p.parents.first() == remote_tip.as_ref() {
-                let tip = remote_tip.expect("compared");
-                self.adopt(tip, Some((tip, &p)));
-                local_state::set_last_push(self.repo.git_dir(), self.cx.clock.now());
-                self.save_base(&p, &memory, report);
-                return Ok((p, memory, None, remote_tip.is_some(), attempts, None));
+            if p.unchanged && p.parents.first() == fetched.tip.as_ref() {
+                let tip = fetched.tip.expect("compared");
+                self.landed(tip, &p, &memory, report);
+                return Ok((p, memory, None, true, attempts, None));
             }
             let target = if p.unchanged {
                 p.parents[0]
@@ -258,26 +249,35 @@ impl Run<'_> {
                 self.write_commit(&p)?
             };
             attempts += 1;
-            let refname = format!("refs/heads/{}", self.branch);
+            // Refused on the branch because others landed first: the commit
+            // waits on this host's own ref instead, where no other host pushes.
+            let park = rejections >= PARK_AFTER;
+            let (refname, expected) = if park {
+                let own = fetched.parked.iter().find(|(h, _)| h == self.host);
+                (parked_ref(self.host), own.map(|(_, c)| *c))
+            } else {
+                (format!("refs/heads/{}", self.branch), fetched.tip)
+            };
             let pushed = transport::push(
                 &self.transport,
                 self.repo,
                 url,
                 &refname,
                 target,
-                remote_tip,
+                expected,
                 self.deadline,
             );
             match pushed {
                 Ok(()) => {
                     tracing::info!(
-                        "push attempt {attempts} to {}: {} pushed",
+                        "push attempt {attempts} to {} {refname}: {} pushed",
                         self.shown,
                         target.short()
                     );
-                    self.adopt(target, Some((target, &p)));
-                    local_state::set_last_push(self.repo.git_dir(), self.cx.clock.now());
-                    self.save_base(&p, &memory, report);
+                    self.landed(target, &p, &memory, report);
+                    if park {
+                        report.set("parked", refname.trim_start_matches("refs/heads/"));
+                    }
                     if attempts > MANY_ATTEMPTS {
                         report.warn(format!(
                             "the push to {} needed {attempts} attempts, over the alert threshold of {MANY_ATTEMPTS}",
@@ -287,40 +287,58 @@ impl Run<'_> {
                     return Ok((p, memory, Some(target), true, attempts, None));
                 }
                 Err(e) if e.is_retryable() => {
-                    tracing::info!("push attempt {attempts} to {}: {e}", self.shown);
+                    tracing::info!("push attempt {attempts} to {} {refname}: {e}", self.shown);
+                    if matches!(e, GitError::Rejected(_)) && !park {
+                        rejections += 1;
+                    }
                     refused = match (&e, refused) {
-                        (GitError::Refused(_), Some((since, tip, n))) if tip == remote_tip => {
+                        (GitError::Refused(_), Some((since, tip, n))) if tip == fetched.tip => {
                             Some((since, tip, n + 1))
                         }
-                        (GitError::Refused(_), _) => Some((Instant::now(), remote_tip, 1)),
+                        (GitError::Refused(_), _) => Some((Instant::now(), fetched.tip, 1)),
                         _ => None,
                     };
                     let patient = refused.is_none_or(|(since, _, n)| {
                         n < REFUSED_ATTEMPTS || since.elapsed() < REFUSED_PATIENCE
                     });
-                    if patient && self.pause(&mut retry, attempts) {
+                    // The second attempt comes at once: parking needs no pause.
+                    let parking_next = rejections >= PARK_AFTER && !park && refused.is_none();
+                    if patient && (parking_next || self.pause(&mut retry, attempts)) {
                         continue;
                     }
-                    let commit = self.keep_local(&p, report)?;
-                    self.save_base(&p, &memory, report);
                     let e = self.not_pushed(e, attempts);
-                    return Ok((p, memory, Some(commit), false, attempts, Some(e)));
+                    return self.kept(p, memory, attempts, e, report);
                 }
                 Err(e) => {
-                    tracing::info!("push attempt {attempts} to {}: {e}", self.shown);
-                    let commit = self.keep_local(&p, report)?;
-                    self.save_base(&p, &memory, report);
-                    return Ok((
-                        p,
-                        memory,
-                        Some(commit),
-                        false,
-                        attempts,
-                        Some(git_error(e, url)),
-                    ));
+                    tracing::info!("push attempt {attempts} to {} {refname}: {e}", self.shown);
+                    let e = git_error(e, url);
+                    return self.kept(p, memory, attempts, e, report);
                 }
             }
         }
+    }
+
+    /// The state is on the remote (pushed, parked, or there already): the local
+    /// branch and the working tree follow, and the base is recorded.
+    fn landed(&self, commit: CommitId, p: &Prepared, memory: &MemoryRead, report: &mut Report) {
+        self.adopt(commit, Some((commit, p)));
+        local_state::set_last_push(self.repo.git_dir(), self.cx.clock.now());
+        self.save_base(p, memory, report);
+    }
+
+    /// The state is not on the remote: its commit stays on the local branch for
+    /// the next run, and `e` says why.
+    fn kept(
+        &self,
+        p: Prepared,
+        memory: MemoryRead,
+        attempts: u32,
+        e: Error,
+        report: &mut Report,
+    ) -> Result<Attempts> {
+        let commit = self.keep_local(&p, report)?;
+        self.save_base(&p, &memory, report);
+        Ok((p, memory, Some(commit), false, attempts, Some(e)))
     }
 
     fn fetch(&self, url: &str) -> std::result::Result<Fetched, GitError> {
@@ -669,6 +687,11 @@ fn heal(repo: &Repo, branch: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The ref where `host` parks a commit that the branch refused.
+pub fn parked_ref(host: &str) -> String {
+    format!("{}{host}", transport::PARKED_PREFIX)
 }
 
 /// The line of the memory file a record starts on.

@@ -74,8 +74,19 @@ pub fn report_backup(outcome: &Outcome, report: &mut Report) {
             s.new, s.changed, s.deleted
         )
     };
+    let parked = report
+        .fields
+        .get("parked")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let how = match (&outcome.commit, outcome.pushed, &outcome.remote) {
         (None, _, _) => String::new(),
+        (Some(c), true, Some(remote)) if parked.is_some() => format!(
+            "; parked {} on {remote} ({}): others landed first, and the next run of any host \
+             takes it into the branch",
+            c.short(),
+            parked.as_deref().unwrap_or_default()
+        ),
         (Some(c), true, Some(remote)) => format!("; pushed {} to {remote}", c.short()),
         (Some(c), _, _) if outcome.not_pushed.is_some() => {
             format!("; committed {} locally, not pushed", c.short())

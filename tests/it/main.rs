@@ -3,6 +3,7 @@
 mod atomic;
 mod backup;
 mod cli;
+mod contention;
 mod deletions;
 mod golden;
 mod laws;
