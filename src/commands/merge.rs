@@ -35,12 +35,22 @@ pub fn cmd_merge(args: &MergeArgs, cx: &Context, report: &mut Report) -> Result<
             .flat_map(|(_, s)| &s.entries)
             .chain(previous.iter().flat_map(|s| &s.entries)),
     );
-    let text = entry::render(merged.iter().copied());
-    let written = std::fs::read(&output).map_or(true, |old| old != text);
-    if written {
-        atomic::write_bytes(&output, atomic::Mode::KeepOr644, &text)
-            .map_err(|e| Error::write(&output, e))?;
-    }
+    // Written straight to the file when there is none to compare with.
+    let written = if output.exists() {
+        let text = entry::render(merged.iter().copied());
+        let changed = std::fs::read(&output).map_or(true, |old| old != text);
+        if changed {
+            atomic::write_bytes(&output, atomic::Mode::KeepOr644, &text)
+                .map_err(|e| Error::write(&output, e))?;
+        }
+        changed
+    } else {
+        atomic::write(&output, atomic::Mode::KeepOr644, |w| {
+            entry::write_file(w, merged.iter().copied())
+        })
+        .map_err(|e| Error::write(&output, e))?;
+        true
+    };
     let took = started.elapsed().as_secs_f64();
     if took > crate::SLOW_MERGE_SECS {
         report.warn(format!(

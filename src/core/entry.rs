@@ -401,8 +401,19 @@ fn parse_u64(token: &[u8]) -> Option<u64> {
     std::str::from_utf8(token).ok()?.parse().ok()
 }
 
-fn write_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(v.to_string().as_bytes());
+/// The decimal digits of `v`, without allocating.
+fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Length of the key token at the start of a canonical `"key":value` member.
@@ -601,34 +612,41 @@ pub fn parse_stamped(bytes: &[u8]) -> Result<StampedFile, ParseError> {
 
 /// Parses many files' bytes on all cores; results in the order given.
 pub fn parse_many(files: &[&[u8]]) -> Vec<Result<StampedFile, ParseError>> {
-    let workers = crate::core::cores().min(files.len());
+    on_all_cores(files.len(), |i| files[i].len(), |i| parse_stamped(files[i]))
+}
+
+/// `work(i)` for every `i` below `n`, on all cores, the largest (by `size`)
+/// first and dealt out in turn so that the workers finish together; results in
+/// the order of `i`.
+pub fn on_all_cores<T: Send>(
+    n: usize,
+    size: impl Fn(usize) -> usize,
+    work: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
+    let workers = crate::core::cores().min(n);
     if workers <= 1 {
-        return files.iter().map(|b| parse_stamped(b)).collect();
+        return (0..n).map(work).collect();
     }
-    // Largest first, dealt out in turn, so that the workers finish together.
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(files[i].len()));
-    let mut results: Vec<Option<_>> = (0..files.len()).map(|_| None).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(size(i)));
+    let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let work = &work;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let mine: Vec<usize> = order.iter().copied().skip(w).step_by(workers).collect();
-                scope.spawn(move || {
-                    mine.into_iter()
-                        .map(|i| (i, parse_stamped(files[i])))
-                        .collect::<Vec<_>>()
-                })
+                scope.spawn(move || mine.into_iter().map(|i| (i, work(i))).collect::<Vec<_>>())
             })
             .collect();
         for h in handles {
-            for (i, r) in h.join().expect("a parser does not panic") {
+            for (i, r) in h.join().expect("a worker does not panic") {
                 results[i] = Some(r);
             }
         }
     });
     results
         .into_iter()
-        .map(|r| r.expect("every file was parsed"))
+        .map(|r| r.expect("every item was done"))
         .collect()
 }
 

@@ -49,9 +49,11 @@ pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> 
             })
             .or_insert(e);
     }
-    let mut out: Vec<&'a Entry> = best.into_values().collect();
-    out.sort_unstable_by(|a, b| file_cmp(a, b));
-    out
+    // The timestamp beside each reference: most comparisons end there.
+    let mut keyed: Vec<(crate::core::clock::Timestamp, &'a Entry)> =
+        best.into_values().map(|e| (e.meta.timestamp, e)).collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| file_cmp(a.1, b.1)));
+    keyed.into_iter().map(|(_, e)| e).collect()
 }
 
 /// [`merge`] into owned entries.

@@ -63,32 +63,14 @@ pub enum ReadError {
     Parse(ParseError),
 }
 
-/// Reads many host or unified files, parsing them on all cores.
+/// Reads and parses many host or unified files on all cores, each read by the
+/// thread that parses it.
 pub fn read_many(paths: &[PathBuf]) -> Vec<Result<StampedFile, ReadError>> {
-    let mut bytes = Vec::with_capacity(paths.len());
-    let mut errors = Vec::with_capacity(paths.len());
-    for p in paths {
-        match fs::read(p) {
-            Ok(b) => {
-                bytes.push(b);
-                errors.push(None);
-            }
-            Err(e) => {
-                bytes.push(Vec::new());
-                errors.push(Some(e));
-            }
-        }
-    }
-    let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-    let parsed = entry::parse_many(&slices);
-    parsed
-        .into_iter()
-        .zip(errors)
-        .map(|(p, e)| match e {
-            Some(e) => Err(ReadError::Io(e)),
-            None => p.map_err(ReadError::Parse),
-        })
-        .collect()
+    let size = |i: usize| fs::metadata(&paths[i]).map_or(0, |m| m.len() as usize);
+    entry::on_all_cores(paths.len(), size, |i| {
+        let bytes = fs::read(&paths[i]).map_err(ReadError::Io)?;
+        entry::parse_stamped(&bytes).map_err(ReadError::Parse)
+    })
 }
 
 #[cfg(test)]
