@@ -103,178 +103,30 @@ pub fn minted_by(unique_id: &str, host: &str) -> bool {
     })
 }
 
-/// An own lineage of P, with its identity by its body.
+/// An own lineage of P, and whether an entry of the memory took it.
 struct Own<'a> {
     entry: &'a Entry,
     claimed: bool,
 }
 
+/// An identity the memory no longer holds: the lineage its tombstone goes on,
+/// and what the base says the memory held.
+type Deletion<'a> = (String, Option<&'a Entry>, Option<&'a Held>);
+
 /// Stamps `records` against `cx`.
 pub fn stamp(records: &[Located], cx: &Context<'_>) -> Result<Stamped, StampError> {
-    let host: Arc<str> = cx.host.into();
-    let mut out = Stamped::default();
-    let mut items = dedupe(records, cx.id_field, &mut out.notices);
+    let mut s = Stamper::new(cx);
+    let mut items = dedupe(records, cx.id_field, &mut s.out.notices);
     // A forgotten identity is deleted whatever the memory holds.
     items.retain(|i| !cx.forget.contains_key(&i.ident));
-
-    // P's lineages by the identity of their body, in the order of their names.
-    let mut own: HashMap<String, Vec<Own<'_>>> = HashMap::new();
-    for e in cx.own {
-        own.entry(record::ident_of_body(e.body(), cx.id_field))
-            .or_default()
-            .push(Own {
-                entry: e,
-                claimed: false,
-            });
+    let same = s.pair_unchanged(&items);
+    for (item, same) in items.iter().zip(same) {
+        s.stamp_item(item, same)?;
     }
-    for lineages in own.values_mut() {
-        lineages.sort_by(|a, b| a.entry.unique_id().cmp(b.entry.unique_id()));
-    }
-    let states: HashMap<String, &Held> = cx.base.held.iter().map(|(k, v)| (k.clone(), v)).collect();
-
-    // An entry that holds what one of its own lineages holds is unchanged,
-    // whatever the base says: this pass pairs those first, so that a renamed
-    // duplicate keeps its lineage whichever line it is on.
-    // Where the base knows the identity, it alone says what the memory held: the
-    // memory may hold an old version of this host's own again (an observation
-    // that came from another host, removed here).
-    let mut same: Vec<Option<&Entry>> = vec![None; items.len()];
-    for (k, item) in items.iter().enumerate() {
-        let known = states
-            .get(&item.ident)
-            .is_some_and(|s| s.body.as_deref() != Some(&item.record.body));
-        if known {
-            continue;
-        }
-        if let Some(lineages) = own.get_mut(&item.base_ident)
-            && let Some(o) = lineages
-                .iter_mut()
-                .find(|o| !o.claimed && !o.entry.meta.deleted && o.entry.body() == item.record.body)
-        {
-            o.claimed = true;
-            same[k] = Some(o.entry);
-        }
-    }
-
-    let mut stamped: Vec<Entry> = Vec::with_capacity(cx.own.len() + 8);
-    let mut base = Base::default();
-    for (k, item) in items.iter().enumerate() {
-        let state = states.get(&item.ident).copied();
-        if let Some(prior) = same[k] {
-            out.unchanged += 1;
-            stamped.push(prior.clone());
-            let mut held = held_of_version(prior);
-            if let Some(s) = state.filter(|s| s.body.as_deref() == Some(&item.record.body)) {
-                merge_seen(&mut held.seen, &s.seen);
-                held.newest = held.newest.max(s.newest);
-            }
-            base.held.insert(item.ident.clone(), held);
-            continue;
-        }
-        let prior = own.get_mut(&item.base_ident).and_then(|l| {
-            let o = l.iter_mut().find(|o| !o.claimed)?;
-            o.claimed = true;
-            Some(o.entry)
-        });
-        let holds_it = state.filter(|s| s.body.as_deref() == Some(&item.record.body));
-        let held_back = holds_it.is_none() && (cx.held_back)(&item.ident, item.record);
-        if let Some(s) = holds_it.or(state.filter(|_| held_back)) {
-            // As the base says (it came from the backup, or was stamped before),
-            // or a change held back: no version.
-            if held_back {
-                out.held_back.push(item.ident.clone());
-            } else {
-                out.unchanged += 1;
-            }
-            stamped.extend(prior.cloned());
-            base.held.insert(item.ident.clone(), s.clone());
-            continue;
-        }
-        if held_back {
-            out.held_back.push(item.ident.clone());
-            stamped.extend(prior.cloned());
-            continue;
-        }
-        let was_live =
-            prior.is_some_and(|p| !p.meta.deleted) || state.is_some_and(|s| s.body.is_some());
-        let version = next_version(prior, &item.ident)?;
-        let entry = new_version(
-            cx,
-            &host,
-            &item.ident,
-            prior,
-            state,
-            version,
-            &item.record.body,
-            false,
-        );
-        if was_live {
-            out.changed += 1;
-            out.changed_idents.push(item.ident.clone());
-        } else {
-            out.new += 1;
-            out.new_idents.push(item.ident.clone());
-        }
-        base.held
-            .insert(item.ident.clone(), held_of_version(&entry));
-        stamped.push(entry);
-    }
-
-    // Identities the memory no longer holds, and lineages no entry claimed.
-    let in_memory: std::collections::HashSet<&str> =
-        items.iter().map(|i| i.ident.as_str()).collect();
-    let mut idents: Vec<&String> = own.keys().chain(states.keys()).collect();
-    idents.sort();
-    idents.dedup();
-    let mut live = in_memory.len();
-    let mut deletions: Vec<(&String, Option<&Entry>, Option<&Held>)> = Vec::new();
-    for ident in idents {
-        let state = states.get(ident).copied();
-        let unclaimed: Vec<&Entry> = own
-            .get(ident.as_str())
-            .into_iter()
-            .flatten()
-            .filter(|o| !o.claimed)
-            .map(|o| o.entry)
-            .collect();
-        let forced = cx.forget.contains_key(ident);
-        if in_memory.contains(ident.as_str()) && !forced {
-            stamped.extend(unclaimed.into_iter().cloned());
-            continue;
-        }
-        // The lineage a tombstone goes on: a live one first.
-        let prior = unclaimed
-            .iter()
-            .copied()
-            .find(|p| !p.meta.deleted)
-            .or_else(|| unclaimed.first().copied());
-        // Older lineages of the identity (made before one writer per identity)
-        // stay as they are.
-        stamped.extend(
-            unclaimed
-                .iter()
-                .filter(|p| prior.is_none_or(|q| !std::ptr::eq(**p, q)))
-                .map(|p| (*p).clone()),
-        );
-        let held_before = match state {
-            Some(s) => s.body.is_some(),
-            None => prior.is_some_and(|p| !p.meta.deleted),
-        };
-        if held_before && !in_memory.contains(ident.as_str()) {
-            live += 1;
-        }
-        if held_before || forced {
-            deletions.push((ident, prior, state));
-        } else {
-            stamped.extend(prior.cloned());
-            if let Some(s) = state {
-                base.held.insert(ident.clone(), s.clone());
-            }
-        }
-    }
+    let (deletions, live) = s.deletions(&items);
     let guarded = deletions
         .iter()
-        .filter(|(i, _, _)| !cx.forget.contains_key(*i))
+        .filter(|(i, _, _)| !cx.forget.contains_key(i))
         .count();
     if !cx.allow_mass_delete && guarded >= MASS_DELETE_MIN && guarded * 2 > live {
         return Err(StampError::MassDelete {
@@ -282,9 +134,212 @@ pub fn stamp(records: &[Located], cx: &Context<'_>) -> Result<Stamped, StampErro
             live,
         });
     }
-    for (ident, prior, state) in deletions {
-        let forced = cx.forget.get(ident);
-        let version = next_version(prior, ident)?;
+    for d in deletions {
+        s.tombstone(d)?;
+    }
+    Ok(s.finish())
+}
+
+/// One stamping under way.
+struct Stamper<'a, 'c> {
+    cx: &'c Context<'a>,
+    host: Arc<str>,
+    /// P's lineages by the identity of their body, in the order of their names.
+    own: HashMap<String, Vec<Own<'a>>>,
+    /// What the base says the memory held, by identity.
+    states: HashMap<&'a str, &'a Held>,
+    out: Stamped,
+    entries: Vec<Entry>,
+    base: Base,
+}
+
+impl<'a, 'c> Stamper<'a, 'c> {
+    fn new(cx: &'c Context<'a>) -> Self {
+        let mut own: HashMap<String, Vec<Own<'a>>> = HashMap::new();
+        for e in cx.own {
+            own.entry(record::ident_of_body(e.body(), cx.id_field))
+                .or_default()
+                .push(Own {
+                    entry: e,
+                    claimed: false,
+                });
+        }
+        for lineages in own.values_mut() {
+            lineages.sort_by(|a, b| a.entry.unique_id().cmp(b.entry.unique_id()));
+        }
+        Stamper {
+            cx,
+            host: cx.host.into(),
+            own,
+            states: cx.base.held.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            out: Stamped::default(),
+            entries: Vec::with_capacity(cx.own.len() + 8),
+            base: Base::default(),
+        }
+    }
+
+    fn state(&self, ident: &str) -> Option<&'a Held> {
+        self.states.get(ident).copied()
+    }
+
+    /// The own lineage each entry holds exactly, where the base does not say
+    /// otherwise: this pass pairs those first, so that a renamed duplicate keeps
+    /// its lineage whichever line it is on. Where the base knows the identity, it
+    /// alone says what the memory held: the memory may hold an old version of
+    /// this host's own again (an observation from another host, removed here).
+    fn pair_unchanged(&mut self, items: &[Item<'_>]) -> Vec<Option<&'a Entry>> {
+        let mut same = vec![None; items.len()];
+        for (k, item) in items.iter().enumerate() {
+            let known = self
+                .state(&item.ident)
+                .is_some_and(|s| s.body.as_deref() != Some(&item.record.body));
+            if known {
+                continue;
+            }
+            if let Some(lineages) = self.own.get_mut(&item.base_ident)
+                && let Some(o) = lineages.iter_mut().find(|o| {
+                    !o.claimed && !o.entry.meta.deleted && o.entry.body() == item.record.body
+                })
+            {
+                o.claimed = true;
+                same[k] = Some(o.entry);
+            }
+        }
+        same
+    }
+
+    /// One entry of the memory: unchanged (as its own lineage or the base holds
+    /// it), held back, or the next version of this host's lineage of it.
+    fn stamp_item(&mut self, item: &Item<'_>, same: Option<&'a Entry>) -> Result<(), StampError> {
+        let state = self.state(&item.ident);
+        let body = &item.record.body;
+        if let Some(prior) = same {
+            self.out.unchanged += 1;
+            self.entries.push(prior.clone());
+            let mut held = held_of_version(prior);
+            if let Some(s) = state.filter(|s| s.body.as_deref() == Some(body)) {
+                merge_seen(&mut held.seen, &s.seen);
+                held.newest = held.newest.max(s.newest);
+            }
+            self.base.held.insert(item.ident.clone(), held);
+            return Ok(());
+        }
+        let prior = self.own.get_mut(&item.base_ident).and_then(|l| {
+            let o = l.iter_mut().find(|o| !o.claimed)?;
+            o.claimed = true;
+            Some(o.entry)
+        });
+        let holds_it = state.filter(|s| s.body.as_deref() == Some(body));
+        let held_back = holds_it.is_none() && (self.cx.held_back)(&item.ident, item.record);
+        if held_back {
+            self.out.held_back.push(item.ident.clone());
+        }
+        if holds_it.is_some() || held_back {
+            // As the base says (it came from the backup, or was stamped before),
+            // or a change held back: no version.
+            if !held_back {
+                self.out.unchanged += 1;
+            }
+            self.entries.extend(prior.cloned());
+            if let Some(s) = holds_it.or(state) {
+                self.base.held.insert(item.ident.clone(), s.clone());
+            }
+            return Ok(());
+        }
+        let was_live =
+            prior.is_some_and(|p| !p.meta.deleted) || state.is_some_and(|s| s.body.is_some());
+        let version = next_version(prior, &item.ident)?;
+        let entry = new_version(
+            self.cx,
+            &self.host,
+            &item.ident,
+            prior,
+            state,
+            version,
+            body,
+            false,
+        );
+        if was_live {
+            self.out.changed += 1;
+            self.out.changed_idents.push(item.ident.clone());
+        } else {
+            self.out.new += 1;
+            self.out.new_idents.push(item.ident.clone());
+        }
+        self.base
+            .held
+            .insert(item.ident.clone(), held_of_version(&entry));
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// The identities the memory held and no longer holds (or that `forget`
+    /// names), and how many it held; lineages no entry claimed stay as they are.
+    fn deletions(&mut self, items: &[Item<'_>]) -> (Vec<Deletion<'a>>, usize) {
+        let in_memory: std::collections::HashSet<&str> =
+            items.iter().map(|i| i.ident.as_str()).collect();
+        let mut idents: Vec<String> = self
+            .own
+            .keys()
+            .cloned()
+            .chain(self.states.keys().map(|k| k.to_string()))
+            .collect();
+        idents.sort();
+        idents.dedup();
+        let mut live = in_memory.len();
+        let mut deletions = Vec::new();
+        for ident in idents {
+            let state = self.state(&ident);
+            let unclaimed: Vec<&'a Entry> = self
+                .own
+                .get(&ident)
+                .into_iter()
+                .flatten()
+                .filter(|o| !o.claimed)
+                .map(|o| o.entry)
+                .collect();
+            let forced = self.cx.forget.contains_key(&ident);
+            if in_memory.contains(ident.as_str()) && !forced {
+                self.entries.extend(unclaimed.into_iter().cloned());
+                continue;
+            }
+            // The lineage a tombstone goes on: a live one first. Older lineages of
+            // the identity (made before one writer per identity) stay as they are.
+            let prior = unclaimed
+                .iter()
+                .copied()
+                .find(|p| !p.meta.deleted)
+                .or_else(|| unclaimed.first().copied());
+            self.entries.extend(
+                unclaimed
+                    .iter()
+                    .filter(|p| prior.is_none_or(|q| !std::ptr::eq(**p, q)))
+                    .map(|p| (*p).clone()),
+            );
+            let held_before = match state {
+                Some(s) => s.body.is_some(),
+                None => prior.is_some_and(|p| !p.meta.deleted),
+            };
+            if held_before && !in_memory.contains(ident.as_str()) {
+                live += 1;
+            }
+            if held_before || forced {
+                deletions.push((ident, prior, state));
+            } else {
+                self.entries.extend(prior.cloned());
+                if let Some(s) = state {
+                    self.base.held.insert(ident, s.clone());
+                }
+            }
+        }
+        (deletions, live)
+    }
+
+    /// A tombstone: the next version of this host's lineage of the identity (its
+    /// first, without one), keeping only the fields that name it.
+    fn tombstone(&mut self, (ident, prior, state): Deletion<'a>) -> Result<(), StampError> {
+        let cx = self.cx;
+        let version = next_version(prior, &ident)?;
         let named_by = state
             .and_then(|s| s.body.clone())
             .or_else(|| prior.map(|p| p.body().to_string()));
@@ -292,21 +347,27 @@ pub fn stamp(records: &[Located], cx: &Context<'_>) -> Result<Stamped, StampErro
             Some(body) => record::identity_fields(&Record::from_canonical(&body), cx.id_field),
             None => serde_json::json!({ cx.id_field: ident }).to_string(),
         };
-        let mut entry = new_version(cx, &host, ident, prior, state, version, &identity, true);
-        if let Some(extra) = forced {
+        let mut entry = new_version(
+            cx, &self.host, &ident, prior, state, version, &identity, true,
+        );
+        if let Some(extra) = cx.forget.get(&ident) {
             merge_seen(&mut entry.meta.seen, extra);
             let own = entry.meta.unique_id.clone();
             entry.meta.seen.remove(&own);
         }
-        out.deleted += 1;
-        out.deleted_idents.push(ident.clone());
-        base.held.insert(ident.clone(), held_of_version(&entry));
-        stamped.push(entry);
+        self.out.deleted += 1;
+        self.out.deleted_idents.push(ident.clone());
+        self.base.held.insert(ident, held_of_version(&entry));
+        self.entries.push(entry);
+        Ok(())
     }
-    stamped.sort_by(merge::file_cmp);
-    out.entries = stamped;
-    out.base = base;
-    Ok(out)
+
+    fn finish(mut self) -> Stamped {
+        self.entries.sort_by(merge::file_cmp);
+        self.out.entries = self.entries;
+        self.out.base = self.base;
+        self.out
+    }
 }
 
 fn next_version(prior: Option<&Entry>, ident: &str) -> Result<u64, StampError> {
