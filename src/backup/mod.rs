@@ -180,6 +180,55 @@ type Attempts = (
     Option<Error>,
 );
 
+/// How the pushes of one run have been refused so far.
+#[derive(Default)]
+struct Refusals {
+    /// Pushes to the branch refused because it moved: others landed first.
+    rejections: u32,
+    /// Since when, on which remote tip and how many times in a row the server
+    /// refused every push for a reason of its own.
+    refused: Option<(Instant, Option<CommitId>, u32)>,
+}
+
+/// What follows a retryable refusal.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    AtOnce,
+    AfterPause,
+    GiveUp,
+}
+
+impl Refusals {
+    /// The next push goes to the host's own ref.
+    fn park(&self) -> bool {
+        self.rejections >= PARK_AFTER
+    }
+
+    /// Counts a retryable refusal of a push made on the remote tip `tip`
+    /// (`parked`: to the host's own ref) and says what follows.
+    fn record(&mut self, e: &GitError, tip: Option<CommitId>, parked: bool) -> Next {
+        if matches!(e, GitError::Rejected(_)) && !parked {
+            self.rejections += 1;
+        }
+        self.refused = match (e, self.refused) {
+            (GitError::Refused(_), Some((since, t, n))) if t == tip => Some((since, t, n + 1)),
+            (GitError::Refused(_), _) => Some((Instant::now(), tip, 1)),
+            _ => None,
+        };
+        let patient = self
+            .refused
+            .is_none_or(|(since, _, n)| n < REFUSED_ATTEMPTS || since.elapsed() < REFUSED_PATIENCE);
+        if !patient {
+            Next::GiveUp
+        } else if self.park() && !parked && self.refused.is_none() {
+            // The second attempt comes at once: parking needs no pause.
+            Next::AtOnce
+        } else {
+            Next::AfterPause
+        }
+    }
+}
+
 impl Run<'_> {
     /// Fetch, make the state, push; again on a refusal, until it lands, parks, or
     /// the deadline passes.
@@ -191,12 +240,9 @@ impl Run<'_> {
     ) -> Result<Attempts> {
         let mut retry = Retry::new(self.deadline);
         let mut attempts: u32 = 0;
-        let mut rejections: u32 = 0;
+        let mut refusals = Refusals::default();
         let mut warned = false;
         let mut stale_reads = 0;
-        // Since when, on which remote tip and how many times in a row the server
-        // refused every push for a reason of its own.
-        let mut refused: Option<(Instant, Option<CommitId>, u32)> = None;
         loop {
             let fetched = match self.remote {
                 None => None,
@@ -251,7 +297,7 @@ impl Run<'_> {
             attempts += 1;
             // Refused on the branch because others landed first: the commit
             // waits on this host's own ref instead, where no other host pushes.
-            let park = rejections >= PARK_AFTER;
+            let park = refusals.park();
             let (refname, expected) = if park {
                 let own = fetched.parked.iter().find(|(h, _)| h == self.host);
                 (parked_ref(self.host), own.map(|(_, c)| *c))
@@ -288,22 +334,10 @@ impl Run<'_> {
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::info!("push attempt {attempts} to {} {refname}: {e}", self.shown);
-                    if matches!(e, GitError::Rejected(_)) && !park {
-                        rejections += 1;
-                    }
-                    refused = match (&e, refused) {
-                        (GitError::Refused(_), Some((since, tip, n))) if tip == fetched.tip => {
-                            Some((since, tip, n + 1))
-                        }
-                        (GitError::Refused(_), _) => Some((Instant::now(), fetched.tip, 1)),
-                        _ => None,
-                    };
-                    let patient = refused.is_none_or(|(since, _, n)| {
-                        n < REFUSED_ATTEMPTS || since.elapsed() < REFUSED_PATIENCE
-                    });
-                    // The second attempt comes at once: parking needs no pause.
-                    let parking_next = rejections >= PARK_AFTER && !park && refused.is_none();
-                    if patient && (parking_next || self.pause(&mut retry, attempts)) {
+                    let next = refusals.record(&e, fetched.tip, park);
+                    if next == Next::AtOnce
+                        || (next == Next::AfterPause && self.pause(&mut retry, attempts))
+                    {
                         continue;
                     }
                     let e = self.not_pushed(e, attempts);

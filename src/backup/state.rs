@@ -133,6 +133,20 @@ impl Prepared {
     }
 }
 
+/// The files of every tip, parsed: what `prepare` merges.
+struct Read {
+    /// The files of the first parent, as read.
+    base_files: Files,
+    /// The files of the local branch and of each parked commit, labelled.
+    sides: Vec<(String, Files)>,
+    /// The names of files some copy of which did not parse whole.
+    damaged: BTreeSet<String>,
+    /// Every distinct copy of each host file.
+    host_copies: BTreeMap<String, Vec<Vec<Entry>>>,
+    /// The entries of every copy of unified, and of what history gives back.
+    unified_copies: Vec<Entry>,
+}
+
 /// Reads the files at `tips`, stamps the memory and merges.
 pub fn prepare(
     repo: &Repo,
@@ -141,10 +155,64 @@ pub fn prepare(
     warned: &mut bool,
     report: &mut Report,
 ) -> Result<Prepared> {
+    let mut read = read_tips(repo, tips, *warned, report)?;
+    recover_lost(repo, tips, &mut read, *warned, report)?;
+
+    let own_name = host_file_name(input.host);
+    let own: Vec<Entry> = read
+        .host_copies
+        .remove(&own_name)
+        .map(|copies| merge::merge_owned(copies.iter().flatten()))
+        .unwrap_or_default();
+    // Versions of other hosts' lineages in this host's file are not this host's
+    // to version: stamping sees only its own.
+    let (own, foreign): (Vec<Entry>, Vec<Entry>) =
+        own.into_iter().partition(|e| *e.meta.host == *input.host);
+
+    let mut hosts: Vec<(String, Vec<Entry>, bool)> = Vec::new();
+    let mut out = Files::new();
+    for (name, copies) in &read.host_copies {
+        let merged = merge::merge_owned(copies.iter().flatten());
+        // A damaged file stays as the remote has it, for its owner to mend and
+        // `verify` to report; what parsed of it still goes into unified.
+        let whole = !read.damaged.contains(name);
+        if whole {
+            out.insert(name.clone(), entry::render(&merged));
+        }
+        let host = host_of_file_name(name).unwrap_or(name).to_string();
+        hosts.push((host, merged, whole));
+    }
+
+    let (stamped, foreign) = match input.records {
+        Some(records) => {
+            let forget = forget_contexts(input, &hosts, &own, &read.unified_copies);
+            (
+                stamp_memory(input, records, &own, &forget, *warned, report)?,
+                foreign,
+            )
+        }
+        None => {
+            let mut entries = own;
+            entries.extend(foreign);
+            entries.sort_by(merge::file_cmp);
+            let stamped = stamp::Stamped {
+                entries,
+                base: input.base.clone(),
+                ..stamp::Stamped::default()
+            };
+            (stamped, Vec::new())
+        }
+    };
+    *warned = true;
+    finish(repo, tips, read, stamped, foreign, hosts, own_name, out)
+}
+
+/// Reads and parses every distinct copy of every file at `tips`, on all cores.
+fn read_tips(repo: &Repo, tips: &Tips, warned: bool, report: &mut Report) -> Result<Read> {
     let g = |e: GitError| crate::backup::git_error(e, "the backup repository");
-    let read = |c: CommitId, report: &mut Report| -> Result<Files> {
+    let mut read = |c: CommitId| -> Result<Files> {
         let (files, ignored) = repo.read_files(c, is_backup_file).map_err(g)?;
-        if !*warned {
+        if !warned {
             for name in ignored {
                 report.warn(format!(
                     "commit {}: the file name {name:?} is not a plain name; ignored, never written",
@@ -155,19 +223,17 @@ pub fn prepare(
         Ok(files)
     };
     let base_files = match tips.base {
-        Some(b) => read(b, report)?,
+        Some(b) => read(b)?,
         None => Files::new(),
     };
     let mut sides: Vec<(String, Files)> = Vec::new();
     if let Some(l) = tips.local {
-        sides.push(("the local branch".into(), read(l, report)?));
+        sides.push(("the local branch".into(), read(l)?));
     }
     for (host, c) in &tips.parked {
-        sides.push((format!("the parked commit of {host}"), read(*c, report)?));
+        sides.push((format!("the parked commit of {host}"), read(*c)?));
     }
-    let base_label = "the branch".to_string();
 
-    // Every distinct copy of every file, parsed on all cores.
     let mut jobs: Vec<(&str, &str, &[u8])> = Vec::new();
     let names: BTreeSet<&String> = base_files
         .keys()
@@ -175,7 +241,7 @@ pub fn prepare(
         .collect();
     for name in names {
         let mut copies: Vec<(&str, &[u8])> = Vec::new();
-        let all = std::iter::once((base_label.as_str(), &base_files))
+        let all = std::iter::once(("the branch", &base_files))
             .chain(sides.iter().map(|(l, f)| (l.as_str(), f)));
         for (label, files) in all {
             if let Some(b) = files.get(name)
@@ -193,16 +259,16 @@ pub fn prepare(
     let slices: Vec<&[u8]> = jobs.iter().map(|j| j.2).collect();
     let results = entry::parse_many(&slices);
 
-    let mut damaged: BTreeSet<&str> = BTreeSet::new();
-    let mut parsed: BTreeMap<&str, Vec<Vec<Entry>>> = BTreeMap::new();
-    let mut unified_copies: Vec<Entry> = Vec::new();
+    let mut damaged = BTreeSet::new();
+    let mut host_copies: BTreeMap<String, Vec<Vec<Entry>>> = BTreeMap::new();
+    let mut unified_copies = Vec::new();
     for ((name, label, _), result) in jobs.iter().zip(results) {
         match result {
             Ok(f) => {
                 if !f.is_whole() {
-                    damaged.insert(name);
+                    damaged.insert(name.to_string());
                 }
-                if !*warned {
+                if !warned {
                     for (line, cause) in &f.skipped {
                         report.warn(format!("{name}:{line} in {label}: entry skipped: {cause}"));
                     }
@@ -210,12 +276,15 @@ pub fn prepare(
                 if *name == UNIFIED_FILE {
                     unified_copies.extend(f.entries);
                 } else {
-                    parsed.entry(name).or_default().push(f.entries);
+                    host_copies
+                        .entry(name.to_string())
+                        .or_default()
+                        .push(f.entries);
                 }
             }
             Err(e) => {
-                damaged.insert(name);
-                if !*warned {
+                damaged.insert(name.to_string());
+                if !warned {
                     report.warn(format!(
                         "{name}:{}:{} in {label}: {}; file skipped, its entries kept in {UNIFIED_FILE}",
                         e.line, e.column, e.cause
@@ -224,84 +293,63 @@ pub fn prepare(
             }
         }
     }
-    // Entries that only unified held must not go with a damaged or shortened
-    // unified file: they are taken back from the newest whole one in history.
+    Ok(Read {
+        base_files,
+        sides,
+        damaged,
+        host_copies,
+        unified_copies,
+    })
+}
+
+/// Entries that only unified held must not go with a damaged or shortened
+/// unified file: they are taken back from the newest whole one in history.
+fn recover_lost(
+    repo: &Repo,
+    tips: &Tips,
+    read: &mut Read,
+    warned: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let damaged = read.damaged.contains(UNIFIED_FILE);
     for tip in tips.base.into_iter().chain(tips.local) {
-        let lost = recover_unified(repo, tip, damaged.contains(UNIFIED_FILE), &unified_copies)?;
-        if let Some((from, entries)) = lost {
-            if !*warned {
-                report.warn(format!(
-                    "{UNIFIED_FILE} at {} lacks {} entries that commit {} held (a commit not made by \
-                     memory-backup, or damage); they are taken back from history",
-                    tip.short(),
-                    entries.len(),
-                    from.short()
-                ));
-            }
-            unified_copies.extend(entries);
-        }
-    }
-
-    let own_name = host_file_name(input.host);
-    let own: Vec<Entry> = parsed
-        .get(own_name.as_str())
-        .map(|copies| merge::merge_owned(copies.iter().flatten()))
-        .unwrap_or_default();
-    // Versions of other hosts' lineages in this host's file are not this host's
-    // to version: stamping sees only its own.
-    let (own, foreign): (Vec<Entry>, Vec<Entry>) =
-        own.into_iter().partition(|e| *e.meta.host == *input.host);
-
-    let mut hosts: Vec<(String, Vec<Entry>, bool)> = Vec::new();
-    let mut out = Files::new();
-    for (name, copies) in &parsed {
-        if *name == own_name {
+        let Some((from, entries)) = recover_unified(repo, tip, damaged, &read.unified_copies)?
+        else {
             continue;
-        }
-        let merged = merge::merge_owned(copies.iter().flatten());
-        // A damaged file stays as the remote has it, for its owner to mend and
-        // `verify` to report; what parsed of it still goes into unified.
-        if !damaged.contains(name) {
-            out.insert(name.to_string(), entry::render(&merged));
-        }
-        let host = host_of_file_name(name).unwrap_or(name).to_string();
-        hosts.push((host, merged, !damaged.contains(name)));
-    }
-
-    let forget = forget_contexts(input, &hosts, &own, &unified_copies);
-    let Some(records) = input.records else {
-        let mut own_entries = own;
-        own_entries.extend(foreign);
-        own_entries.sort_by(merge::file_cmp);
-        let stamped = stamp::Stamped {
-            entries: own_entries,
-            base: input.base.clone(),
-            ..stamp::Stamped::default()
         };
-        return finish(
-            repo,
-            tips,
-            stamped,
-            Vec::new(),
-            hosts,
-            unified_copies,
-            damaged.contains(own_name.as_str()),
-            own_name,
-            out,
-            base_files,
-            &sides,
-        );
-    };
+        if !warned {
+            report.warn(format!(
+                "{UNIFIED_FILE} at {} lacks {} entries that commit {} held (a commit not made by \
+                 memory-backup, or damage); they are taken back from history",
+                tip.short(),
+                entries.len(),
+                from.short()
+            ));
+        }
+        read.unified_copies.extend(entries);
+    }
+    Ok(())
+}
+
+/// Stamps the memory file's records against this host's own entries.
+fn stamp_memory(
+    input: &StampInput<'_>,
+    records: &[Located],
+    own: &[Entry],
+    forget: &std::collections::HashMap<String, Seen>,
+    warned: bool,
+    report: &mut Report,
+) -> Result<stamp::Stamped> {
     let stamped = stamp::stamp(
         records,
         &stamp::Context {
             host: input.host,
             now: input.now,
             id_field: input.id_field,
-            own: &own,
+            own,
             base: input.base,
             allow_mass_delete: input.allow_mass_delete,
-            forget: &forget,
+            forget,
             held_back: input.held_back,
         },
     )
@@ -315,7 +363,7 @@ pub fn prepare(
             "{ident}: its version would pass 18446744073709551615; nothing written"
         )),
     })?;
-    if !*warned {
+    if !warned {
         for n in &stamped.notices {
             match n {
                 Notice::DuplicateIdent {
@@ -328,21 +376,7 @@ pub fn prepare(
             }
         }
     }
-    *warned = true;
-    let damaged_own = damaged.contains(own_name.as_str());
-    finish(
-        repo,
-        tips,
-        stamped,
-        foreign,
-        hosts,
-        unified_copies,
-        damaged_own,
-        own_name,
-        out,
-        base_files,
-        &sides,
-    )
+    Ok(stamped)
 }
 
 /// The files of the state: this host's, the unified file, and what else the
@@ -351,22 +385,26 @@ pub fn prepare(
 fn finish(
     repo: &Repo,
     tips: &Tips,
+    read: Read,
     stamped: stamp::Stamped,
     foreign: Vec<Entry>,
     mut hosts: Vec<(String, Vec<Entry>, bool)>,
-    unified_copies: Vec<Entry>,
-    damaged_own: bool,
     own_name: String,
     mut out: Files,
-    base_files: Files,
-    sides: &[(String, Files)],
 ) -> Result<Prepared> {
     let g = |e: GitError| crate::backup::git_error(e, "the backup repository");
+    let Read {
+        base_files,
+        sides,
+        damaged,
+        unified_copies,
+        ..
+    } = read;
     let mut own_entries = stamped.entries.clone();
     own_entries.extend(foreign);
     own_entries.sort_by(merge::file_cmp);
     let own_text = entry::render(&own_entries);
-    let own_whole = !damaged_own;
+    let own_whole = !damaged.contains(&own_name);
     let own_host = host_of_file_name(&own_name).unwrap_or_default().to_string();
     let unified = merge::merge(
         hosts

@@ -75,11 +75,6 @@ pub fn check_folder(
             check_file(&unified_path, read, &mut problems)
         }
     };
-    let index: HashMap<&str, &Entry> = unified
-        .iter()
-        .flat_map(|u| &u.entries)
-        .map(|e| (e.unique_id(), e))
-        .collect();
 
     // Each lineage's writer: the host whose file holds it as its own.
     let mut writers: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -91,93 +86,29 @@ pub fn check_folder(
             }
         }
     }
-    let horizon = Timestamp::from_micros(now.micros().saturating_add(FUTURE_MICROS));
-    let mut future: HashMap<String, (Timestamp, usize)> = HashMap::new();
+    let mut checks = Checks {
+        id_field,
+        horizon: Timestamp::from_micros(now.micros().saturating_add(FUTURE_MICROS)),
+        writers,
+        unified: unified.as_ref().map(|u| {
+            u.entries
+                .iter()
+                .map(|e| (e.unique_id(), e))
+                .collect::<HashMap<_, _>>()
+        }),
+        future: HashMap::new(),
+        problems,
+    };
     for (path, s) in &hosts {
-        let host = host_of(path);
-        for (e, line) in s.entries.iter().zip(&s.lines) {
-            let at = format!("{}:{line}", path.display());
-            if *e.meta.host != *host {
-                problems.push(format!(
-                    "{at}: a version of {} written by {:?}: a host file holds only its own host's \
-                     versions (one writer per unique_id); it is not used",
-                    e.unique_id(),
-                    &*e.meta.host
-                ));
-            } else if writers.get(e.unique_id()).is_some_and(|w| w.len() > 1)
-                && !minted_by(e.unique_id(), host)
-            {
-                problems.push(format!(
-                    "{at}: {host} versions {}, which {} wrote first: one writer per unique_id",
-                    e.unique_id(),
-                    writers[e.unique_id()]
-                        .iter()
-                        .find(|h| **h != host)
-                        .copied()
-                        .unwrap_or("another host")
-                ));
-            }
-            if e.meta.deleted && lacks_identity(e, id_field) {
-                problems.push(format!(
-                    "{at}: the tombstone of {} does not name its identity",
-                    e.unique_id()
-                ));
-            }
-            if e.meta.timestamp > horizon {
-                let f = future
-                    .entry(host.to_string())
-                    .or_insert((e.meta.timestamp, 0));
-                f.0 = f.0.max(e.meta.timestamp);
-                f.1 += 1;
-            }
-            if unified.is_some() {
-                match index.get(e.unique_id()) {
-                    None => problems.push(format!(
-                        "{at}: {} {}is missing from {UNIFIED_FILE}",
-                        e.unique_id(),
-                        if e.meta.deleted { "(a tombstone) " } else { "" }
-                    )),
-                    Some(u) if merge::lww_cmp(u, e).is_lt() => problems.push(format!(
-                        "{at}: {} is newer here (version {}, {}) than in {UNIFIED_FILE} (version {}, {})",
-                        e.unique_id(),
-                        e.meta.version,
-                        e.meta.timestamp,
-                        u.meta.version,
-                        u.meta.timestamp
-                    )),
-                    Some(_) => {}
-                }
-            }
-        }
+        checks.host_file(path, s);
     }
-    // Unified copies that their writer never wrote (a forged or hand-made copy).
     if let Some(u) = &unified {
-        for (e, line) in u.entries.iter().zip(&u.lines) {
-            let Some(w) = writers.get(e.unique_id()).filter(|w| w.len() == 1) else {
-                continue;
-            };
-            if *e.meta.host != *w[0] {
-                problems.push(format!(
-                    "{}:{line}: the copy of {} says {:?} wrote it, but it is {}'s lineage: a copy \
-                     not made by its writer (the fold uses {}'s own)",
-                    unified_path.display(),
-                    e.unique_id(),
-                    &*e.meta.host,
-                    w[0],
-                    w[0]
-                ));
-            }
-            if e.meta.timestamp > horizon {
-                let f = future
-                    .entry(e.meta.host.to_string())
-                    .or_insert((e.meta.timestamp, 0));
-                f.0 = f.0.max(e.meta.timestamp);
-            }
-        }
+        checks.unified_file(&unified_path, u);
     }
-    let mut ahead: Vec<_> = future.into_iter().collect();
+    let mut problems = checks.problems;
+    let mut ahead: Vec<_> = checks.future.into_iter().collect();
     ahead.sort();
-    for (host, (newest, _)) in ahead {
+    for (host, newest) in ahead {
         let days = (newest.micros() - now.micros()) / 86_400_000_000;
         problems.push(format!(
             "host {host}: timestamps up to {newest}, {days} day(s) ahead of this clock (a clock that ran \
@@ -197,6 +128,101 @@ pub fn check_folder(
         ));
     }
     Ok(problems)
+}
+
+/// The checks that relate entries across the files of a folder.
+struct Checks<'a> {
+    id_field: &'a str,
+    /// Timestamps past this lie ahead of the clock.
+    horizon: Timestamp,
+    /// Each lineage's writers: the hosts whose files hold it as their own.
+    writers: HashMap<&'a str, Vec<&'a str>>,
+    /// Unified's copies by `unique_id`, when it parsed.
+    unified: Option<HashMap<&'a str, &'a Entry>>,
+    /// The newest timestamp ahead of the clock, by host.
+    future: HashMap<String, Timestamp>,
+    problems: Vec<String>,
+}
+
+impl Checks<'_> {
+    fn ahead(&mut self, host: &str, at: Timestamp) {
+        if at > self.horizon {
+            let newest = self.future.entry(host.to_string()).or_insert(at);
+            *newest = (*newest).max(at);
+        }
+    }
+
+    /// One writer per lineage, tombstones that name their identity, every
+    /// entry in unified with an equal or newer copy.
+    fn host_file(&mut self, path: &Path, s: &StampedFile) {
+        let host = host_of(path);
+        for (e, line) in s.entries.iter().zip(&s.lines) {
+            let at = format!("{}:{line}", path.display());
+            let writers = self.writers.get(e.unique_id());
+            if *e.meta.host != *host {
+                self.problems.push(format!(
+                    "{at}: a version of {} written by {:?}: a host file holds only its own host's \
+                     versions (one writer per unique_id); it is not used",
+                    e.unique_id(),
+                    &*e.meta.host
+                ));
+            } else if let Some(w) = writers.filter(|w| w.len() > 1)
+                && !minted_by(e.unique_id(), host)
+            {
+                let first = w.iter().find(|h| **h != host).copied();
+                self.problems.push(format!(
+                    "{at}: {host} versions {}, which {} wrote first: one writer per unique_id",
+                    e.unique_id(),
+                    first.unwrap_or("another host")
+                ));
+            }
+            if e.meta.deleted && lacks_identity(e, self.id_field) {
+                self.problems.push(format!(
+                    "{at}: the tombstone of {} does not name its identity",
+                    e.unique_id()
+                ));
+            }
+            self.ahead(host, e.meta.timestamp);
+            let Some(index) = &self.unified else { continue };
+            match index.get(e.unique_id()) {
+                None => self.problems.push(format!(
+                    "{at}: {} {}is missing from {UNIFIED_FILE}",
+                    e.unique_id(),
+                    if e.meta.deleted { "(a tombstone) " } else { "" }
+                )),
+                Some(u) if merge::lww_cmp(u, e).is_lt() => self.problems.push(format!(
+                    "{at}: {} is newer here (version {}, {}) than in {UNIFIED_FILE} (version {}, {})",
+                    e.unique_id(),
+                    e.meta.version,
+                    e.meta.timestamp,
+                    u.meta.version,
+                    u.meta.timestamp
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Unified copies that their writer never wrote (a forged or hand-made copy).
+    fn unified_file(&mut self, path: &Path, u: &StampedFile) {
+        for (e, line) in u.entries.iter().zip(&u.lines) {
+            self.ahead(&e.meta.host, e.meta.timestamp);
+            let Some(w) = self.writers.get(e.unique_id()).filter(|w| w.len() == 1) else {
+                continue;
+            };
+            if *e.meta.host != *w[0] {
+                self.problems.push(format!(
+                    "{}:{line}: the copy of {} says {:?} wrote it, but it is {}'s lineage: a copy \
+                     not made by its writer (the fold uses {}'s own)",
+                    path.display(),
+                    e.unique_id(),
+                    &*e.meta.host,
+                    w[0],
+                    w[0]
+                ));
+            }
+        }
+    }
 }
 
 fn host_of(path: &Path) -> &str {

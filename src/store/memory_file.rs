@@ -15,6 +15,9 @@ use crate::core::record::{self, Format, Located};
 use crate::error::{Error, Result};
 use crate::store::atomic;
 
+/// How long an empty read of a file that held entries must stay as it is
+/// before it counts.
+const EMPTY_SETTLE: Duration = Duration::from_millis(500);
 /// How many times a read starts again when the file changed while it was read.
 const READ_TRIES: usize = 6;
 /// The pause before reading again: a writer's rewrite takes milliseconds.
@@ -95,7 +98,7 @@ pub fn check_regular(path: &Path) -> Result<fs::Metadata> {
 /// never holds still; 65 for content that stays invalid.
 pub fn read(path: &Path, expect_entries: bool) -> Result<MemoryRead> {
     let mut last: Option<(Vec<u8>, record::ParseError)> = None;
-    let mut empty_tries = 0;
+    let mut empty_at: Option<(Stat, std::time::Instant)> = None;
     for attempt in 0..READ_TRIES {
         if attempt > 0 {
             std::thread::sleep(REREAD_PAUSE);
@@ -105,11 +108,22 @@ pub fn read(path: &Path, expect_entries: bool) -> Result<MemoryRead> {
         };
         match record::parse_records(&bytes) {
             Ok((format, records)) => {
-                if records.is_empty() && expect_entries && empty_tries < 2 {
-                    // An empty read of a file that held entries: a writer may be
-                    // between truncating it and writing it again.
-                    empty_tries += 1;
-                    continue;
+                // An empty read of a file that held entries: a writer may be
+                // between truncating it and writing it again. It counts only
+                // when the file stays empty and untouched for a while.
+                if records.is_empty() && expect_entries {
+                    match empty_at {
+                        Some((seen, since)) if seen == stat => {
+                            if let Some(rest) = EMPTY_SETTLE.checked_sub(since.elapsed()) {
+                                std::thread::sleep(rest);
+                                continue;
+                            }
+                        }
+                        _ => {
+                            empty_at = Some((stat, std::time::Instant::now()));
+                            continue;
+                        }
+                    }
                 }
                 let snapshot = Snapshot {
                     modified_ns: stat.modified_ns,
@@ -135,6 +149,11 @@ pub fn read(path: &Path, expect_entries: bool) -> Result<MemoryRead> {
     }
     match last {
         Some((_, e)) => Err(invalid(path, e)),
+        None if empty_at.is_some() => Err(Error::Busy(format!(
+            "{}: the file was empty at a read and kept changing after ({READ_TRIES} tries): \
+             a writer is busy with it; nothing written",
+            path.display()
+        ))),
         None => Err(Error::Busy(format!(
             "{}: the file kept changing while it was read ({READ_TRIES} tries)",
             path.display()
@@ -323,6 +342,46 @@ pub fn bak_path(path: &Path, stamp: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_read_of_a_file_that_held_entries_counts_once_it_stays_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.jsonl");
+        fs::write(&path, "").unwrap();
+        let started = std::time::Instant::now();
+        let read = read(&path, true).unwrap();
+        assert!(read.records.is_empty());
+        assert!(started.elapsed() >= EMPTY_SETTLE);
+    }
+
+    #[test]
+    fn a_file_emptied_again_and_again_is_busy_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.jsonl");
+        fs::write(&path, "").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (stop, path) = (stop.clone(), path.clone());
+            std::thread::spawn(move || {
+                // Each rewrite makes a new file: a new inode at every read.
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let temp = path.with_extension(format!("tmp{n}"));
+                    fs::write(&temp, "").unwrap();
+                    fs::rename(&temp, &path).unwrap();
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let got = read(&path, true);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        match got {
+            Err(Error::Busy(m)) => assert!(m.contains("was empty"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_fifo_a_device_and_a_folder_are_refused_before_any_read() {
