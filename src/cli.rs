@@ -61,7 +61,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Write a memory file back from the backup (one entry per identity)
     Restore(RestoreArgs),
+    /// Show the settings in effect and where each comes from
+    Config(ConfigArgs),
 }
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {}
 
 #[derive(Debug, Args)]
 pub struct IdArgs {

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod common;
+pub mod config;
 pub mod forget;
 pub mod init;
 pub mod merge;
@@ -29,7 +30,20 @@ pub fn name(command: &Command) -> &'static str {
         Command::Verify(_) => "verify",
         Command::Status(_) => "status",
         Command::Restore(_) => "restore",
+        Command::Config(_) => "config",
     }
+}
+
+/// Whether the command may run with a `--config` file that does not exist yet:
+/// `init` makes it, `config` says it is missing.
+pub fn makes_config(command: &Command) -> bool {
+    matches!(command, Command::Init(_) | Command::Config(_))
+}
+
+/// Whether the command's result goes into `last-run.json`: runs on the
+/// repository do; looking (`status`, `config`) does not.
+pub fn records_last_run(command: &Command) -> bool {
+    !matches!(command, Command::Status(_) | Command::Config(_))
 }
 
 /// Runs one command.
@@ -44,5 +58,6 @@ pub fn run(command: &Command, cx: &Context, report: &mut Report) -> Result<()> {
         Command::Verify(args) => verify::cmd_verify(args, cx, report),
         Command::Status(args) => status::cmd_status(args, cx, report),
         Command::Restore(args) => restore::cmd_restore(args, cx, report),
+        Command::Config(args) => config::cmd_config(args, cx, report),
     }
 }
