@@ -5,7 +5,9 @@ pub mod backup;
 pub mod common;
 pub mod config;
 pub mod forget;
+pub mod hook;
 pub mod init;
+pub mod install;
 pub mod merge;
 pub mod restore;
 pub mod stamp;
@@ -31,6 +33,9 @@ pub fn name(command: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::Restore(_) => "restore",
         Command::Config(_) => "config",
+        Command::Install(_) => "install",
+        Command::Uninstall(_) => "uninstall",
+        Command::Hook(_) => "hook",
     }
 }
 
@@ -41,9 +46,17 @@ pub fn makes_config(command: &Command) -> bool {
 }
 
 /// Whether the command's result goes into `last-run.json`: runs on the
-/// repository do; looking (`status`, `config`) does not.
+/// repository do; looking (`status`, `config`), setting up and the hook (whose
+/// detached run records its own) do not.
 pub fn records_last_run(command: &Command) -> bool {
-    !matches!(command, Command::Status(_) | Command::Config(_))
+    !matches!(
+        command,
+        Command::Status(_)
+            | Command::Config(_)
+            | Command::Install(_)
+            | Command::Uninstall(_)
+            | Command::Hook(_)
+    )
 }
 
 /// Runs one command.
@@ -59,5 +72,8 @@ pub fn run(command: &Command, cx: &Context, report: &mut Report) -> Result<()> {
         Command::Status(args) => status::cmd_status(args, cx, report),
         Command::Restore(args) => restore::cmd_restore(args, cx, report),
         Command::Config(args) => config::cmd_config(args, cx, report),
+        Command::Install(args) => install::cmd_install(args, cx, report),
+        Command::Uninstall(args) => install::cmd_uninstall(args, cx, report),
+        Command::Hook(args) => hook::cmd_hook(args, cx, report),
     }
 }

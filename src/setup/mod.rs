@@ -1,7 +1,12 @@
 //! Setting up once: the MCP memory server's file found in the MCP configs
-//! ([`discover`]).
+//! ([`discover`]), and the integrations installed with the binary's absolute
+//! path and the config file ([`cron`], [`systemd`], [`claude_code`]).
 
+pub mod claude_code;
+pub mod cron;
 pub mod discover;
+pub mod json;
+pub mod systemd;
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,6 @@
 //! CLI and end-to-end tests, in one binary so that they share one build.
 
 mod golden;
+mod hooks;
 mod setup;
 mod support;

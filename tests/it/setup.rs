@@ -5,8 +5,10 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::support::servers::http_server;
 use crate::support::*;
@@ -46,6 +48,36 @@ pub fn claude_json(env: &Env, name: &str, file: &Path) {
         }
     });
     env.write("home/.claude.json", v.to_string());
+}
+
+/// Fake `crontab` (keeping the table in `crontab.txt`) and `systemctl`
+/// (logging its arguments to `systemctl.log`); the PATH that finds them first.
+pub fn fake_tools(env: &Env) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let table = env.path("crontab.txt");
+    let log = env.path("systemctl.log");
+    let scripts = [
+        (
+            "crontab",
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n-l) cat '{0}' 2>/dev/null || {{ echo 'no crontab for tester' >&2; exit 1; }} ;;\n-) cat > '{0}' ;;\n*) exit 2 ;;\nesac\n",
+                table.display()
+            ),
+        ),
+        (
+            "systemctl",
+            format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
+        ),
+    ];
+    for (name, text) in scripts {
+        let p = env.write(&format!("fakebin/{name}"), text);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!(
+        "{}:{}",
+        env.path("fakebin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 fn run(cmd: &mut Command) -> Run {
@@ -324,4 +356,248 @@ fn usage_errors_under_json_print_one_object_with_exit_code_2() {
             "{v}"
         );
     }
+}
+
+/// `init --memory` with a local repository: what `install` needs.
+fn set_up(env: &Env) -> PathBuf {
+    let memory = env.write("home/graph/memory.jsonl", ADA);
+    ok(&env.run(&["init", "--memory", &memory.display().to_string()]));
+    memory
+}
+
+fn install(env: &Env, path: &str, args: &[&str]) -> Run {
+    run(env.command().env("PATH", path).args(args))
+}
+
+#[test]
+fn install_cron_adds_one_line_with_absolute_paths_that_runs_in_crons_environment() {
+    let env = Env::new();
+    set_up(&env);
+    let path = fake_tools(&env);
+    let mine = "MAILTO=me\n0 3 * * * backup-photos\n";
+    env.write("crontab.txt", mine);
+    ok(&install(&env, &path, &["install", "cron"]));
+    let table = env.read("crontab.txt");
+    ok(&install(&env, &path, &["install", "cron"]));
+    assert_eq!(env.read("crontab.txt"), table);
+    assert!(table.starts_with(mine), "{table}");
+    let line = table.lines().last().unwrap();
+    let fields: Vec<&str> = line.splitn(6, ' ').collect();
+    assert!(
+        fields[0].parse::<u32>().unwrap() < 60 && fields[1..5] == ["*"; 4],
+        "{line}"
+    );
+    let command = fields[5];
+    assert_eq!(
+        command,
+        format!("{BIN} --config {} -q backup", config_path(&env).display())
+    );
+    let r = run(cron_like(&env, "sh").args(["-c", command]));
+    ok(&r);
+    assert_eq!(
+        (r.stdout.as_str(), r.stderr.as_str()),
+        ("", ""),
+        "cron would mail"
+    );
+    assert!(
+        env.read("repo/memory-testhost.json")
+            .contains("\"name\":\"Ada\"")
+    );
+
+    ok(&install(&env, &path, &["uninstall", "cron"]));
+    assert_eq!(env.read("crontab.txt"), mine);
+    // No crontab program: the lines to add, and 78.
+    let r = install(&env, "/nonexistent", &["install", "cron"]);
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(r.stdout.contains(&format!("{BIN} --config")), "{r:?}");
+}
+
+#[test]
+fn install_systemd_writes_a_service_and_timer_with_absolute_paths_and_starts_the_timer() {
+    let env = Env::new();
+    set_up(&env);
+    let path = fake_tools(&env);
+    ok(&install(&env, &path, &["install", "systemd"]));
+    let dir = env.path("home/.config/systemd/user");
+    let service = std::fs::read_to_string(dir.join("memory-backup.service")).unwrap();
+    let timer = std::fs::read_to_string(dir.join("memory-backup.timer")).unwrap();
+    let exec = format!(
+        "ExecStart={BIN} --config {} -q backup",
+        config_path(&env).display()
+    );
+    assert!(service.lines().any(|l| l == exec), "{service}");
+    assert!(
+        service.lines().any(|l| l == "SuccessExitStatus=75"),
+        "{service}"
+    );
+    assert!(timer.contains("OnCalendar=hourly") && timer.contains("WantedBy=timers.target"));
+    assert_eq!(
+        env.read("systemctl.log"),
+        "--user daemon-reload\n--user enable --now memory-backup.timer\n"
+    );
+    ok(&install(&env, &path, &["install", "systemd"]));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("memory-backup.service")).unwrap(),
+        service
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("memory-backup.timer")).unwrap(),
+        timer
+    );
+    if which("systemd-analyze").is_some() {
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(dir.join("memory-backup.service"))
+            .arg(dir.join("memory-backup.timer"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "systemd-analyze verify: {out:?}");
+    } else {
+        eprintln!("systemd-analyze is not installed: the units are checked as text only");
+    }
+    ok(&install(&env, &path, &["uninstall", "systemd"]));
+    assert!(
+        !dir.join("memory-backup.service").exists() && !dir.join("memory-backup.timer").exists()
+    );
+    assert!(
+        env.read("systemctl.log")
+            .ends_with("--user disable --now memory-backup.timer\n--user daemon-reload\n")
+    );
+}
+
+/// Settings as Claude Code writes them, with hooks and settings of the user's.
+pub const SETTINGS: &str = r#"{
+  "model": "opus",
+  "hooks": {
+    "PostToolUse": [
+      {
+        "matcher": "Edit|Write",
+        "hooks": [
+          {
+            "type": "command",
+            "command": "prettier --write"
+          }
+        ]
+      }
+    ]
+  },
+  "permissions": {
+    "allow": [
+      "Bash(ls:*)"
+    ]
+  }
+}
+"#;
+
+/// The command of the installed hook for `event`.
+pub fn hook_command(settings: &Value, event: &str) -> String {
+    let list = settings["hooks"][event].as_array().unwrap();
+    list.last().unwrap()["hooks"][0]["command"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs an installed hook command as Claude Code does: through `sh`, the
+/// hook's JSON on stdin, the project folder as the working directory, an
+/// environment with little more than PATH and HOME.
+pub fn run_hook(env: &Env, command: &str, project: &Path, input: &Value) -> Output {
+    let mut child = cron_like(env, "sh")
+        .args(["-c", command])
+        .current_dir(project)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.to_string().as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The result in `last-run.json` of the first run of `command` to finish in
+/// `log_dir`, waited for (the hooks' runs are detached).
+pub fn wait_for_run(log_dir: &Path, command: &str) -> Value {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        for entry in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("last-run-")
+                && let Ok(text) = std::fs::read_to_string(entry.path())
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v["command"] == command
+            {
+                return v;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no {command} finished within 60 s in {}", log_dir.display());
+}
+
+#[test]
+fn install_claude_code_keeps_the_users_settings_and_its_hook_backs_up_only_the_configured_file() {
+    let env = Env::new();
+    let (_daemon, bare, url) = env.served();
+    let memory = env.write("home/graph/memory.jsonl", ADA);
+    claude_json(&env, "my-mem", &memory);
+    ok(&env.run(&["init", "--remote", &url]));
+    let settings_path = env.write("home/.claude/settings.json", SETTINGS);
+    ok(&env.run(&["install", "claude-code"]));
+    let installed = std::fs::read_to_string(&settings_path).unwrap();
+    ok(&env.run(&["install", "claude-code"]));
+    assert_eq!(std::fs::read_to_string(&settings_path).unwrap(), installed);
+
+    let v: Value = serde_json::from_str(&installed).unwrap();
+    assert_eq!(v["model"], "opus");
+    assert_eq!(v["permissions"]["allow"][0], "Bash(ls:*)");
+    let post = v["hooks"]["PostToolUse"].as_array().unwrap();
+    assert_eq!(post[0]["hooks"][0]["command"], "prettier --write");
+    assert_eq!(post[1]["matcher"], "mcp__my-mem__.*");
+    let command = hook_command(&v, "PostToolUse");
+    assert_eq!(
+        command,
+        format!(
+            "{BIN} --config {} -q hook claude-code",
+            config_path(&env).display()
+        )
+    );
+    for event in ["SessionStart", "SessionEnd"] {
+        assert_eq!(hook_command(&v, event), command);
+    }
+
+    let project = env.path("project");
+    env.write(
+        "project/memory.json",
+        r#"[{"id":"unrelated","content":"not mine"}]"#,
+    );
+    let input = serde_json::json!({
+        "hook_event_name": "PostToolUse",
+        "tool_name": "mcp__my-mem__create_entities",
+        "cwd": project,
+    });
+    let out = run_hook(&env, &command, &project, &input);
+    assert_code(&out, 0);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let result = wait_for_run(&env.path("logs"), "backup");
+    assert_eq!(result["exit_code"], 0, "{result}");
+    let backed_up = env.show(&bare, "memory-testhost.json");
+    assert!(
+        backed_up.contains("\"name\":\"Ada\"") && !backed_up.contains("unrelated"),
+        "{backed_up}"
+    );
+    let tree = env.git(&[
+        "--git-dir",
+        &bare.display().to_string(),
+        "ls-tree",
+        "--name-only",
+        "main",
+    ]);
+    assert_eq!(stdout(&tree), "memory-testhost.json\nunified-memory.json\n");
+
+    ok(&env.run(&["uninstall", "claude-code"]));
+    assert_eq!(std::fs::read_to_string(&settings_path).unwrap(), SETTINGS);
 }
