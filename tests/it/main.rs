@@ -3,4 +3,5 @@
 mod golden;
 mod hooks;
 mod setup;
+mod status;
 mod support;
