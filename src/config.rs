@@ -39,8 +39,7 @@ pub mod key {
 pub struct ConfigFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repo: Option<PathBuf>,
-    /// Informational: the repository's own `origin` is what runs use; `init`
-    /// takes it from here when the repository has none.
+    /// Informational: the repository's own `origin` is what runs use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
     /// Informational, like `remote`.

@@ -32,11 +32,7 @@ pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()
     let host = cx.host()?;
     let transport = cx.transport()?;
     let opened = Repo::open(&cx.repo).map_err(g)?;
-    // A repository made again (moved away, lost) gets the remote the config recorded.
-    let remote = args.remote.clone().or_else(|| {
-        let has_one = opened.as_ref().and_then(Repo::remote_url).is_some();
-        existing.remote.clone().filter(|_| !has_one)
-    });
+    let remote = args.remote.clone();
     let deadline = Instant::now() + INIT_TIMEOUT;
     let mut reachable = true;
     if let Some(remote) = &remote {
