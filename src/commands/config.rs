@@ -77,7 +77,6 @@ pub fn cmd_config(_args: &ConfigArgs, cx: &Context, report: &mut Report) -> Resu
         json!({"path": path(&s.file.value), "source": s.file.source.to_string(), "exists": cx.configured}),
     );
     report.set("settings", Value::Object(settings));
-    report.summary = String::new();
     Ok(())
 }
 
