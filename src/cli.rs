@@ -61,6 +61,60 @@ pub enum Command {
     Status(StatusArgs),
     /// Write a memory file back from the backup (one entry per identity)
     Restore(RestoreArgs),
+    /// Show the settings in effect and where each comes from
+    Config(ConfigArgs),
+    /// Set up cron, a systemd timer or Claude Code hooks to run memory-backup
+    Install(InstallArgs),
+    /// Remove what `install` set up
+    Uninstall(UninstallArgs),
+    /// What an installed hook runs (Claude Code: reads the hook's JSON on stdin)
+    Hook(HookArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {}
+
+/// What `install` and `uninstall` set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Integration {
+    /// A line in your crontab: a quiet backup every hour
+    Cron,
+    /// A systemd user service and timer: a quiet backup every hour
+    Systemd,
+    /// Hooks in ~/.claude/settings.json: sync at session start, back up after
+    /// memory tool calls and at session end
+    ClaudeCode,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[arg(value_enum)]
+    pub integration: Integration,
+    /// claude-code: the memory server's name as configured in your MCP config
+    /// (repeatable) [default: the servers found that use the configured memory file]
+    #[arg(long, value_name = "NAME")]
+    pub server: Vec<String>,
+    /// Show what would be written, and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[arg(value_enum)]
+    pub integration: Integration,
+}
+
+/// The integrations whose hooks run `memory-backup hook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookKind {
+    ClaudeCode,
+}
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    #[arg(value_enum)]
+    pub kind: HookKind,
 }
 
 #[derive(Debug, Args)]

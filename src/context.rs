@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::{Settings, Source};
 use crate::core::clock::Clock;
 use crate::error::{Error, Result};
 use crate::git::transport::Transport;
@@ -38,9 +39,26 @@ pub struct Context {
     /// Whether a config file was read: without one, `./memory.json` is the
     /// memory file of last resort.
     pub configured: bool,
+    /// Every setting, with where it came from (`config`, `install`, `-q`).
+    pub settings: Settings,
 }
 
 impl Context {
+    /// The context of a run with these settings.
+    pub fn new(settings: Settings, clock: Clock) -> Context {
+        Context {
+            repo: settings.repo.value.clone(),
+            host: settings.host.value.clone(),
+            clock,
+            log_dir: settings.log_dir.value.clone(),
+            memory: settings.loaded.as_ref().and_then(|f| f.memory.clone()),
+            transport: Some(settings.transport.value.clone()),
+            allow_secrets: settings.allow_secrets.value.clone(),
+            configured: settings.configured(),
+            settings,
+        }
+    }
+
     /// This host's name: as given, else the machine's hostname, sanitised.
     pub fn host(&self) -> Result<String> {
         let raw = match &self.host {
@@ -81,9 +99,39 @@ impl Context {
         Ok(PathBuf::from(DEFAULT_MEMORY_FILE))
     }
 
+    /// Under `-q`, what to say of a run that did not push: `None` while the
+    /// last successful push from this host is younger than `quiet_hours`.
+    pub fn push_overdue(&self) -> Option<String> {
+        let last = crate::git::Repo::open(&self.repo)
+            .ok()
+            .flatten()
+            .and_then(|r| crate::store::state::last_push(r.git_dir()))
+            .and_then(|t| crate::core::clock::Timestamp::parse(&t));
+        let Some(last) = last else {
+            return Some("no successful push from this host yet".into());
+        };
+        let age_secs = (self.clock.now().micros() - last.micros()) / 1_000_000;
+        let quiet_secs = i64::from(self.settings.quiet_hours.value) * 3600;
+        (age_secs >= quiet_secs).then(|| {
+            format!(
+                "nothing pushed from this host for {} (last push {last})",
+                crate::context::age(age_secs)
+            )
+        })
+    }
+
     /// The transport: the one configured, else `git` when it is on PATH.
     pub fn transport(&self) -> Result<Transport> {
-        Transport::pick(self.transport.as_deref()).map_err(Error::Usage)
+        Transport::pick(self.transport.as_deref()).map_err(|m| {
+            match self.settings.transport.source {
+                Source::File => Error::Config(format!(
+                    "{}: {}: {m}",
+                    self.settings.file.value.display(),
+                    crate::config::key::TRANSPORT
+                )),
+                _ => Error::Usage(m),
+            }
+        })
     }
 }
 
@@ -106,6 +154,16 @@ pub fn sanitize_host(raw: &str) -> Result<String> {
         ));
     }
     Ok(name)
+}
+
+/// `25 hours`, `3 days`: how long ago, for a person.
+pub fn age(secs: i64) -> String {
+    let hours = secs / 3600;
+    match hours {
+        h if h < 2 => format!("{} minutes", secs / 60),
+        h if h < 48 => format!("{h} hours"),
+        h => format!("{} days", h / 24),
+    }
 }
 
 /// `$VAR/memory-backup`, else `$HOME/<fallback>/memory-backup`.

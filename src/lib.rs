@@ -8,7 +8,7 @@
 //!
 //! - `main.rs`: arguments, logging, the exit code. [`cli`]: the command line.
 //! - [`commands`]: one thin file per command (`init`, `backup`, `sync`, `forget`,
-//!   `stamp`, `merge`, `verify`, `status`, `restore`).
+//!   `stamp`, `merge`, `verify`, `status`, `restore`, `config`, `install`, `hook`).
 //! - [`backup`]: one run of the pipeline, step by step, and its retry loop.
 //! - [`core`]: pure data in and out, no I/O, no unsafe code: canonical JSON,
 //!   records and identities, entries and their files, the merge, stamping, the
@@ -17,8 +17,11 @@
 //!   and push (the user's `git`, or libgit2), the working tree, packing.
 //! - [`store`]: files on disk: atomic writes, the memory file, host files in a
 //!   folder, what a repository keeps on this machine only.
-//! - [`context`], [`error`], [`output`], [`logging`]: settings, typed errors and
-//!   their exit codes, what a command tells its user, the log files.
+//! - [`setup`]: the MCP memory server's file found in MCP configs; the cron,
+//!   systemd and Claude Code integrations.
+//! - [`config`], [`context`], [`error`], [`output`], [`logging`]: the config
+//!   file and where each setting came from, what every command needs, typed
+//!   errors and their exit codes, what a command tells its user, the log files.
 //! - [`sys`]: the few system calls, each with its safety argument.
 //!
 //! ARCHITECTURE.md has the bird's-eye view and the invariants.
@@ -26,12 +29,14 @@
 pub mod backup;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod context;
 pub mod core;
 pub mod error;
 pub mod git;
 pub mod logging;
 pub mod output;
+pub mod setup;
 pub mod store;
 pub mod sys;
 

@@ -122,11 +122,24 @@ pub fn last_run_path(log_dir: &Path, repo: &Path) -> PathBuf {
     ))
 }
 
+/// The field of `last-run.json` that keeps the last run that succeeded
+/// (`command` and `finished`), carried over by runs that fail.
+pub const LAST_OK: &str = "last_ok";
+
 /// Writes the repository's `last-run.json`, private; a failure costs only that
 /// file. It is a report, not data: it is not synced.
 pub fn write_last_run(log_dir: &Path, repo: &Path, result: &Map<String, Value>) {
     let path = last_run_path(log_dir, repo);
-    let mut text = serde_json::to_vec_pretty(result).expect("a JSON map serialises");
+    let mut result = result.clone();
+    let last_ok = if result.get("ok") == Some(&Value::Bool(true)) {
+        Some(
+            serde_json::json!({"command": result.get("command"), "finished": result.get("finished")}),
+        )
+    } else {
+        read_last_run(log_dir, repo).and_then(|prev| prev.get(LAST_OK).cloned())
+    };
+    result.insert(LAST_OK.into(), last_ok.unwrap_or(Value::Null));
+    let mut text = serde_json::to_vec_pretty(&result).expect("a JSON map serialises");
     text.push(b'\n');
     let written = crate::store::atomic::private_dir(log_dir).and_then(|()| {
         let tmp = crate::store::atomic::prepare(&path, crate::store::atomic::Mode::Private, |w| {

@@ -1,14 +1,16 @@
-//! The binary: parse arguments, set up logging, run the command, map its result
-//! to an exit code.
+//! The binary: parse arguments, read the config file, set up logging, run the
+//! command, map its result to an exit code.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use serde_json::{Map, Value};
 
 use memory_backup::cli::Cli;
 use memory_backup::commands;
+use memory_backup::config::{Given, Globals, Settings};
 use memory_backup::context::{self, Context};
 use memory_backup::core::clock::Clock;
 use memory_backup::error::{Error, exit};
@@ -17,26 +19,9 @@ use memory_backup::output::Report;
 
 fn main() -> ExitCode {
     let json = std::env::args().any(|a| a == "--json");
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            if json && code == exit::USAGE {
-                let out = serde_json::json!({
-                    "ok": false,
-                    "exit_code": code,
-                    "error": e.render().to_string().trim(),
-                });
-                println!("{out}");
-            } else {
-                let _ = e.print();
-            }
-            return ExitCode::from(code as u8);
-        }
+    let (cli, globals) = match parse() {
+        Ok(parsed) => parsed,
+        Err(e) => return usage_error(e, json),
     };
     let g = &cli.global;
     let verbosity = match (g.quiet, g.verbose) {
@@ -44,26 +29,27 @@ fn main() -> ExitCode {
         (_, true) => Verbosity::Verbose,
         _ => Verbosity::Normal,
     };
-    let log_dir = g.log_dir.clone().unwrap_or_else(context::default_log_dir);
+    let name = commands::name(&cli.command);
+    let settings = Settings::resolve(&globals, commands::makes_config(&cli.command));
+    let log_dir = match &settings {
+        Ok(s) => s.log_dir.value.clone(),
+        Err(_) => g.log_dir.clone().unwrap_or_else(context::default_log_dir),
+    };
     logging::init(verbosity, &log_dir);
 
-    let name = commands::name(&cli.command);
     let mut report = Report::default();
     let started = chrono::Utc::now();
-    let repo = g.repo.clone().unwrap_or_else(context::default_repo);
-    let result = Clock::from_env().map_err(Error::Usage).and_then(|clock| {
-        let cx = Context {
-            repo: repo.clone(),
-            host: g.host.clone(),
-            clock,
-            log_dir: log_dir.clone(),
-            memory: None,
-            transport: std::env::var(memory_backup::git::transport::TRANSPORT_ENV).ok(),
-            allow_secrets: Vec::new(),
-            configured: false,
-        };
-        commands::run(&cli.command, &cx, &mut report)
+    let made = settings.and_then(|s| {
+        let clock = Clock::from_env().map_err(Error::Usage)?;
+        Ok(Context::new(s, clock))
     });
+    let (cx, result) = match made {
+        Ok(cx) => {
+            let result = commands::run(&cli.command, &cx, &mut report);
+            (Some(cx), result)
+        }
+        Err(e) => (None, Err(e)),
+    };
     let code = match &result {
         Ok(()) => exit::OK,
         Err(e) => e.exit_code(),
@@ -83,6 +69,14 @@ fn main() -> ExitCode {
     fields.insert("warnings".into(), report.warnings.clone().into());
     match &result {
         Ok(()) | Err(Error::Problems(_)) => tracing::info!("{name}: {}", report.summary),
+        // Under -q, cron mails only what needs a person: an offline run is news
+        // only once nothing has been pushed for `quiet_hours`.
+        Err(e) if g.quiet && code == exit::NOT_PUSHED => {
+            match cx.as_ref().and_then(Context::push_overdue) {
+                Some(overdue) => tracing::error!("{overdue}: {e}"),
+                None => tracing::warn!("{e}"),
+            }
+        }
         Err(e) => tracing::error!("{e}"),
     }
     if let Err(e) = print(&report, &fields, g.json, g.quiet)
@@ -90,7 +84,11 @@ fn main() -> ExitCode {
     {
         eprintln!("memory-backup: error: cannot write to stdout: {e}");
     }
-    if name != "status" {
+    if commands::records_last_run(&cli.command) {
+        let repo = cx.as_ref().map_or_else(
+            || g.repo.clone().unwrap_or_else(context::default_repo),
+            |cx| cx.repo.clone(),
+        );
         let mut last = fields;
         last.insert("started".into(), Value::String(started.to_rfc3339()));
         last.insert(
@@ -100,6 +98,51 @@ fn main() -> ExitCode {
         logging::write_last_run(&log_dir, &repo, &last);
     }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// The command line, and for the options that the config file can also set,
+/// whether the option or its environment variable gave them.
+fn parse() -> Result<(Cli, Globals), clap::Error> {
+    let mut matches = Cli::command().try_get_matches()?;
+    let globals = {
+        // Global options are on the subcommand's matches wherever they were written.
+        let m = matches.subcommand().map_or(&matches, |(_, m)| m);
+        Globals {
+            config: given(m, "config"),
+            repo: given(m, "repo"),
+            host: given(m, "host"),
+            log_dir: given(m, "log_dir"),
+        }
+    };
+    let cli = Cli::from_arg_matches_mut(&mut matches)?;
+    Ok((cli, globals))
+}
+
+fn given<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Given<T> {
+    Given {
+        value: m.get_one::<T>(id).cloned(),
+        from_env: m.value_source(id) == Some(ValueSource::EnvVariable),
+    }
+}
+
+/// A command line clap refused: exit 2, and under `--json` one JSON object.
+fn usage_error(e: clap::Error, json: bool) -> ExitCode {
+    let code = if e.use_stderr() {
+        exit::USAGE
+    } else {
+        exit::OK
+    };
+    if json && code == exit::USAGE {
+        let out = serde_json::json!({
+            "ok": false,
+            "exit_code": code,
+            "error": e.render().to_string().trim(),
+        });
+        println!("{out}");
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(code as u8)
 }
 
 /// stdout: the summary line (and any lines the command listed), or one JSON

@@ -1,8 +1,14 @@
 //! `status`: what the backup holds and how it is doing. Per host: its live
 //! entries, tombstones, the last backup that changed its file, and whether it
 //! waits parked (section 8, Contention); unified; the local branch against the
-//! remote; this host's last run. Warnings only for what needs a person. It works
-//! offline and says when the remote could not be asked.
+//! remote; this host's last run, last successful run and last push. Warnings
+//! only for what needs a person. It works offline and says when the remote
+//! could not be asked. The `--json` shape is documented in `docs/status-json.md`:
+//! `hosts` (`host`, `entries`, `tombstones`, `bytes`, `last_backup`,
+//! `last_backup_commit`, `future_timestamp`, `parked_commits`, `this_host`),
+//! `unified`, `remote` (`url`, `asked`, `error`, `tip`, `ahead`, `behind`),
+//! `last_push`, `last_success`, `last_run`, `repo`, `branch`, `local_tip`,
+//! `shown_commit`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -211,6 +217,24 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
         Some(run) => format!("last run here: {}", describe_run(run)),
         None => "last run here: none recorded".to_string(),
     });
+    let last_ok = last_run
+        .as_ref()
+        .and_then(|r| r.get(crate::logging::LAST_OK))
+        .filter(|v| !v.is_null())
+        .cloned();
+    if let Some(run) = &last_run
+        && run.get("ok") != Some(&Value::Bool(true))
+    {
+        lines.push(match &last_ok {
+            Some(ok) => format!(
+                "last successful run here: {} at {}",
+                ok["command"].as_str().unwrap_or("?"),
+                ok["finished"].as_str().unwrap_or("?")
+            ),
+            None => "last successful run here: none recorded".to_string(),
+        });
+        warn_of_last_run(run, cx, url.is_some(), report);
+    }
     if let Some(held) = last_run
         .as_ref()
         .and_then(|r| r.get("held_back"))
@@ -255,6 +279,7 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
     );
     report.set("remote", Value::Object(remote));
     report.set("last_push", last_push);
+    report.set("last_success", last_ok.unwrap_or(Value::Null));
     report.set("last_run", last_run.unwrap_or(Value::Null));
     report.lines = lines;
     let parked = hosts.values().filter(|h| h.parked.is_some()).count();
@@ -275,6 +300,23 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
         }
     );
     Ok(())
+}
+
+/// A warning when this host's last run needs a person: it failed for a reason
+/// that the next run does not mend, or it has not pushed for `quiet_hours`.
+fn warn_of_last_run(run: &Value, cx: &Context, has_remote: bool, report: &mut Report) {
+    let code = run.get("exit_code").and_then(Value::as_i64).unwrap_or(-1);
+    let error = run.get("error").and_then(Value::as_str).unwrap_or("");
+    let command = run.get("command").and_then(Value::as_str).unwrap_or("?");
+    if code == i64::from(crate::error::exit::NOT_PUSHED) {
+        if let (true, Some(overdue)) = (has_remote, cx.push_overdue()) {
+            report.warn(format!("{overdue}; the last {command} said: {error}"));
+        }
+    } else if code != i64::from(crate::error::exit::OK) {
+        report.warn(format!(
+            "the last {command} here failed (exit {code}): {error}"
+        ));
+    }
 }
 
 fn time_of(secs: i64) -> String {
