@@ -52,104 +52,18 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
     let (repo, branch) = open_existing(cx)?;
     let g = |e: GitError| git_error(e, &repo_name);
     let local = repo.local_tip(&branch).map_err(g)?;
-    let url = repo.remote_url();
-    let shown = url.as_deref().map(url::redact);
-
-    let mut remote = serde_json::Map::new();
-    remote.insert("url".into(), shown.clone().into());
-    let mut asked_line = String::new();
-    if let Some(u) = &url {
-        if args.no_fetch {
-            remote.insert("asked".into(), false.into());
-            asked_line = " (--no-fetch: as of the last contact)".into();
-        } else {
-            let deadline = Instant::now() + STATUS_FETCH_TIMEOUT;
-            let asked = cx.transport().map_err(|e| e.to_string()).and_then(|t| {
-                transport::fetch(&t, &repo, u, &branch, deadline).map_err(|e| e.to_string())
-            });
-            remote.insert("asked".into(), asked.is_ok().into());
-            if let Err(why) = asked {
-                remote.insert("error".into(), why.clone().into());
-                report.warn(format!(
-                    "cannot ask {} ({why}); ahead and behind are as of the last contact",
-                    url::redact(u)
-                ));
-                asked_line = " (the remote did not answer: as of the last contact)".into();
-            }
-        }
-    }
-    let remote_tip = repo.tracking_tip(&branch);
-    remote.insert("tip".into(), remote_tip.map(|t| t.to_string()).into());
-    let (ahead, behind) = match (local, remote_tip) {
-        (Some(l), Some(r)) => {
-            let (a, b) = repo.ahead_behind(l, r).map_err(g)?;
-            (Some(a), Some(b))
-        }
-        _ => (None, None),
-    };
-    remote.insert("ahead".into(), ahead.into());
-    remote.insert("behind".into(), behind.into());
+    let remote = ask_remote(args, cx, &repo, &branch, local, report).map_err(g)?;
 
     // The files of the newer tip (the remote's when they diverged).
-    let shown_commit = match (local, remote_tip) {
+    let shown_commit = match (local, remote.tip) {
         (Some(l), Some(r)) if !repo.contains(l, r).map_err(g)? => Some(r),
         (l, r) => l.or(r),
     };
     let now = cx.clock.now();
-    let horizon = Timestamp::from_micros(now.micros().saturating_add(FUTURE_MICROS));
-    let mut hosts: BTreeMap<String, HostStatus> = BTreeMap::new();
-    let mut unified = None;
-    if let Some(commit) = shown_commit {
-        let (files, _) = repo.read_files(commit, is_backup_file).map_err(g)?;
-        for (name, bytes) in &files {
-            if let Some(w) = crate::large_file_warning(name, bytes.len() as u64) {
-                report.warn(w);
-            }
-            let parsed = match entry::parse_stamped(bytes) {
-                Ok(p) => p,
-                Err(e) => {
-                    report.warn(format!(
-                        "{name}:{}:{} (commit {}): does not parse: {}; `memory-backup verify` lists every problem",
-                        e.line,
-                        e.column,
-                        commit.short(),
-                        e.cause
-                    ));
-                    continue;
-                }
-            };
-            if name == UNIFIED_FILE {
-                unified = Some((
-                    parsed.entries.iter().filter(|e| !e.meta.deleted).count(),
-                    parsed.entries.iter().filter(|e| e.meta.deleted).count(),
-                    bytes.len(),
-                ));
-                continue;
-            }
-            let host = host_of_file_name(name).unwrap_or(name).to_string();
-            let st = hosts.entry(host.clone()).or_default();
-            st.host = host;
-            st.live = parsed.entries.iter().filter(|e| !e.meta.deleted).count();
-            st.tombstones = parsed.entries.len() - st.live;
-            st.bytes = bytes.len();
-            st.future = parsed
-                .entries
-                .iter()
-                .map(|e| e.meta.timestamp)
-                .filter(|t| *t > horizon)
-                .max();
-            st.last_backup = repo.last_change_of(commit, name, HISTORY_DEPTH);
-        }
-        for (host, tip) in repo.parked() {
-            if repo.contains(commit, tip).unwrap_or(true) {
-                continue;
-            }
-            let behind = repo.ahead_behind(tip, commit).map(|(a, _)| a).unwrap_or(0);
-            let st = hosts.entry(host.clone()).or_default();
-            st.host = host;
-            st.parked = Some(behind);
-        }
-    }
+    let (hosts, unified) = match shown_commit {
+        Some(commit) => read_hosts(&repo, commit, now, report).map_err(g)?,
+        None => (BTreeMap::new(), None),
+    };
     for h in hosts.values() {
         if let Some(t) = h.future {
             let days = (t.micros() - now.micros()) / 86_400_000_000;
@@ -164,89 +78,30 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
     let me = cx.host().ok();
     let last_run = crate::logging::read_last_run(&cx.log_dir, &cx.repo);
     let last_push = crate::store::state::last_push(repo.git_dir());
-    let mut lines = vec![format!(
-        "{:<28} {:>8} {:>10} {:<22} {:>9}",
-        "host", "entries", "tombstones", "last backup", "size"
-    )];
-    for h in hosts.values() {
-        let when = h.last_backup.map_or("-".to_string(), |(_, t)| time_of(t));
-        let parked = h
-            .parked
-            .map(|n| format!("  parked, {n} commit(s) not on the branch yet"))
-            .unwrap_or_default();
-        let mine = if me.as_deref() == Some(h.host.as_str()) {
-            " (this host)"
-        } else {
-            ""
-        };
-        lines.push(format!(
-            "{:<28} {:>8} {:>10} {:<22} {:>9}{parked}",
-            format!("{}{mine}", h.host),
-            h.live,
-            h.tombstones,
-            when,
-            size(h.bytes)
-        ));
-    }
-    if let Some((live, dead, bytes)) = unified {
-        lines.push(format!(
-            "{:<28} {:>8} {:>10} {:<22} {:>9}",
-            "(unified)",
-            live,
-            dead,
-            "",
-            size(bytes)
-        ));
-    }
+    let mut lines = host_table(&hosts, unified, me.as_deref());
     let tip = |c: Option<CommitId>| c.map_or("no commit".to_string(), |c| c.short());
-    lines.push(match &shown {
+    lines.push(match &remote.shown {
         None => format!("branch {branch} at {}; no remote set", tip(local)),
         Some(u) => format!(
-            "branch {branch} at {}; {u} at {}: {} ahead, {} behind{asked_line}",
+            "branch {branch} at {}; {u} at {}: {} ahead, {} behind{}",
             tip(local),
-            tip(remote_tip),
-            count(ahead),
-            count(behind)
+            tip(remote.tip),
+            count(remote.ahead),
+            count(remote.behind),
+            remote.note
         ),
     });
     lines.push(match &last_push {
         Some(t) => format!("last successful push from this host: {t}"),
         None => "last successful push from this host: none recorded".to_string(),
     });
-    lines.push(match &last_run {
-        Some(run) => format!("last run here: {}", describe_run(run)),
-        None => "last run here: none recorded".to_string(),
-    });
-    let last_ok = last_run
-        .as_ref()
-        .and_then(|r| r.get(crate::logging::LAST_OK))
-        .filter(|v| !v.is_null())
-        .cloned();
-    if let Some(run) = &last_run
-        && run.get("ok") != Some(&Value::Bool(true))
-    {
-        lines.push(match &last_ok {
-            Some(ok) => format!(
-                "last successful run here: {} at {}",
-                ok["command"].as_str().unwrap_or("?"),
-                ok["finished"].as_str().unwrap_or("?")
-            ),
-            None => "last successful run here: none recorded".to_string(),
-        });
-        warn_of_last_run(run, cx, url.is_some(), report);
-    }
-    if let Some(held) = last_run
-        .as_ref()
-        .and_then(|r| r.get("held_back"))
-        .and_then(Value::as_array)
-        .filter(|h| !h.is_empty())
-    {
-        let idents: Vec<&str> = held.iter().filter_map(|h| h["ident"].as_str()).collect();
-        lines.push(format!(
-            "held back for secrets in the last run: {}",
-            idents.join(", ")
-        ));
-    }
+    let last_ok = last_run_lines(
+        last_run.as_ref(),
+        cx,
+        remote.shown.is_some(),
+        &mut lines,
+        report,
+    );
 
     report.set("repo", repo_name.clone());
     report.set("branch", branch.clone());
@@ -277,7 +132,7 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
             |(live, dead, bytes)| json!({"entries": live, "tombstones": dead, "bytes": bytes}),
         ),
     );
-    report.set("remote", Value::Object(remote));
+    report.set("remote", Value::Object(remote.json));
     report.set("last_push", last_push);
     report.set("last_success", last_ok.unwrap_or(Value::Null));
     report.set("last_run", last_run.unwrap_or(Value::Null));
@@ -292,7 +147,7 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
         } else {
             String::new()
         },
-        match (&url, ahead, behind) {
+        match (&remote.shown, remote.ahead, remote.behind) {
             (None, _, _) => "; no remote".to_string(),
             (Some(_), Some(0), Some(0)) => "; in step with the remote".to_string(),
             (Some(_), Some(a), Some(b)) => format!("; {a} ahead of, {b} behind the remote"),
@@ -300,6 +155,227 @@ pub fn cmd_status(args: &StatusArgs, cx: &Context, report: &mut Report) -> Resul
         }
     );
     Ok(())
+}
+
+/// The remote as `status` shows it.
+struct RemoteStatus {
+    /// Its URL, credentials removed; `None`: no remote is set.
+    shown: Option<String>,
+    /// Its branch's tip as last fetched.
+    tip: Option<CommitId>,
+    ahead: Option<usize>,
+    behind: Option<usize>,
+    /// Said after the branch line when the remote was not asked now.
+    note: String,
+    /// The `remote` object of `--json`.
+    json: serde_json::Map<String, Value>,
+}
+
+/// Fetches from the remote, unless `--no-fetch` or it does not answer in
+/// time, and compares the local branch with its tip.
+fn ask_remote(
+    args: &StatusArgs,
+    cx: &Context,
+    repo: &crate::git::Repo,
+    branch: &str,
+    local: Option<CommitId>,
+    report: &mut Report,
+) -> std::result::Result<RemoteStatus, GitError> {
+    let url = repo.remote_url();
+    let shown = url.as_deref().map(url::redact);
+    let mut json = serde_json::Map::new();
+    json.insert("url".into(), shown.clone().into());
+    let mut note = String::new();
+    if let Some(u) = &url {
+        if args.no_fetch {
+            json.insert("asked".into(), false.into());
+            note = " (--no-fetch: as of the last contact)".into();
+        } else {
+            let deadline = Instant::now() + STATUS_FETCH_TIMEOUT;
+            let asked = cx.transport().map_err(|e| e.to_string()).and_then(|t| {
+                transport::fetch(&t, repo, u, branch, deadline).map_err(|e| e.to_string())
+            });
+            json.insert("asked".into(), asked.is_ok().into());
+            if let Err(why) = asked {
+                json.insert("error".into(), why.clone().into());
+                report.warn(format!(
+                    "cannot ask {} ({why}); ahead and behind are as of the last contact",
+                    url::redact(u)
+                ));
+                note = " (the remote did not answer: as of the last contact)".into();
+            }
+        }
+    }
+    let tip = repo.tracking_tip(branch);
+    json.insert("tip".into(), tip.map(|t| t.to_string()).into());
+    let (ahead, behind) = match (local, tip) {
+        (Some(l), Some(r)) => {
+            let (a, b) = repo.ahead_behind(l, r)?;
+            (Some(a), Some(b))
+        }
+        _ => (None, None),
+    };
+    json.insert("ahead".into(), ahead.into());
+    json.insert("behind".into(), behind.into());
+    Ok(RemoteStatus {
+        shown,
+        tip,
+        ahead,
+        behind,
+        note,
+        json,
+    })
+}
+
+/// Unified's live entries, tombstones and size.
+type UnifiedStatus = (usize, usize, usize);
+
+/// Each host's file at `commit`, and the hosts whose parked commits the
+/// branch lacks; unified's counts.
+fn read_hosts(
+    repo: &crate::git::Repo,
+    commit: CommitId,
+    now: Timestamp,
+    report: &mut Report,
+) -> std::result::Result<(BTreeMap<String, HostStatus>, Option<UnifiedStatus>), GitError> {
+    let horizon = Timestamp::from_micros(now.micros().saturating_add(FUTURE_MICROS));
+    let mut hosts: BTreeMap<String, HostStatus> = BTreeMap::new();
+    let mut unified = None;
+    let (files, _) = repo.read_files(commit, is_backup_file)?;
+    for (name, bytes) in &files {
+        if let Some(w) = crate::large_file_warning(name, bytes.len() as u64) {
+            report.warn(w);
+        }
+        let parsed = match entry::parse_stamped(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                report.warn(format!(
+                    "{name}:{}:{} (commit {}): does not parse: {}; `memory-backup verify` lists every problem",
+                    e.line,
+                    e.column,
+                    commit.short(),
+                    e.cause
+                ));
+                continue;
+            }
+        };
+        let live = parsed.entries.iter().filter(|e| !e.meta.deleted).count();
+        if name == UNIFIED_FILE {
+            unified = Some((live, parsed.entries.len() - live, bytes.len()));
+            continue;
+        }
+        let host = host_of_file_name(name).unwrap_or(name).to_string();
+        let st = hosts.entry(host.clone()).or_default();
+        st.host = host;
+        st.live = live;
+        st.tombstones = parsed.entries.len() - live;
+        st.bytes = bytes.len();
+        st.future = parsed
+            .entries
+            .iter()
+            .map(|e| e.meta.timestamp)
+            .filter(|t| *t > horizon)
+            .max();
+        st.last_backup = repo.last_change_of(commit, name, HISTORY_DEPTH);
+    }
+    for (host, tip) in repo.parked() {
+        if repo.contains(commit, tip).unwrap_or(true) {
+            continue;
+        }
+        let behind = repo.ahead_behind(tip, commit).map(|(a, _)| a).unwrap_or(0);
+        let st = hosts.entry(host.clone()).or_default();
+        st.host = host;
+        st.parked = Some(behind);
+    }
+    Ok((hosts, unified))
+}
+
+/// The table of hosts and unified.
+fn host_table(
+    hosts: &BTreeMap<String, HostStatus>,
+    unified: Option<UnifiedStatus>,
+    me: Option<&str>,
+) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<28} {:>8} {:>10} {:<22} {:>9}",
+        "host", "entries", "tombstones", "last backup", "size"
+    )];
+    for h in hosts.values() {
+        let when = h.last_backup.map_or("-".to_string(), |(_, t)| time_of(t));
+        let parked = h
+            .parked
+            .map(|n| format!("  parked, {n} commit(s) not on the branch yet"))
+            .unwrap_or_default();
+        let mine = if me == Some(h.host.as_str()) {
+            " (this host)"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "{:<28} {:>8} {:>10} {:<22} {:>9}{parked}",
+            format!("{}{mine}", h.host),
+            h.live,
+            h.tombstones,
+            when,
+            size(h.bytes)
+        ));
+    }
+    if let Some((live, dead, bytes)) = unified {
+        lines.push(format!(
+            "{:<28} {:>8} {:>10} {:<22} {:>9}",
+            "(unified)",
+            live,
+            dead,
+            "",
+            size(bytes)
+        ));
+    }
+    lines
+}
+
+/// The lines of this host's last run (and its last successful one when the
+/// last failed, with a warning when it needs a person); the last successful
+/// run as recorded.
+fn last_run_lines(
+    last_run: Option<&Value>,
+    cx: &Context,
+    has_remote: bool,
+    lines: &mut Vec<String>,
+    report: &mut Report,
+) -> Option<Value> {
+    lines.push(match last_run {
+        Some(run) => format!("last run here: {}", describe_run(run)),
+        None => "last run here: none recorded".to_string(),
+    });
+    let last_ok = last_run
+        .and_then(|r| r.get(crate::logging::LAST_OK))
+        .filter(|v| !v.is_null())
+        .cloned();
+    if let Some(run) = last_run
+        && run.get("ok") != Some(&Value::Bool(true))
+    {
+        lines.push(match &last_ok {
+            Some(ok) => format!(
+                "last successful run here: {} at {}",
+                ok["command"].as_str().unwrap_or("?"),
+                ok["finished"].as_str().unwrap_or("?")
+            ),
+            None => "last successful run here: none recorded".to_string(),
+        });
+        warn_of_last_run(run, cx, has_remote, report);
+    }
+    if let Some(held) = last_run
+        .and_then(|r| r.get("held_back"))
+        .and_then(Value::as_array)
+        .filter(|h| !h.is_empty())
+    {
+        let idents: Vec<&str> = held.iter().filter_map(|h| h["ident"].as_str()).collect();
+        lines.push(format!(
+            "held back for secrets in the last run: {}",
+            idents.join(", ")
+        ));
+    }
+    last_ok
 }
 
 /// A warning when this host's last run needs a person: it failed for a reason
