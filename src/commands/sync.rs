@@ -85,7 +85,9 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         let repo = &outcome.repo;
         let host = &outcome.host;
         let new_base = writeback::base_after(&s.base, &written);
-        if written.bytes == outcome.memory.bytes {
+        // Nothing to add, change or remove: the file stays as its writer made it,
+        // whatever its formatting.
+        if written.is_empty() || written.bytes == outcome.memory.bytes {
             let mut base = new_base;
             base.snapshot = Some(outcome.memory.snapshot.clone());
             save(repo, host, &base, id_field, report);

@@ -10,6 +10,7 @@ mod hooks;
 mod laws;
 mod model;
 mod restore;
+mod secrets;
 mod setup;
 mod status;
 mod support;
