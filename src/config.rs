@@ -7,8 +7,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::{self, env};
 use crate::error::{Error, Result};
+
+/// Environment variables besides those that clap reads.
+pub mod env {
+    pub const MEMORY: &str = "MEMORY_BACKUP_MEMORY";
+    /// The MCP memory server's own variable for its file.
+    pub const MCP_MEMORY: &str = "MEMORY_FILE_PATH";
+    pub const XDG_DATA_HOME: &str = "XDG_DATA_HOME";
+    pub const XDG_STATE_HOME: &str = "XDG_STATE_HOME";
+    pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+}
 
 /// The config file's name, in `$XDG_CONFIG_HOME/memory-backup/`.
 pub const FILE_NAME: &str = "config.toml";
@@ -210,7 +219,7 @@ pub struct Settings {
 
 /// `$XDG_CONFIG_HOME/memory-backup/config.toml`, else `~/.config/...`.
 pub fn default_path() -> PathBuf {
-    context::xdg_dir(env::XDG_CONFIG_HOME, ".config").join(FILE_NAME)
+    xdg_dir(env::XDG_CONFIG_HOME, ".config").join(FILE_NAME)
 }
 
 fn flag_or_env<T>(given: &Given<T>, flag: &'static str, var: &'static str) -> Option<(T, Source)>
@@ -256,10 +265,10 @@ impl Settings {
         let from_file = |v: Option<PathBuf>| v.map(|v| (v, Source::File));
         let repo = flag_or_env(&g.repo, "--repo", "MEMORY_BACKUP_REPO")
             .or_else(|| from_file(f.repo.clone()))
-            .unwrap_or_else(|| (context::default_repo(), Source::Default));
+            .unwrap_or_else(|| (default_repo(), Source::Default));
         let log_dir = flag_or_env(&g.log_dir, "--log-dir", "MEMORY_BACKUP_LOG_DIR")
             .or_else(|| from_file(f.log_dir.clone()))
-            .unwrap_or_else(|| (context::default_log_dir(), Source::Default));
+            .unwrap_or_else(|| (default_log_dir(), Source::Default));
         let host = flag_or_env(&g.host, "--host", "MEMORY_BACKUP_HOST")
             .map(|(h, s)| (Some(h), s))
             .or_else(|| f.host.clone().map(|h| (Some(h), Source::File)))
@@ -310,6 +319,26 @@ impl Settings {
 /// name the file by its absolute path).
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `$VAR/memory-backup`, else `$HOME/<fallback>/memory-backup`.
+pub fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    let base = std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(fallback)))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("memory-backup")
+}
+
+/// The default repository: `$XDG_DATA_HOME/memory-backup/repo`.
+pub fn default_repo() -> PathBuf {
+    xdg_dir(env::XDG_DATA_HOME, ".local/share").join("repo")
+}
+
+/// The default log folder: `$XDG_STATE_HOME/memory-backup`.
+pub fn default_log_dir() -> PathBuf {
+    xdg_dir(env::XDG_STATE_HOME, ".local/state")
 }
 
 #[cfg(test)]

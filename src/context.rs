@@ -3,20 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Settings, Source};
+use crate::config::{Settings, Source, env};
+pub use crate::config::{default_log_dir, default_repo};
 use crate::core::clock::Clock;
 use crate::error::{Error, Result};
 use crate::git::transport::Transport;
-
-/// Environment variables besides those that clap reads.
-pub mod env {
-    pub const MEMORY: &str = "MEMORY_BACKUP_MEMORY";
-    /// The MCP memory server's own variable for its file.
-    pub const MCP_MEMORY: &str = "MEMORY_FILE_PATH";
-    pub const XDG_DATA_HOME: &str = "XDG_DATA_HOME";
-    pub const XDG_STATE_HOME: &str = "XDG_STATE_HOME";
-    pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
-}
 
 /// The memory file when nothing names one and there is no config file.
 pub const DEFAULT_MEMORY_FILE: &str = "memory.json";
@@ -164,26 +155,6 @@ pub fn age(secs: i64) -> String {
         h if h < 48 => format!("{h} hours"),
         h => format!("{} days", h / 24),
     }
-}
-
-/// `$VAR/memory-backup`, else `$HOME/<fallback>/memory-backup`.
-pub fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
-    let base = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(fallback)))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("memory-backup")
-}
-
-/// The default repository: `$XDG_DATA_HOME/memory-backup/repo`.
-pub fn default_repo() -> PathBuf {
-    xdg_dir(env::XDG_DATA_HOME, ".local/share").join("repo")
-}
-
-/// The default log folder: `$XDG_STATE_HOME/memory-backup`.
-pub fn default_log_dir() -> PathBuf {
-    xdg_dir(env::XDG_STATE_HOME, ".local/state")
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::backup::git_error;
 use crate::cli::InitArgs;
+use crate::config::env;
 use crate::config::{ConfigFile, absolute};
-use crate::context::{Context, env};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::git::{self, GitError, Repo, transport, url};
 use crate::output::Report;
