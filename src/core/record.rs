@@ -97,7 +97,7 @@ impl Record {
         })
     }
 
-    /// The record's identity by the rules of [`ident_by`].
+    /// The record's identity by the rules of `ident_by`.
     pub fn ident(&self, id_field: &str) -> String {
         ident_by(|k| self.get(k), &self.body, id_field)
     }

@@ -1,6 +1,6 @@
 //! The secret scanner (section 15): finds credentials in an entry's canonical JSON, or
 //! in a whole file, before anything is committed. Pure: text in, findings out. The
-//! rules are data ([`RULES`]); clean text, the common case, costs one literal pass.
+//! rules are data (`RULES`); clean text, the common case, costs one literal pass.
 
 use regex::Regex;
 

@@ -467,7 +467,7 @@ impl Repo {
             && std::fs::remove_file(&loose).is_ok()
     }
 
-    /// Removes every empty loose object file (see [`Repo::remove_if_empty`]);
+    /// Removes every empty loose object file (see `Repo::remove_if_empty`);
     /// how many there were.
     pub fn remove_empty_loose_objects(&self) -> usize {
         let objects = self.git_dir().join("objects");

@@ -42,12 +42,12 @@ pub fn write(
     sync_dir(parent_of(path))
 }
 
-/// [`write`] of bytes.
+/// [`write()`] of bytes.
 pub fn write_bytes(path: &Path, mode: Mode, bytes: &[u8]) -> io::Result<()> {
     write(path, mode, |w| w.write_all(bytes))
 }
 
-/// The temporary file of [`write`], filled and synced, not yet in place.
+/// The temporary file of [`write()`], filled and synced, not yet in place.
 pub fn prepare(
     path: &Path,
     mode: Mode,
