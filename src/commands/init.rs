@@ -183,7 +183,7 @@ fn memory_file(
     match files.as_slice() {
         [] if unknown.is_empty() => {
             report.warn(
-                "no MCP memory server found (looked in ~/.claude.json, .mcp.json, the Claude                  Desktop and Cursor configs): no memory file saved; give it with                  `memory-backup init --memory FILE`",
+                "no MCP memory server found (looked in ~/.claude.json, .mcp.json, the Claude Desktop and Cursor configs): no memory file saved; give it with `memory-backup init --memory FILE`",
             );
             Ok(None)
         }
