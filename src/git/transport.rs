@@ -200,25 +200,16 @@ fn push_result(out: &cli::Output, refname: &str) -> Result<(), GitError> {
         };
     };
     let flag = line.chars().next().unwrap_or('!');
-    let summary = line.split('\t').nth(2).unwrap_or("").to_string();
     if flag != '!' {
         return Ok(());
     }
-    let said = crate::git::error::summary(&out.stderr);
-    if summary.contains("remote rejected") {
-        let lower = summary.to_lowercase();
-        if lower.contains("failed to update ref") || lower.contains("stale") {
-            return Err(GitError::Rejected(format!(
-                "the remote moved {refname} while the push ran: {summary}"
-            )));
-        }
-        return Err(GitError::Refused(format!(
-            "the server refused the push of {refname}: {summary} ({said})"
-        )));
-    }
-    Err(GitError::Rejected(format!(
-        "the remote refused the push of {refname}: {summary}"
-    )))
+    // `[remote rejected] (reason)`, or `[rejected] (stale info)` from git itself.
+    let summary = line.split('\t').nth(2).unwrap_or("");
+    Err(crate::git::error::push_refusal(
+        refname,
+        summary,
+        &out.stderr,
+    ))
 }
 
 /// Lists the refs of `url` (`git ls-remote`): what `init` asks to tell a
