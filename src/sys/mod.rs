@@ -123,6 +123,17 @@ pub fn limit_memory(command: &mut std::process::Command, bytes: u64) {
     }
 }
 
+/// Makes every file and folder that this process and its children create
+/// private to the user (0600, 0700), whatever umask it was started with: the
+/// repository's config may hold a URL with a token, and its files are the
+/// user's memory. Files whose mode is chosen on purpose set it explicitly.
+pub fn private_umask() {
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Whether the standard error stream is a terminal (for progress lines).
 pub fn stderr_is_terminal() -> bool {
     use std::io::IsTerminal;
