@@ -14,8 +14,9 @@ use crate::git::{self, GitError, Repo, transport, url};
 use crate::output::Report;
 use crate::store::files::is_backup_file;
 
-/// How long `init` waits for the remote.
-pub const INIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `init` waits for the remote: it answers within 5 s, a server that
+/// never answers included.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()> {
     let path = cx.repo.display().to_string();
