@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Env;
+use super::{Env, stderr, stdout};
 
 /// A launcher in `scripts/`.
 pub fn script(name: &str) -> PathBuf {
@@ -292,6 +292,33 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `git fsck --strict` finds nothing wrong with the repository at `repo`.
+pub fn fsck(env: &Env, repo: &Path) {
+    let out = env.git(&[
+        "--git-dir",
+        &git_dir(repo).display().to_string(),
+        "fsck",
+        "--strict",
+        "--no-dangling",
+    ]);
+    assert!(
+        out.status.success() && stdout(&out).is_empty(),
+        "fsck of {}: {}{}",
+        repo.display(),
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The git folder of a repository with a working tree, or of a bare one.
+fn git_dir(repo: &Path) -> PathBuf {
+    if repo.join(".git").is_dir() {
+        repo.join(".git")
+    } else {
+        repo.to_path_buf()
     }
 }
 
