@@ -45,6 +45,8 @@ pub struct Output {
     pub success: bool,
     pub stdout: String,
     pub stderr: String,
+    /// When it started: what it left is newer.
+    pub started: SystemTime,
 }
 
 /// One git to run.
@@ -187,17 +189,11 @@ pub fn supervise(
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     let status = status.map_err(|e| GitError::Other(format!("{what}: {e}")))?;
-    if !status.success()
-        && let Some(dir) = dir
-    {
-        // A git that died (out of memory on a hostile pack) leaves its
-        // temporary packs; its locks it removed itself.
-        remove_temporary_packs(dir, started);
-    }
     Ok(Output {
         success: status.success(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        started,
     })
 }
 
@@ -239,7 +235,7 @@ pub fn remove_leftovers(repo: &Path, since: SystemTime) {
     let Some(git_dir) = git_dir_of(repo) else {
         return;
     };
-    remove_temporary_packs(&git_dir, since);
+    remove_temporary_objects(&git_dir, since);
     remove_locks(&git_dir, |p| newer(p, since));
 }
 
@@ -251,8 +247,10 @@ fn newer(p: &Path, since: SystemTime) -> bool {
 
 /// Removes the temporary files made since `since` in the objects of the
 /// repository at `repo`: packs and indexes being received, a large object
-/// being streamed, and the `.keep` files that a fetch holds while it runs.
-fn remove_temporary_packs(repo: &Path, since: SystemTime) {
+/// being streamed, and the `.keep` files that a fetch holds while it runs. A
+/// fetch that died (out of memory on a hostile pack) leaves them; a concurrent
+/// fetch of this repository whose file goes fails and is retried.
+pub fn remove_temporary_objects(repo: &Path, since: SystemTime) {
     let Some(git_dir) = git_dir_of(repo) else {
         return;
     };

@@ -120,6 +120,10 @@ fn in_child(op: Op, repo: Option<&Repo>, deadline: Instant) -> Result<(), GitErr
         .last()
         .and_then(|l| serde_json::from_str::<Result<(), GitError>>(l).ok());
     reply.unwrap_or_else(|| {
+        // It died (out of memory on a hostile pack): what it was writing stays.
+        if let Some(r) = repo {
+            cli::remove_temporary_objects(r.git_dir(), out.started);
+        }
         Err(GitError::Transient(format!(
             "libgit2 stopped without an answer: {}",
             crate::git::error::summary(&out.stderr)

@@ -127,6 +127,7 @@ fn fetch_cli(
     if out.success {
         return Ok(());
     }
+    cli::remove_temporary_objects(repo.git_dir(), out.started);
     if out
         .stderr
         .contains(&format!("couldn't find remote ref refs/heads/{branch}"))
