@@ -31,8 +31,11 @@ use crate::git::url::{self, RemoteKind};
 use crate::git::{CommitId, Repo, cli};
 
 /// The first argument that makes this binary run one libgit2 operation for its
-/// parent, given as JSON in the second ([`child_main`]).
+/// parent ([`child_main`]).
 pub const CHILD_ARG: &str = "__libgit2-transport";
+/// The environment variable that holds the operation, as JSON: not an argument,
+/// which every user of the machine can read (a URL may hold a password).
+const REQUEST_ENV: &str = "MEMORY_BACKUP_LIBGIT2_REQUEST";
 
 /// One operation of the child.
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,8 +113,10 @@ fn in_child(op: Op, repo: Option<&Repo>, deadline: Instant) -> Result<(), GitErr
         millis: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
     };
     let mut cmd = Command::new(this_program());
-    cmd.arg(CHILD_ARG)
-        .arg(serde_json::to_string(&request).expect("a request serialises"));
+    cmd.arg(CHILD_ARG).env(
+        REQUEST_ENV,
+        serde_json::to_string(&request).expect("a request serialises"),
+    );
     let largest = repo.map_or(0, Repo::largest_file_hint);
     let out = cli::supervise(cmd, "libgit2", deadline, largest, repo.map(Repo::git_dir))?;
     let reply = out
@@ -141,11 +146,11 @@ fn this_program() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("memory-backup"))
 }
 
-/// The child's side: runs the operation that the second argument names and
-/// prints its result as one JSON line. Returns the exit code.
+/// The child's side: runs the operation that [`REQUEST_ENV`] names and prints
+/// its result as one JSON line. Returns the exit code.
 pub fn child_main() -> u8 {
-    let request = std::env::args()
-        .nth(2)
+    let request = std::env::var(REQUEST_ENV)
+        .ok()
         .and_then(|a| serde_json::from_str::<Request>(&a).ok());
     let reply = match request {
         None => Err(GitError::Other(format!("{CHILD_ARG}: a malformed request"))),
