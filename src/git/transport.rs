@@ -100,16 +100,16 @@ fn fetch_cli(
     branch: &str,
     deadline: Instant,
 ) -> Result<(), GitError> {
-    let git = cli::Git {
-        program,
-        dir: Some(repo.git_dir()),
-        deadline,
-        largest_file: repo.largest_file_hint(),
-        ssh: is_ssh(url),
-    };
     let branch_spec = format!("+refs/heads/{branch}:{TRACKING_PREFIX}{branch}");
     let parked_spec = format!("+{PARKED_PREFIX}*:{TRACKING_PREFIX}memory-backup/hosts/*");
-    let run = |specs: &[&str]| {
+    let run_with = |largest_file: u64, specs: &[&str]| {
+        let git = cli::Git {
+            program,
+            dir: Some(repo.git_dir()),
+            deadline,
+            largest_file,
+            ssh: is_ssh(url),
+        };
         let mut args = vec![
             "fetch",
             "--no-tags",
@@ -122,6 +122,18 @@ fn fetch_cli(
         ];
         args.extend_from_slice(specs);
         git.run(&args)
+    };
+    let run = |specs: &[&str]| {
+        let hint = repo.largest_file_hint();
+        let out = run_with(hint, specs)?;
+        match cli::file_that_did_not_fit(&out.stderr) {
+            Some(size) if !out.success && size > hint => {
+                // A file larger than any here yet: once more, with room for it.
+                cli::remove_temporary_objects(repo.git_dir(), out.started);
+                run_with(size, specs)
+            }
+            _ => Ok(out),
+        }
     };
     let out = run(&[&branch_spec, &parked_spec])?;
     if out.success {
