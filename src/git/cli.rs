@@ -59,8 +59,13 @@ pub fn file_that_did_not_fit(said: &str) -> Option<u64> {
     (wanted <= physical_memory() / 8).then_some(wanted)
 }
 
+/// Whether a child said it ran out of memory.
+pub fn ran_out_of_memory(said: &str) -> bool {
+    said.to_lowercase().contains("out of memory")
+}
+
 /// This machine's memory, or 4 GiB when it cannot be read.
-fn physical_memory() -> u64 {
+pub fn physical_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {

@@ -67,13 +67,32 @@ struct Request {
 
 /// Fetches `branch` and the parked refs of `url` into the tracking refs.
 pub fn fetch(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<(), GitError> {
-    let op = Op::Fetch {
+    let op = || Op::Fetch {
         git_dir: repo.git_dir().to_path_buf(),
         url: url.to_string(),
         branch: branch.to_string(),
     };
-    in_child(op, Some(repo), deadline)
+    let hint = repo.largest_file_hint();
+    let (result, received) = in_child(op(), Some(repo), hint, deadline);
+    match result {
+        Err(e) if !e.is_permanent() && cli::ran_out_of_memory(&e.to_string()) && received > 0 => {
+            // A file larger than any here yet (the first fetch of a repository
+            // whose unified file is large): once more, with room for what a
+            // pack of that size may inflate to. An endless list of refs has
+            // sent no pack, and gets none.
+            let room = received
+                .saturating_mul(INFLATION)
+                .min(cli::physical_memory() / 8)
+                .max(hint);
+            in_child(op(), Some(repo), room, deadline).0
+        }
+        result => result,
+    }
 }
+
+/// How much larger than its pack a file may be (JSON compresses about 3 to 6
+/// times).
+const INFLATION: u64 = 8;
 
 /// Pushes `new` to `refname` only if it holds `expected` there.
 pub fn push(
@@ -91,22 +110,34 @@ pub fn push(
         new: new.to_string(),
         expected: expected.map(|c| c.to_string()),
     };
-    in_child(op, Some(repo), deadline)
+    in_child(op, Some(repo), repo.largest_file_hint(), deadline).0
 }
 
 /// Connects and lists the refs of `url` (for `init`'s check).
 pub fn probe(url: &str, deadline: Instant) -> Result<(), GitError> {
-    in_child(
-        Op::Probe {
-            url: url.to_string(),
-        },
-        None,
-        deadline,
-    )
+    let op = Op::Probe {
+        url: url.to_string(),
+    };
+    in_child(op, None, 0, deadline).0
 }
 
-/// Runs `op` in a child process of this binary and returns what it answered.
-fn in_child(op: Op, repo: Option<&Repo>, deadline: Instant) -> Result<(), GitError> {
+/// What the child answers, as one JSON line.
+#[derive(Debug, Serialize, Deserialize)]
+struct Reply {
+    result: Result<(), GitError>,
+    /// The pack bytes it received.
+    received: u64,
+}
+
+/// Runs `op` in a child process of this binary, with memory for a file of
+/// `largest_file` bytes, and returns what it answered and the pack bytes it
+/// received.
+fn in_child(
+    op: Op,
+    repo: Option<&Repo>,
+    largest_file: u64,
+    deadline: Instant,
+) -> (Result<(), GitError>, u64) {
     let left = deadline.saturating_duration_since(Instant::now());
     let request = Request {
         op,
@@ -117,23 +148,30 @@ fn in_child(op: Op, repo: Option<&Repo>, deadline: Instant) -> Result<(), GitErr
         REQUEST_ENV,
         serde_json::to_string(&request).expect("a request serialises"),
     );
-    let largest = repo.map_or(0, Repo::largest_file_hint);
-    let out = cli::supervise(cmd, "libgit2", deadline, largest, repo.map(Repo::git_dir))?;
+    let dir = repo.map(Repo::git_dir);
+    let out = match cli::supervise(cmd, "libgit2", deadline, largest_file, dir) {
+        Ok(out) => out,
+        Err(e) => return (Err(e), 0),
+    };
     let reply = out
         .stdout
         .lines()
         .last()
-        .and_then(|l| serde_json::from_str::<Result<(), GitError>>(l).ok());
-    reply.unwrap_or_else(|| {
-        // It died (out of memory on a hostile pack): what it was writing stays.
-        if let Some(r) = repo {
-            cli::remove_temporary_objects(r.git_dir(), out.started);
+        .and_then(|l| serde_json::from_str::<Reply>(l).ok());
+    match reply {
+        Some(r) => (r.result, r.received),
+        None => {
+            // It died (out of memory on a hostile pack): what it was writing stays.
+            if let Some(r) = repo {
+                cli::remove_temporary_objects(r.git_dir(), out.started);
+            }
+            let e = GitError::Transient(format!(
+                "libgit2 stopped without an answer: {}",
+                crate::git::error::summary(&out.stderr)
+            ));
+            (Err(e), 0)
         }
-        Err(GitError::Transient(format!(
-            "libgit2 stopped without an answer: {}",
-            crate::git::error::summary(&out.stderr)
-        )))
-    })
+    }
 }
 
 /// This binary, as the kernel knows it (so an upgrade that replaced the file
@@ -152,9 +190,13 @@ pub fn child_main() -> u8 {
     let request = std::env::var(REQUEST_ENV)
         .ok()
         .and_then(|a| serde_json::from_str::<Request>(&a).ok());
-    let reply = match request {
+    let result = match request {
         None => Err(GitError::Other(format!("{CHILD_ARG}: a malformed request"))),
         Some(r) => run_op(r.op, Instant::now() + Duration::from_millis(r.millis)),
+    };
+    let reply = Reply {
+        result,
+        received: RECEIVED.load(std::sync::atomic::Ordering::Relaxed),
     };
     println!(
         "{}",
@@ -162,6 +204,9 @@ pub fn child_main() -> u8 {
     );
     0
 }
+
+/// The pack bytes the child received so far.
+static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn run_op(op: Op, deadline: Instant) -> Result<(), GitError> {
     let open = |git_dir: &Path| {
@@ -232,6 +277,8 @@ struct Seen {
 
 /// The most of the server's side-band messages kept: a server can send without end.
 const SERVER_TEXT: usize = 4096;
+/// How often the child says how far a transfer got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 type SharedSeen = Rc<RefCell<Seen>>;
 
@@ -254,13 +301,34 @@ fn callbacks(
         // libgit2's own verdict stands: known_hosts for ssh, the CA bundle for TLS.
         Ok(CertificateCheckStatus::CertificatePassthrough)
     });
-    // A transfer past the deadline stops.
-    cb.transfer_progress(move |_| Instant::now() < deadline);
+    // A transfer past the deadline stops. Progress goes to stderr, as git's
+    // does: the parent takes a child that says nothing for long to hang.
+    let mut said_at = Instant::now();
+    cb.transfer_progress(move |p| {
+        RECEIVED.store(
+            u64::try_from(p.received_bytes()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if said_at.elapsed() >= PROGRESS_EVERY {
+            said_at = Instant::now();
+            eprintln!(
+                "Receiving objects: {}/{}, {} bytes, resolving deltas: {}/{}",
+                p.received_objects(),
+                p.total_objects(),
+                p.received_bytes(),
+                p.indexed_deltas(),
+                p.total_deltas()
+            );
+        }
+        Instant::now() < deadline
+    });
     let said = seen.clone();
     cb.sideband_progress(move |text| {
+        let text = String::from_utf8_lossy(text);
+        eprintln!("remote: {}", text.trim_end());
         let kept = &mut said.borrow_mut().server;
         if kept.len() < SERVER_TEXT {
-            kept.push_str(&String::from_utf8_lossy(text));
+            kept.push_str(&text);
         }
         Instant::now() < deadline
     });
