@@ -18,6 +18,13 @@ use memory_backup::logging::{self, Verbosity};
 use memory_backup::output::Report;
 
 fn main() -> ExitCode {
+    memory_backup::sys::private_umask();
+    // A fetch or push through libgit2 runs in a child of this binary.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(memory_backup::git::libgit2::CHILD_ARG))
+    {
+        return ExitCode::from(memory_backup::git::libgit2::child_main());
+    }
     let json = std::env::args().any(|a| a == "--json");
     let (cli, globals) = match parse() {
         Ok(parsed) => parsed,

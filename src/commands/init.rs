@@ -21,8 +21,9 @@ use crate::output::Report;
 use crate::setup::discover::{self, Places};
 use crate::store::files::is_backup_file;
 
-/// How long `init` waits for the remote.
-pub const INIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `init` waits for the remote: it answers within 5 s, a server that
+/// never answers included, on a loaded machine too.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn cmd_init(args: &InitArgs, cx: &Context, report: &mut Report) -> Result<()> {
     let path = cx.repo.display().to_string();

@@ -16,12 +16,17 @@ use crate::git::error::GitError;
 
 /// A git that writes nothing for this long is taken to hang (a server that
 /// stopped answering): with `--progress`, a transfer reports at least every
+/// second. Compressing or indexing a large file says nothing meanwhile (21 s
+/// and 15 s for 138 MB on a small machine): each MB of the largest file adds a
 /// second.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 /// The most of each output stream kept: a server can send without end.
 const KEEP_BYTES: usize = 256 << 10;
-/// The least memory a git child may use, before what its files need.
-const MEMORY_FLOOR: u64 = 256 << 20;
+/// The least memory a git child may use, before what its files need: a fetch
+/// of thousands of commits of 200 KB files peaks under 30 MB, and a server
+/// that sends refs or objects without end stops here, at well under 200 MB
+/// for this process and its children together.
+const MEMORY_FLOOR: u64 = 128 << 20;
 
 /// The `git` program on PATH, if any.
 pub fn find_git() -> Option<PathBuf> {
@@ -36,12 +41,50 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The size of the allocation that git said it could not make ("Out of memory,
+/// malloc failed (tried to allocate N bytes)"), when that size could be a file
+/// of the repository: at most an eighth of this machine's memory (the limit
+/// then gets half). A file larger than any here yet needs that (the first fetch
+/// of a repository whose unified file is large); a delta that claims 67 GB does
+/// not get it, nor a list of refs without end (its message names no size).
+pub fn file_that_did_not_fit(said: &str) -> Option<u64> {
+    const MARK: &str = "tried to allocate ";
+    let wanted = said
+        .lines()
+        .filter_map(|l| {
+            let at = l.find(MARK)? + MARK.len();
+            l[at..].split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .max()?;
+    (wanted <= physical_memory() / 8).then_some(wanted)
+}
+
+/// Whether a child said it ran out of memory.
+pub fn ran_out_of_memory(said: &str) -> bool {
+    said.to_lowercase().contains("out of memory")
+}
+
+/// This machine's memory, or 4 GiB when it cannot be read.
+pub fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kb| kb * 1024)
+}
+
 /// What a finished git said.
 #[derive(Debug)]
 pub struct Output {
     pub success: bool,
     pub stdout: String,
     pub stderr: String,
+    /// When it started: what it left is newer.
+    pub started: SystemTime,
 }
 
 /// One git to run.
@@ -76,60 +119,8 @@ impl Git<'_> {
         ]);
         cmd.args(args);
         self.environment(&mut cmd);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        crate::sys::detach(&mut cmd);
-        crate::sys::limit_memory(&mut cmd, MEMORY_FLOOR + self.largest_file.saturating_mul(4));
-        let started = SystemTime::now();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| GitError::Other(format!("cannot run {}: {e}", self.program.display())))?;
-        let pid = child.id();
-        let activity = Arc::new(Mutex::new(Instant::now()));
-        let out = reader(child.stdout.take().expect("piped"), activity.clone(), false);
-        let err = reader(child.stderr.take().expect("piped"), activity.clone(), true);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        let status = loop {
-            let now = Instant::now();
-            let silent = now.duration_since(*activity.lock().unwrap_or_else(|e| e.into_inner()));
-            if now >= self.deadline || silent >= SILENCE_LIMIT {
-                crate::sys::kill_group(pid);
-                let _ = waiter.join();
-                let _ = (out.join(), err.join());
-                if let Some(dir) = self.dir {
-                    remove_leftovers(dir, started);
-                }
-                let why = if now >= self.deadline {
-                    "stopped at the run's time limit (--max-elapsed)"
-                } else {
-                    "the server sent nothing for 30 seconds"
-                };
-                return Err(GitError::Transient(format!("git {}: {why}", first(args))));
-            }
-            let wait = (self.deadline - now).min(Duration::from_millis(200));
-            match rx.recv_timeout(wait) {
-                Ok(status) => break status,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err(std::io::Error::other("the waiter stopped"));
-                }
-            }
-        };
-        // The group may hold children of git's that outlive it (an ssh master).
-        crate::sys::kill_group(pid);
-        let _ = waiter.join();
-        let stdout = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
-        let status = status.map_err(|e| GitError::Other(format!("git: {e}")))?;
-        Ok(Output {
-            success: status.success(),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        })
+        let what = format!("git {}", first(args));
+        supervise(cmd, &what, self.deadline, self.largest_file, self.dir)
     }
 
     fn environment(&self, cmd: &mut Command) {
@@ -175,6 +166,79 @@ fn first<S: AsRef<OsStr>>(args: &[S]) -> String {
         .unwrap_or_default()
 }
 
+/// Runs `cmd` detached (a session of its own, no terminal), with its memory
+/// bounded by what a file of `largest_file` bytes needs, until it ends; an
+/// `Err` when it could not start, hung, or ran past the deadline: then it is
+/// killed with everything it started, and what it left half-written in the
+/// repository at `dir` is removed.
+pub fn supervise(
+    mut cmd: Command,
+    what: &str,
+    deadline: Instant,
+    largest_file: u64,
+    dir: Option<&Path>,
+) -> Result<Output, GitError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    crate::sys::detach(&mut cmd);
+    crate::sys::limit_memory(&mut cmd, MEMORY_FLOOR + largest_file.saturating_mul(4));
+    let started = SystemTime::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| GitError::Other(format!("cannot run {what}: {e}")))?;
+    let pid = child.id();
+    let silence_limit = SILENCE_LIMIT + Duration::from_secs(largest_file >> 20);
+    let activity = Arc::new(Mutex::new(Instant::now()));
+    let out = reader(child.stdout.take().expect("piped"), activity.clone(), false);
+    let err = reader(child.stderr.take().expect("piped"), activity.clone(), true);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = loop {
+        let now = Instant::now();
+        let silent = now.duration_since(*activity.lock().unwrap_or_else(|e| e.into_inner()));
+        if now >= deadline || silent >= silence_limit {
+            crate::sys::kill_group(pid);
+            let _ = waiter.join();
+            let _ = (out.join(), err.join());
+            if let Some(dir) = dir {
+                remove_leftovers(dir, started);
+            }
+            let why = if now >= deadline {
+                "stopped at the run's time limit (--max-elapsed)".to_string()
+            } else {
+                format!(
+                    "the server sent nothing for {} seconds",
+                    silence_limit.as_secs()
+                )
+            };
+            return Err(GitError::Transient(format!("{what}: {why}")));
+        }
+        let wait = (deadline - now).min(Duration::from_millis(200));
+        match rx.recv_timeout(wait) {
+            Ok(status) => break status,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(std::io::Error::other("the waiter stopped"));
+            }
+        }
+    };
+    // The group may hold children that outlive the leader (an ssh master).
+    crate::sys::kill_group(pid);
+    let _ = waiter.join();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let status = status.map_err(|e| GitError::Other(format!("{what}: {e}")))?;
+    Ok(Output {
+        success: status.success(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        started,
+    })
+}
+
 /// Reads a stream to its end, keeping its first (stdout) or last (stderr)
 /// [`KEEP_BYTES`], and notes the time of each read.
 fn reader(
@@ -213,21 +277,45 @@ pub fn remove_leftovers(repo: &Path, since: SystemTime) {
     let Some(git_dir) = git_dir_of(repo) else {
         return;
     };
-    let newer = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= since)
+    remove_temporary_objects(&git_dir, since);
+    remove_locks(&git_dir, |p| newer(p, since));
+}
+
+fn newer(p: &Path, since: SystemTime) -> bool {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since)
+}
+
+/// Removes the temporary files made since `since` in the objects of the
+/// repository at `repo`: packs and indexes being received, a large object
+/// being streamed, and the `.keep` files that a fetch holds while it runs. A
+/// fetch that died (out of memory on a hostile pack) leaves them; a concurrent
+/// fetch of this repository whose file goes fails and is retried.
+pub fn remove_temporary_objects(repo: &Path, since: SystemTime) {
+    let Some(git_dir) = git_dir_of(repo) else {
+        return;
     };
-    let pack = git_dir.join("objects").join("pack");
-    if let Ok(entries) = std::fs::read_dir(&pack) {
-        for e in entries.flatten() {
+    let objects = git_dir.join("objects");
+    let Ok(top) = std::fs::read_dir(&objects) else {
+        return;
+    };
+    // objects/ itself, objects/pack and the loose objects' folders.
+    let folders = std::iter::once(objects.clone()).chain(
+        top.flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path()),
+    );
+    for dir in folders {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if (name.starts_with("tmp_") || name.ends_with(".keep")) && newer(&e.path()) {
+            // git's `tmp_pack_*`, `tmp_idx_*`, `tmp_obj_*`; libgit2's `pack_git2_*`.
+            let temporary = name.starts_with("tmp_") || name.starts_with("pack_git2_");
+            if (temporary || name.ends_with(".keep")) && newer(&e.path(), since) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
-    remove_locks(&git_dir, |p| newer(p));
 }
 
 /// Removes lock files older than `age` in a git folder: a process killed while
@@ -289,4 +377,22 @@ fn git_dir_of(repo: &Path) -> Option<PathBuf> {
         Some(c) => linked.join(c.trim()),
         None => linked,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_did_not_fit_is_told_from_a_hostile_allocation() {
+        let big =
+            "remote: fatal: Out of memory, malloc failed (tried to allocate 138488897 bytes)\n";
+        assert_eq!(file_that_did_not_fit(big), Some(138_488_897));
+        let bomb = "fatal: Out of memory, malloc failed (tried to allocate 67000000001000 bytes)";
+        assert_eq!(file_that_did_not_fit(bomb), None);
+        assert_eq!(
+            file_that_did_not_fit("fatal: Out of memory, realloc failed"),
+            None
+        );
+    }
 }

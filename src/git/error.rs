@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-/// Why a git operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a git operation failed. It crosses from the libgit2 child to its parent
+/// as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GitError {
     /// Credentials refused or none to try: stop at once (77).
     Auth(String),
@@ -172,6 +173,63 @@ pub fn classify_cli(said: &str) -> GitError {
         return GitError::Damaged(message);
     }
     GitError::Transient(message)
+}
+
+/// Sorts a server's refusal of the update of `refname`: `status` is its reason
+/// for that ref ("failed to update ref", "pre-receive hook declined"), `said`
+/// what it wrote besides (git's `remote:` lines, libgit2's side-band text). A
+/// ref that moved is a race to redo at once; a lock that another process holds
+/// (or a killed one left) and a hook are the server's own, waited on a while.
+pub fn push_refusal(refname: &str, status: &str, said: &str) -> GitError {
+    let lower = said.to_lowercase();
+    let server = server_lines(said);
+    let server = if server.is_empty() {
+        String::new()
+    } else {
+        format!(": {server}")
+    };
+    if lower.contains(".lock': file exists") || lower.contains(".lock: file exists") {
+        return GitError::Refused(format!("the server cannot lock {refname}{server}"));
+    }
+    let st = status.to_lowercase();
+    if [
+        "failed to update ref",
+        "failed to lock",
+        "stale",
+        "fetch first",
+        "non-fast-forward",
+    ]
+    .iter()
+    .any(|m| st.contains(m))
+    {
+        return GitError::Rejected(format!(
+            "the remote moved {refname} while the push ran ({status})"
+        ));
+    }
+    GitError::Refused(format!(
+        "the server refused the push of {refname} ({status}){server}"
+    ))
+}
+
+/// What a server wrote (git's `remote:` lines, or side-band text), its
+/// boilerplate and empty lines left out, at most three lines.
+fn server_lines(said: &str) -> String {
+    let lines: Vec<&str> = said
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            match l.strip_prefix("remote:") {
+                Some(rest) => Some(rest.trim()),
+                // libgit2's side-band text has no prefix; git's own lines do.
+                None if !said.contains("remote:") => Some(l),
+                None => None,
+            }
+        })
+        .filter(|l| !l.is_empty() && !is_progress(l))
+        .filter(|l| !l.starts_with("Another git process") && !l.starts_with("an editor opened"))
+        .take(3)
+        .collect();
+    crate::git::url::redact_text(&lines.join(" / "))
 }
 
 /// The host that ssh or curl could not resolve, from their message.
@@ -373,6 +431,29 @@ mod tests {
         for (said, want) in cases {
             assert_eq!(kind(said), want, "{said}");
         }
+    }
+
+    #[test]
+    fn refusals_tell_a_moved_ref_from_a_held_lock_and_a_hook() {
+        let lock = "remote: error: cannot lock ref 'refs/heads/main': Unable to create \
+                    '/srv/b.git/./refs/heads/main.lock': File exists.\nremote: \n\
+                    remote: Another git process seems to be running in this repository, e.g.\n";
+        let e = push_refusal("refs/heads/main", "failed to update ref", lock);
+        assert!(
+            matches!(&e, GitError::Refused(m) if m.contains("main.lock': File exists")),
+            "{e:?}"
+        );
+        let e = push_refusal("refs/heads/main", "failed to update ref", "");
+        assert!(matches!(e, GitError::Rejected(_)), "{e:?}");
+        let e = push_refusal(
+            "refs/heads/main",
+            "pre-receive hook declined",
+            "remote: frozen until Monday\n",
+        );
+        assert!(
+            matches!(&e, GitError::Refused(m) if m.contains("frozen until Monday")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -5,11 +5,20 @@
 //! helpers. The push checks the remote's ref on the connection it pushes on, and
 //! libgit2 and the server refuse anything but the expected value; to a path on
 //! this machine, the ref is updated with libgit2's compare-and-swap.
+//!
+//! Each operation runs in a child process of this binary ([`CHILD_ARG`]), watched
+//! as a `git` child is ([`cli::supervise`]): libgit2 bounds neither the time a
+//! server may take (its timeout is per read: a byte a second keeps it going) nor
+//! the memory that an endless list of refs takes; a child is killed at the
+//! deadline and has a memory limit.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
@@ -19,7 +28,220 @@ use git2::{
 use crate::git::error::{GitError, classify_libgit2};
 use crate::git::transport::{PARKED_PREFIX, TRACKING_PREFIX};
 use crate::git::url::{self, RemoteKind};
-use crate::git::{CommitId, Repo};
+use crate::git::{CommitId, Repo, cli};
+
+/// The first argument that makes this binary run one libgit2 operation for its
+/// parent ([`child_main`]).
+pub const CHILD_ARG: &str = "__libgit2-transport";
+/// The environment variable that holds the operation, as JSON: not an argument,
+/// which every user of the machine can read (a URL may hold a password).
+const REQUEST_ENV: &str = "MEMORY_BACKUP_LIBGIT2_REQUEST";
+
+/// One operation of the child.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+enum Op {
+    Fetch {
+        git_dir: PathBuf,
+        url: String,
+        branch: String,
+    },
+    Push {
+        git_dir: PathBuf,
+        url: String,
+        refname: String,
+        new: String,
+        expected: Option<String>,
+    },
+    Probe {
+        url: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    op: Op,
+    /// The time left to the run's deadline.
+    millis: u64,
+}
+
+/// Fetches `branch` and the parked refs of `url` into the tracking refs.
+pub fn fetch(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<(), GitError> {
+    let op = || Op::Fetch {
+        git_dir: repo.git_dir().to_path_buf(),
+        url: url.to_string(),
+        branch: branch.to_string(),
+    };
+    let hint = repo.largest_file_hint();
+    let (result, received) = in_child(op(), Some(repo), hint, deadline);
+    match result {
+        Err(e) if !e.is_permanent() && cli::ran_out_of_memory(&e.to_string()) && received > 0 => {
+            // A file larger than any here yet (the first fetch of a repository
+            // whose unified file is large): once more, with room for what a
+            // pack of that size may inflate to. An endless list of refs has
+            // sent no pack, and gets none.
+            let room = received
+                .saturating_mul(INFLATION)
+                .min(cli::physical_memory() / 8)
+                .max(hint);
+            in_child(op(), Some(repo), room, deadline).0
+        }
+        result => result,
+    }
+}
+
+/// How much larger than its pack a file may be (JSON compresses about 3 to 6
+/// times).
+const INFLATION: u64 = 8;
+
+/// Pushes `new` to `refname` only if it holds `expected` there.
+pub fn push(
+    repo: &Repo,
+    url: &str,
+    refname: &str,
+    new: CommitId,
+    expected: Option<CommitId>,
+    deadline: Instant,
+) -> Result<(), GitError> {
+    let op = Op::Push {
+        git_dir: repo.git_dir().to_path_buf(),
+        url: url.to_string(),
+        refname: refname.to_string(),
+        new: new.to_string(),
+        expected: expected.map(|c| c.to_string()),
+    };
+    in_child(op, Some(repo), repo.largest_file_hint(), deadline).0
+}
+
+/// Connects and lists the refs of `url` (for `init`'s check).
+pub fn probe(url: &str, deadline: Instant) -> Result<(), GitError> {
+    let op = Op::Probe {
+        url: url.to_string(),
+    };
+    in_child(op, None, 0, deadline).0
+}
+
+/// What the child answers, as one JSON line.
+#[derive(Debug, Serialize, Deserialize)]
+struct Reply {
+    result: Result<(), GitError>,
+    /// The pack bytes it received.
+    received: u64,
+}
+
+/// Runs `op` in a child process of this binary, with memory for a file of
+/// `largest_file` bytes, and returns what it answered and the pack bytes it
+/// received.
+fn in_child(
+    op: Op,
+    repo: Option<&Repo>,
+    largest_file: u64,
+    deadline: Instant,
+) -> (Result<(), GitError>, u64) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let request = Request {
+        op,
+        millis: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+    };
+    let mut cmd = Command::new(this_program());
+    cmd.arg(CHILD_ARG).env(
+        REQUEST_ENV,
+        serde_json::to_string(&request).expect("a request serialises"),
+    );
+    let dir = repo.map(Repo::git_dir);
+    let out = match cli::supervise(cmd, "libgit2", deadline, largest_file, dir) {
+        Ok(out) => out,
+        Err(e) => return (Err(e), 0),
+    };
+    let reply = out
+        .stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<Reply>(l).ok());
+    match reply {
+        Some(r) => (r.result, r.received),
+        None => {
+            // It died (out of memory on a hostile pack): what it was writing stays.
+            if let Some(r) = repo {
+                cli::remove_temporary_objects(r.git_dir(), out.started);
+            }
+            let e = GitError::Transient(format!(
+                "libgit2 stopped without an answer: {}",
+                crate::git::error::summary(&out.stderr)
+            ));
+            (Err(e), 0)
+        }
+    }
+}
+
+/// This binary, as the kernel knows it (so an upgrade that replaced the file
+/// meanwhile still runs the same program).
+fn this_program() -> PathBuf {
+    let proc = Path::new("/proc/self/exe");
+    if proc.exists() {
+        return proc.to_path_buf();
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("memory-backup"))
+}
+
+/// The child's side: runs the operation that [`REQUEST_ENV`] names and prints
+/// its result as one JSON line. Returns the exit code.
+pub fn child_main() -> u8 {
+    let request = std::env::var(REQUEST_ENV)
+        .ok()
+        .and_then(|a| serde_json::from_str::<Request>(&a).ok());
+    let result = match request {
+        None => Err(GitError::Other(format!("{CHILD_ARG}: a malformed request"))),
+        Some(r) => run_op(r.op, Instant::now() + Duration::from_millis(r.millis)),
+    };
+    let reply = Reply {
+        result,
+        received: RECEIVED.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&reply).expect("a reply serialises")
+    );
+    0
+}
+
+/// The pack bytes the child received so far.
+static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn run_op(op: Op, deadline: Instant) -> Result<(), GitError> {
+    let open = |git_dir: &Path| {
+        Repo::open(git_dir)?
+            .ok_or_else(|| GitError::Other(format!("{}: no repository there", git_dir.display())))
+    };
+    let id = |hex: &str| {
+        CommitId::parse(hex).ok_or_else(|| GitError::Other(format!("{hex}: not a commit id")))
+    };
+    match op {
+        Op::Fetch {
+            git_dir,
+            url,
+            branch,
+        } => fetch_here(&open(&git_dir)?, &url, &branch, deadline),
+        Op::Push {
+            git_dir,
+            url,
+            refname,
+            new,
+            expected,
+        } => {
+            let expected = expected.as_deref().map(id).transpose()?;
+            push_here(
+                &open(&git_dir)?,
+                &url,
+                &refname,
+                id(&new)?,
+                expected,
+                deadline,
+            )
+        }
+        Op::Probe { url } => probe_here(&url, deadline),
+    }
+}
 
 /// Key files tried after the ssh-agent, in `~/.ssh`.
 pub const SSH_KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
@@ -49,7 +271,14 @@ fn set_timeouts(deadline: Instant) {
 struct Seen {
     tried: Vec<String>,
     host_key: Option<String>,
+    /// The server's side-band messages (its error lines), the first few kB.
+    server: String,
 }
+
+/// The most of the server's side-band messages kept: a server can send without end.
+const SERVER_TEXT: usize = 4096;
+/// How often the child says how far a transfer got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 type SharedSeen = Rc<RefCell<Seen>>;
 
@@ -61,20 +290,48 @@ fn callbacks(
 ) -> RemoteCallbacks<'static> {
     let mut cb = RemoteCallbacks::new();
     cb.credentials(Credentials::new(url, config, seen.clone()).callback());
-    let seen = seen.clone();
+    let host_seen = seen.clone();
     cb.certificate_check(move |cert, _host| {
         if let Some(key) = cert.as_hostkey()
             && let Some(hash) = key.hash_sha256()
         {
             let kind = key.hostkey_type().map_or("unknown", |t| t.name());
-            seen.borrow_mut().host_key = Some(format!("{kind} SHA256:{}", base64(hash)));
+            host_seen.borrow_mut().host_key = Some(format!("{kind} SHA256:{}", base64(hash)));
         }
         // libgit2's own verdict stands: known_hosts for ssh, the CA bundle for TLS.
         Ok(CertificateCheckStatus::CertificatePassthrough)
     });
-    // A transfer past the deadline stops.
-    cb.transfer_progress(move |_| Instant::now() < deadline);
-    cb.sideband_progress(move |_| Instant::now() < deadline);
+    // A transfer past the deadline stops. Progress goes to stderr, as git's
+    // does: the parent takes a child that says nothing for long to hang.
+    let mut said_at = Instant::now();
+    cb.transfer_progress(move |p| {
+        RECEIVED.store(
+            u64::try_from(p.received_bytes()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if said_at.elapsed() >= PROGRESS_EVERY {
+            said_at = Instant::now();
+            eprintln!(
+                "Receiving objects: {}/{}, {} bytes, resolving deltas: {}/{}",
+                p.received_objects(),
+                p.total_objects(),
+                p.received_bytes(),
+                p.indexed_deltas(),
+                p.total_deltas()
+            );
+        }
+        Instant::now() < deadline
+    });
+    let said = seen.clone();
+    cb.sideband_progress(move |text| {
+        let text = String::from_utf8_lossy(text);
+        eprintln!("remote: {}", text.trim_end());
+        let kept = &mut said.borrow_mut().server;
+        if kept.len() < SERVER_TEXT {
+            kept.push_str(&text);
+        }
+        Instant::now() < deadline
+    });
     cb.push_transfer_progress(|_, _, _| {});
     cb
 }
@@ -92,12 +349,12 @@ fn credential_config(repo: Option<&Repository>) -> Option<git2::Config> {
     Some(config)
 }
 
-/// Fetches `branch` and the parked refs of `url` into the tracking refs.
-pub fn fetch(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<(), GitError> {
+/// The fetch itself, in the child.
+fn fetch_here(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<(), GitError> {
     set_timeouts(deadline);
     let r = repo.raw();
     let seen = SharedSeen::default();
-    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen);
+    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen, deadline);
     let mut remote = r.remote_anonymous(url).map_err(wrap)?;
     let mut conn = remote
         .connect_auth(
@@ -117,8 +374,19 @@ pub fn fetch(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<
         .iter()
         .filter(|(n, _)| *n == branch_ref || n.starts_with(PARKED_PREFIX))
         .collect();
-    let missing = wanted.iter().any(|(_, id)| r.find_commit(*id).is_err());
-    if missing {
+    let complete = |id: git2::Oid| repo.is_complete(CommitId(id));
+    let missing: Vec<git2::Oid> = wanted
+        .iter()
+        .map(|(_, id)| *id)
+        .filter(|id| !complete(*id))
+        .collect();
+    if !missing.is_empty() {
+        // libgit2 asks for no object it has: a commit here without its files (a
+        // server sent it alone to an older version) would never be completed.
+        for id in &missing {
+            remove_loose(repo, *id);
+        }
+        let before = pack_files(repo);
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(callbacks(url, credential_config(Some(r)), &seen, deadline))
             .update_fetchhead(false)
@@ -127,10 +395,16 @@ pub fn fetch(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<
         conn.remote()
             .download(&specs, Some(&mut opts))
             .map_err(wrap)?;
-        if Instant::now() >= deadline {
-            return Err(GitError::Transient(
-                "the fetch stopped at the run's time limit (--max-elapsed)".into(),
-            ));
+        if let Some(id) = missing.iter().find(|id| !complete(**id)) {
+            // Nothing refers to what this server sent: it goes, so that an
+            // honest server is asked for the whole commit next time.
+            for p in pack_files(repo).difference(&before) {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(GitError::Transient(format!(
+                "{}: the server sent {id} without all its files; not taken",
+                url::redact(url)
+            )));
         }
     }
     drop(conn);
@@ -144,9 +418,13 @@ pub fn fetch(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<
     let mut keep = std::collections::HashSet::new();
     for (name, id) in &wanted {
         let local = tracking(name);
-        if r.find_commit(*id).is_ok() {
+        if complete(*id) {
             r.reference(&local, *id, true, "memory-backup: fetch")
-                .map_err(|e| GitError::local(e.message().to_string()))?;
+                .map_err(|e| match e.code() {
+                    // A concurrent run of this host is updating it: fetch again.
+                    ErrorCode::Locked => GitError::Transient(e.message().to_string()),
+                    _ => GitError::local(e.message().to_string()),
+                })?;
         }
         keep.insert(local);
     }
@@ -168,8 +446,29 @@ pub fn fetch(repo: &Repo, url: &str, branch: &str, deadline: Instant) -> Result<
     Ok(())
 }
 
-/// Pushes `new` to `refname` only if it holds `expected` there.
-pub fn push(
+/// Removes the loose file of object `id`, if it is one.
+fn remove_loose(repo: &Repo, id: git2::Oid) {
+    let hex = id.to_string();
+    let path = repo
+        .git_dir()
+        .join("objects")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    let _ = std::fs::remove_file(path);
+}
+
+/// The files in the repository's pack folder.
+fn pack_files(repo: &Repo) -> std::collections::BTreeSet<PathBuf> {
+    std::fs::read_dir(repo.git_dir().join("objects").join("pack"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The push itself, in the child.
+fn push_here(
     repo: &Repo,
     url: &str,
     refname: &str,
@@ -183,7 +482,7 @@ pub fn push(
     set_timeouts(deadline);
     let r = repo.raw();
     let seen = SharedSeen::default();
-    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen);
+    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen, deadline);
     let mut remote = r.remote_anonymous(url).map_err(wrap)?;
     let mut conn = remote
         .connect_auth(
@@ -206,9 +505,9 @@ pub fn push(
     let refused: Rc<RefCell<Option<String>>> = Rc::default();
     let refused_cb = refused.clone();
     let mut cb = callbacks(url, credential_config(Some(r)), &seen, deadline);
-    cb.push_update_reference(move |name, status| {
+    cb.push_update_reference(move |_name, status| {
         if let Some(why) = status {
-            *refused_cb.borrow_mut() = Some(format!("{name}: {why}"));
+            *refused_cb.borrow_mut() = Some(why.to_string());
         }
         Ok(())
     });
@@ -218,12 +517,11 @@ pub fn push(
         .push(&[format!("{new}:{refname}")], Some(&mut opts))
         .map_err(wrap)?;
     if let Some(why) = refused.borrow_mut().take() {
-        let lower = why.to_lowercase();
-        return Err(if lower.contains("lock") || lower.contains("hook") {
-            GitError::Refused(format!("the server refused the push: {why}"))
-        } else {
-            GitError::Rejected(format!("the remote refused the push: {why}"))
-        });
+        return Err(crate::git::error::push_refusal(
+            refname,
+            &why,
+            &seen.borrow().server,
+        ));
     }
     Ok(())
 }
@@ -308,8 +606,8 @@ fn push_local(
     }
 }
 
-/// Connects and lists the refs of `url` (for `init`'s check).
-pub fn probe(url: &str, deadline: Instant) -> Result<(), GitError> {
+/// The probe itself, in the child.
+fn probe_here(url: &str, deadline: Instant) -> Result<(), GitError> {
     if let RemoteKind::Local(path) = url::remote_kind(url) {
         return Repository::open(&path)
             .map(drop)
@@ -317,7 +615,7 @@ pub fn probe(url: &str, deadline: Instant) -> Result<(), GitError> {
     }
     set_timeouts(deadline);
     let seen = SharedSeen::default();
-    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen);
+    let wrap = |e: git2::Error| explain(classify_libgit2(&e), url, &seen, deadline);
     let mut remote = git2::Remote::create_detached(url).map_err(wrap)?;
     let conn = remote
         .connect_auth(
@@ -332,7 +630,14 @@ pub fn probe(url: &str, deadline: Instant) -> Result<(), GitError> {
 
 /// Adds what the user needs to act on a failure: the methods tried when
 /// credentials were refused, how to trust the server when its host key was.
-fn explain(e: GitError, url: &str, seen: &SharedSeen) -> GitError {
+fn explain(e: GitError, url: &str, seen: &SharedSeen, deadline: Instant) -> GitError {
+    if Instant::now() >= deadline && e.is_retryable() {
+        // A callback stopped the transfer ("indexer progress callback returned -1").
+        return GitError::Transient(format!(
+            "{}: stopped at the run's time limit (--max-elapsed)",
+            url::redact(url)
+        ));
+    }
     let seen = seen.borrow();
     match e {
         GitError::Auth(m) => GitError::Auth(refused(&m, url, &seen.tried)),

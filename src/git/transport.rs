@@ -100,16 +100,16 @@ fn fetch_cli(
     branch: &str,
     deadline: Instant,
 ) -> Result<(), GitError> {
-    let git = cli::Git {
-        program,
-        dir: Some(repo.git_dir()),
-        deadline,
-        largest_file: repo.largest_file_hint(),
-        ssh: is_ssh(url),
-    };
     let branch_spec = format!("+refs/heads/{branch}:{TRACKING_PREFIX}{branch}");
     let parked_spec = format!("+{PARKED_PREFIX}*:{TRACKING_PREFIX}memory-backup/hosts/*");
-    let run = |specs: &[&str]| {
+    let run_with = |largest_file: u64, specs: &[&str]| {
+        let git = cli::Git {
+            program,
+            dir: Some(repo.git_dir()),
+            deadline,
+            largest_file,
+            ssh: is_ssh(url),
+        };
         let mut args = vec![
             "fetch",
             "--no-tags",
@@ -123,10 +123,23 @@ fn fetch_cli(
         args.extend_from_slice(specs);
         git.run(&args)
     };
+    let run = |specs: &[&str]| {
+        let hint = repo.largest_file_hint();
+        let out = run_with(hint, specs)?;
+        match cli::file_that_did_not_fit(&out.stderr) {
+            Some(size) if !out.success && size > hint => {
+                // A file larger than any here yet: once more, with room for it.
+                cli::remove_temporary_objects(repo.git_dir(), out.started);
+                run_with(size, specs)
+            }
+            _ => Ok(out),
+        }
+    };
     let out = run(&[&branch_spec, &parked_spec])?;
     if out.success {
         return Ok(());
     }
+    cli::remove_temporary_objects(repo.git_dir(), out.started);
     if out
         .stderr
         .contains(&format!("couldn't find remote ref refs/heads/{branch}"))
@@ -200,25 +213,16 @@ fn push_result(out: &cli::Output, refname: &str) -> Result<(), GitError> {
         };
     };
     let flag = line.chars().next().unwrap_or('!');
-    let summary = line.split('\t').nth(2).unwrap_or("").to_string();
     if flag != '!' {
         return Ok(());
     }
-    let said = crate::git::error::summary(&out.stderr);
-    if summary.contains("remote rejected") {
-        let lower = summary.to_lowercase();
-        if lower.contains("failed to update ref") || lower.contains("stale") {
-            return Err(GitError::Rejected(format!(
-                "the remote moved {refname} while the push ran: {summary}"
-            )));
-        }
-        return Err(GitError::Refused(format!(
-            "the server refused the push of {refname}: {summary} ({said})"
-        )));
-    }
-    Err(GitError::Rejected(format!(
-        "the remote refused the push of {refname}: {summary}"
-    )))
+    // `[remote rejected] (reason)`, or `[rejected] (stale info)` from git itself.
+    let summary = line.split('\t').nth(2).unwrap_or("");
+    Err(crate::git::error::push_refusal(
+        refname,
+        summary,
+        &out.stderr,
+    ))
 }
 
 /// Lists the refs of `url` (`git ls-remote`): what `init` asks to tell a

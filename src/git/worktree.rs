@@ -132,9 +132,9 @@ fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    // A file of the working tree has git's mode for a regular blob; the
-    // repository's folder is private.
+    // Private, as the whole repository is (git compares only the executable
+    // bit with the tree's 100644).
     tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     tmp.persist(path).map(drop).map_err(|e| e.error)
 }

@@ -79,15 +79,19 @@ pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 /// Makes `command` start its child in a session of its own: a process group that
 /// [`kill_group`] ends whole (ssh and the helpers git starts included), and no
 /// controlling terminal, so nothing it runs can stop to ask for a password.
+/// Out of this process's group, the child would miss a Ctrl-C or a kill of this
+/// process: on Linux it is killed when the thread that started it ends.
 pub fn detach(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the child between fork and exec and calls only
-    // setsid, which is async-signal-safe.
+    // setsid and prctl, which are async-signal-safe.
     unsafe {
         command.pre_exec(|| {
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
@@ -120,6 +124,17 @@ pub fn limit_memory(command: &mut std::process::Command, bytes: u64) {
             libc::setrlimit(libc::RLIMIT_DATA, &limit);
             Ok(())
         });
+    }
+}
+
+/// Makes every file and folder that this process and its children create
+/// private to the user (0600, 0700), whatever umask it was started with: the
+/// repository's config may hold a URL with a token, and its files are the
+/// user's memory. Files whose mode is chosen on purpose set it explicitly.
+pub fn private_umask() {
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 

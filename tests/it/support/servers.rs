@@ -1,6 +1,7 @@
-//! Real ssh and smart-HTTP servers on 127.0.0.1, started through the launchers in
-//! `scripts/` (the stress harness uses the same ones) and stopped on drop, and an
-//! ssh-agent of the test's own.
+//! Real ssh and smart-HTTP(S) servers on 127.0.0.1, started through the
+//! launchers in `scripts/` (the stress harness uses the same ones), the hostile
+//! git server of `tests/fake-git-server.py`, all stopped on drop; an ssh-agent
+//! of the test's own; and ssh config files that name a server by an alias.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Env;
+use super::{Env, stderr, stdout};
 
 /// A launcher in `scripts/`.
 pub fn script(name: &str) -> PathBuf {
@@ -81,6 +82,11 @@ impl Drop for Server {
 
 /// `scripts/serve-ssh`: an sshd of its own, with a host key and a client key.
 pub fn ssh_server(env: &Env) -> Server {
+    ssh_server_authorizing(env, &[])
+}
+
+/// [`ssh_server`] that also accepts the public keys in the files `keys`.
+pub fn ssh_server_authorizing(env: &Env, keys: &[&Path]) -> Server {
     let sshd = std::env::var("SSHD").unwrap_or_else(|_| "/usr/sbin/sshd".into());
     assert!(
         Path::new(&sshd).exists(),
@@ -89,6 +95,9 @@ pub fn ssh_server(env: &Env) -> Server {
     let mut cmd = Command::new(script("serve-ssh"));
     env.hermetic(&mut cmd);
     cmd.arg(env.path("sshd"));
+    for k in keys {
+        cmd.arg("--authorize").arg(k);
+    }
     Server::start(
         cmd,
         env.path("sshd.log"),
@@ -111,6 +120,36 @@ impl Server {
     pub fn ssh_refusals(&self) -> usize {
         self.log().matches("Failed publickey").count()
     }
+
+    /// The `known_hosts` line of an ssh server, in a file of the test's own.
+    pub fn known_hosts_file(&self, env: &Env) -> PathBuf {
+        let path = env.path(&format!("known_hosts-{}", self.port));
+        std::fs::write(&path, format!("{}\n", self.info["known_hosts"])).expect("known_hosts");
+        path
+    }
+
+    /// An ssh config file (for `ssh -F`) in which `alias` is this ssh server,
+    /// logged into with `key` only, its host key known from a file of the test:
+    /// nothing of the machine's own ssh setup is read.
+    pub fn ssh_config(&self, env: &Env, alias: &str, key: &Path) -> PathBuf {
+        let path = env.path(&format!("ssh_config-{alias}"));
+        let text = format!(
+            "Host {alias}\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  \
+             IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  \
+             StrictHostKeyChecking yes\n",
+            self.port,
+            self.info["user"],
+            key.display(),
+            self.known_hosts_file(env).display()
+        );
+        std::fs::write(&path, text).expect("ssh config");
+        path
+    }
+
+    /// `https://USER@127.0.0.1:PORT/<name>` of an HTTPS server (no password).
+    pub fn https_url(&self, user: &str, name: &str) -> String {
+        format!("https://{user}@127.0.0.1:{}/{name}", self.port)
+    }
 }
 
 /// `scripts/serve-http`: smart HTTP behind Basic auth, serving `root`.
@@ -119,6 +158,46 @@ pub fn http_server(env: &Env, root: &Path, user: &str, password: &str) -> Server
     env.hermetic(&mut cmd);
     cmd.arg(root).args(["--user", user, "--password", password]);
     Server::start(cmd, env.path("http.log"), &["port"])
+}
+
+/// [`http_server`] over TLS, with a self-signed certificate whose file is
+/// `info["ca"]` (see [`trust`]).
+pub fn https_server(env: &Env, root: &Path, user: &str, password: &str) -> Server {
+    let mut cmd = Command::new(script("serve-http"));
+    env.hermetic(&mut cmd);
+    cmd.arg(root)
+        .args(["--user", user, "--password", password, "--tls"])
+        .arg(env.path("tls"));
+    Server::start(cmd, env.path("https.log"), &["port", "ca"])
+}
+
+/// Makes a command trust an HTTPS server's certificate: git through
+/// `GIT_SSL_CAINFO`, libgit2 (OpenSSL) through `SSL_CERT_FILE`.
+pub fn trust(cmd: &mut Command, server: &Server) {
+    cmd.env("GIT_SSL_CAINFO", &server.info["ca"])
+        .env("SSL_CERT_FILE", &server.info["ca"]);
+}
+
+/// `tests/fake-git-server.py MODE REPO`: a git:// server (or smart HTTP with
+/// `http`) that answers with the misbehaviour `mode` and serves what it leaves
+/// alone from the bare repository `repo`.
+pub fn fake_server(env: &Env, mode: &str, repo: &Path, http: bool) -> Server {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-git-server.py");
+    let mut cmd = Command::new("python3");
+    env.hermetic(&mut cmd);
+    cmd.arg(script).arg(mode).arg(repo);
+    if http {
+        cmd.arg("--http");
+    }
+    Server::start(cmd, env.path(&format!("fake-{mode}.log")), &["port"])
+}
+
+impl Server {
+    /// The URL of the repository `name` on a fake server.
+    pub fn fake_url(&self, name: &str, http: bool) -> String {
+        let scheme = if http { "http" } else { "git" };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.port)
+    }
 }
 
 /// Writes `~/.ssh/<name>` of the test's HOME with owner-only rights.
@@ -146,6 +225,19 @@ pub fn new_key(env: &Env, name: &str) -> (String, String) {
     (private, public)
 }
 
+/// A new ed25519 key whose private file is locked with `passphrase`; returns
+/// its path (the public key is beside it, `.pub`).
+pub fn new_locked_key(env: &Env, name: &str, passphrase: &str) -> PathBuf {
+    let path = env.path(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "ssh-keygen: {out:?}");
+    path
+}
+
 /// An ssh-agent on a socket of the test's folder, holding one key; killed on drop.
 pub struct Agent {
     child: Child,
@@ -154,6 +246,12 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(env: &Env, key: &str) -> Agent {
+        Agent::start_unlocking(env, key, None)
+    }
+
+    /// An agent holding `key`, unlocked with `passphrase` (given to `ssh-add`
+    /// by an askpass program, as a desktop does).
+    pub fn start_unlocking(env: &Env, key: &str, passphrase: Option<&str>) -> Agent {
         let socket = env.path("agent.sock");
         let child = Command::new("ssh-agent")
             .arg("-D")
@@ -169,12 +267,22 @@ impl Agent {
             assert!(started.elapsed() < Duration::from_secs(10), "no agent");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let out = Command::new("ssh-add")
-            .arg("-q")
+        let mut add = Command::new("ssh-add");
+        add.arg("-q")
             .arg(key)
             .env("SSH_AUTH_SOCK", &agent.socket)
-            .output()
-            .expect("ssh-add");
+            .stdin(Stdio::null());
+        if let Some(phrase) = passphrase {
+            use std::os::unix::fs::PermissionsExt;
+            let askpass = env.path("askpass");
+            std::fs::write(&askpass, format!("#!/bin/sh\necho '{phrase}'\n")).expect("askpass");
+            std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod");
+            add.env("SSH_ASKPASS", &askpass)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("DISPLAY", ":0");
+        }
+        let out = add.output().expect("ssh-add");
         assert!(out.status.success(), "ssh-add: {out:?}");
         agent
     }
@@ -184,6 +292,33 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `git fsck --strict` finds nothing wrong with the repository at `repo`.
+pub fn fsck(env: &Env, repo: &Path) {
+    let out = env.git(&[
+        "--git-dir",
+        &git_dir(repo).display().to_string(),
+        "fsck",
+        "--strict",
+        "--no-dangling",
+    ]);
+    assert!(
+        out.status.success() && stdout(&out).is_empty(),
+        "fsck of {}: {}{}",
+        repo.display(),
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The git folder of a repository with a working tree, or of a bare one.
+fn git_dir(repo: &Path) -> PathBuf {
+    if repo.join(".git").is_dir() {
+        repo.join(".git")
+    } else {
+        repo.to_path_buf()
     }
 }
 
