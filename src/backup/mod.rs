@@ -180,6 +180,30 @@ type Attempts = (
     Option<Error>,
 );
 
+/// Whether a failure is the run's own time limit, not the remote's doing.
+fn is_deadline(message: &str) -> bool {
+    message.contains("the run's time limit")
+}
+
+/// Why a run gave up: its last failure, and when that was its own deadline,
+/// the failure before it that was not.
+fn gave_up(last: &str, cause: Option<&str>, attempts: u32) -> String {
+    let before = match cause {
+        Some(c) if is_deadline(last) && !is_deadline(c) => format!("; before that: {c}"),
+        _ => String::new(),
+    };
+    let noun = if attempts == 1 { "attempt" } else { "attempts" };
+    format!("{last}{before} (gave up after {attempts} push {noun})")
+}
+
+/// Keeps `e` as the cause a run that ends at its deadline reports.
+fn note_cause(cause: &mut Option<String>, e: &GitError) {
+    let text = e.to_string();
+    if !is_deadline(&text) {
+        *cause = Some(text);
+    }
+}
+
 /// How the pushes of one run have been refused so far.
 #[derive(Default)]
 struct Refusals {
@@ -243,6 +267,9 @@ impl Run<'_> {
         let mut refusals = Refusals::default();
         let mut warned = false;
         let mut stale_reads = 0;
+        // The last failure that was not the deadline itself: what a run that ends
+        // at its time limit says was wrong.
+        let mut cause: Option<String> = None;
         loop {
             let fetched = match self.remote {
                 None => None,
@@ -251,13 +278,15 @@ impl Run<'_> {
                     Err(e) => {
                         tracing::info!("fetch from {}: {e}", self.shown);
                         if e.is_retryable() && self.pause(&mut retry, attempts) {
+                            note_cause(&mut cause, &e);
                             continue;
                         }
-                        let e = if e.is_retryable() {
-                            self.not_pushed(e, attempts)
-                        } else {
-                            git_error(e, url)
-                        };
+                        // A failure no retry can mend (a full disk, a refused key, a
+                        // path that is no repository) stops the run before it writes.
+                        if !e.is_retryable() {
+                            return Err(git_error(e, url));
+                        }
+                        let e = self.not_pushed(e, attempts, cause.as_deref());
                         // Never reached: commit on what this repository knows (the
                         // local tip, and the remote's as last fetched) for the next run.
                         let known = self.last_fetched();
@@ -335,12 +364,13 @@ impl Run<'_> {
                 Err(e) if e.is_retryable() => {
                     tracing::info!("push attempt {attempts} to {} {refname}: {e}", self.shown);
                     let next = refusals.record(&e, fetched.tip, park);
+                    note_cause(&mut cause, &e);
                     if next == Next::AtOnce
                         || (next == Next::AfterPause && self.pause(&mut retry, attempts))
                     {
                         continue;
                     }
-                    let e = self.not_pushed(e, attempts);
+                    let e = self.not_pushed(e, attempts, cause.as_deref());
                     return self.kept(p, memory, attempts, e, report);
                 }
                 Err(e) => {
@@ -413,13 +443,10 @@ impl Run<'_> {
         true
     }
 
-    fn not_pushed(&self, e: GitError, attempts: u32) -> Error {
+    fn not_pushed(&self, e: GitError, attempts: u32, cause: Option<&str>) -> Error {
         Error::NotPushed {
             remote: self.shown.clone(),
-            cause: format!(
-                "{e} (gave up after {attempts} push {})",
-                if attempts == 1 { "attempt" } else { "attempts" }
-            ),
+            cause: gave_up(&e.to_string(), cause, attempts),
         }
     }
 
@@ -766,5 +793,28 @@ pub fn git_error(e: GitError, remote: &str) -> Error {
              copy, whose working tree still holds their files"
         )),
         GitError::Other(m) => Error::Other(format!("git: {m}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_that_ends_at_its_deadline_names_the_failure_before_it() {
+        let deadline = "git fetch: stopped at the run's time limit (--max-elapsed)";
+        let refused = "git://h/r: cannot connect: Connection refused";
+        assert_eq!(
+            gave_up(deadline, Some(refused), 3),
+            format!("{deadline}; before that: {refused} (gave up after 3 push attempts)")
+        );
+        assert_eq!(
+            gave_up(refused, Some("an earlier one"), 1),
+            format!("{refused} (gave up after 1 push attempt)")
+        );
+        assert_eq!(
+            gave_up(deadline, None, 0),
+            format!("{deadline} (gave up after 0 push attempts)")
+        );
     }
 }

@@ -108,8 +108,11 @@ impl Git<'_> {
             cmd.arg("-C").arg(d);
         }
         // Ours: no automatic gc (packs are never removed under a running reader,
-        // see `repack`), no hooks of the repository's own.
+        // see `repack`); objects and refs synced to disk before they are named
+        // (git 2.36 and later; earlier ones ignore the key).
         cmd.args([
+            "-c",
+            "core.fsync=committed",
             "-c",
             "gc.auto=0",
             "-c",

@@ -1210,6 +1210,31 @@ fn race(env: &Env, bare: &Path, url: &str, extra: &[(&str, &str)]) {
             attempts.push(json_of(&out)["attempts"].as_u64().unwrap_or(0));
         }
     }
+    // A run that kept losing parked its commit on its own ref: every entry is on
+    // the remote, and the next run of any host folds it into the branch.
+    let parked = env.git(&[
+        "--git-dir",
+        bare.to_str().unwrap(),
+        "for-each-ref",
+        "--format=%(refname)",
+        "refs/heads/memory-backup/hosts/",
+    ]);
+    let mut settle = env.mb("settle", "settle");
+    for (k, v) in extra {
+        settle.env(k, v);
+    }
+    assert_code(
+        &settle
+            .args(["-q", "init", "--remote", url])
+            .output()
+            .unwrap(),
+        0,
+    );
+    let empty = env.memory("settle.json", "[]");
+    let out = spawn_backup(env, "settle", "settle", &empty, extra, &[])
+        .wait_with_output()
+        .unwrap();
+    assert_code(&out, 0);
     let unified: serde_json::Value =
         serde_json::from_str(&env.show(bare, "unified-memory.json")).expect("unified parses");
     let mut found: Vec<String> = unified
@@ -1225,7 +1250,10 @@ fn race(env: &Env, bare: &Path, url: &str, extra: &[(&str, &str)]) {
     all.sort();
     assert_eq!(found, all, "an entry was lost");
     fsck(env, bare);
-    eprintln!("push attempts per run: {attempts:?}");
+    eprintln!(
+        "push attempts per run: {attempts:?}; parked refs: {}",
+        stdout(&parked).lines().count()
+    );
 }
 
 #[test]
