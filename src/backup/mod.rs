@@ -15,9 +15,9 @@ use crate::core::base::Base;
 use crate::core::record::Record;
 use crate::error::{Error, Result};
 use crate::git::transport::{self, Fetched, Transport};
-use crate::git::{Author, CommitId, GitError, Repo, url};
+use crate::git::{Author, CommitId, Files, GitError, Repo, url};
 use crate::output::Report;
-use crate::store::files::is_backup_file;
+use crate::store::files::{host_file_name, is_backup_file};
 use crate::store::memory_file::{self, MemoryRead};
 use crate::store::state as local_state;
 use retry::Retry;
@@ -270,69 +270,81 @@ impl Run<'_> {
         // The last failure that was not the deadline itself: what a run that ends
         // at its time limit says was wrong.
         let mut cause: Option<String> = None;
+        // A state refused on the branch, to park at once without making it again.
+        let mut carried: Option<(Prepared, Fetched)> = None;
         loop {
-            let fetched = match self.remote {
-                None => None,
-                Some(url) => match self.fetch(url) {
-                    Ok(f) => Some(f),
-                    Err(e) => {
-                        tracing::info!("fetch from {}: {e}", self.shown);
-                        if e.is_retryable() && self.pause(&mut retry, attempts) {
-                            note_cause(&mut cause, &e);
-                            continue;
-                        }
-                        // A failure no retry can mend (a full disk, a refused key, a
-                        // path that is no repository) stops the run before it writes.
-                        if !e.is_retryable() {
-                            return Err(git_error(e, url));
-                        }
-                        let e = self.not_pushed(e, attempts, cause.as_deref());
-                        // Never reached: commit on what this repository knows (the
-                        // local tip, and the remote's as last fetched) for the next run.
-                        let known = self.last_fetched();
-                        let p = self.prepare(Some(&known), &memory, &base, &mut warned, report)?;
-                        return self.kept(p, memory, attempts, e, report);
+            let (p, fetched) = match carried.take() {
+                Some(c) => c,
+                None => {
+                    let fetched = match self.remote {
+                        None => None,
+                        Some(url) => match self.fetch(url) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                tracing::info!("fetch from {}: {e}", self.shown);
+                                if e.is_retryable() && self.pause(&mut retry, attempts) {
+                                    note_cause(&mut cause, &e);
+                                    continue;
+                                }
+                                let e = self.unfetched(e, url, attempts, cause.as_deref())?;
+                                // Never reached: commit on what this repository knows (the
+                                // local tip, and the remote's as last fetched) for the next run.
+                                let known = self.last_fetched();
+                                let p = self.prepare(
+                                    Some(&known),
+                                    &memory,
+                                    &base,
+                                    &mut warned,
+                                    report,
+                                )?;
+                                return self.kept(p, memory, attempts, e, report);
+                            }
+                        },
+                    };
+                    // Another run of this host stamped a newer read of the memory file:
+                    // this one's is stale and never replaces it.
+                    let (latest, _) = local_state::load_base(self.repo.git_dir(), self.host);
+                    if stale_reads < STALE_READS && is_newer(latest.snapshot.as_ref(), &memory) {
+                        stale_reads += 1;
+                        memory = memory_file::read(self.opts.memory, true)?;
+                        base = latest;
+                        continue;
                     }
-                },
+                    let p = self.prepare(fetched.as_ref(), &memory, &base, &mut warned, report)?;
+                    if self.opts.dry_run {
+                        return Ok((p, memory, None, false, attempts, None));
+                    }
+                    let (Some(_), Some(fetched)) = (self.remote, fetched) else {
+                        let commit = self.commit_locally(&p, report)?;
+                        self.save_base(&p, &memory, report);
+                        return Ok((p, memory, commit, false, attempts, None));
+                    };
+                    if p.unchanged && p.parents.first() == fetched.tip.as_ref() {
+                        let tip = fetched.tip.expect("compared");
+                        self.landed(tip, &p, &memory, report);
+                        return Ok((p, memory, None, true, attempts, None));
+                    }
+                    (p, fetched)
+                }
             };
-            // Another run of this host stamped a newer read of the memory file:
-            // this one's is stale and never replaces it.
-            let (latest, _) = local_state::load_base(self.repo.git_dir(), self.host);
-            if stale_reads < STALE_READS && is_newer(latest.snapshot.as_ref(), &memory) {
-                stale_reads += 1;
-                memory = memory_file::read(self.opts.memory, true)?;
-                base = latest;
-                continue;
-            }
-            let p = self.prepare(fetched.as_ref(), &memory, &base, &mut warned, report)?;
-            if self.opts.dry_run {
-                return Ok((p, memory, None, false, attempts, None));
-            }
-            let (Some(url), Some(fetched)) = (self.remote, fetched) else {
-                let commit = self.commit_locally(&p, report)?;
-                self.save_base(&p, &memory, report);
-                return Ok((p, memory, commit, false, attempts, None));
-            };
-            if p.unchanged && p.parents.first() == fetched.tip.as_ref() {
-                let tip = fetched.tip.expect("compared");
-                self.landed(tip, &p, &memory, report);
-                return Ok((p, memory, None, true, attempts, None));
-            }
-            let target = if p.unchanged {
-                p.parents[0]
+            let url = self.remote.expect("a state to push has a remote");
+            // Refused on the branch because others landed first: this host's own
+            // file waits on its own ref instead, where no other host pushes.
+            let park = refusals.park();
+            let (refname, expected, target) = if park {
+                let own = fetched.parked.iter().find(|(h, _)| h == self.host);
+                let own = own.map(|(_, c)| *c);
+                (
+                    parked_ref(self.host),
+                    own,
+                    self.write_parked(&p, &fetched, own)?,
+                )
+            } else if p.unchanged {
+                (self.branch_ref(), fetched.tip, p.parents[0])
             } else {
-                self.write_commit(&p)?
+                (self.branch_ref(), fetched.tip, self.write_commit(&p)?)
             };
             attempts += 1;
-            // Refused on the branch because others landed first: the commit
-            // waits on this host's own ref instead, where no other host pushes.
-            let park = refusals.park();
-            let (refname, expected) = if park {
-                let own = fetched.parked.iter().find(|(h, _)| h == self.host);
-                (parked_ref(self.host), own.map(|(_, c)| *c))
-            } else {
-                (format!("refs/heads/{}", self.branch), fetched.tip)
-            };
             let pushed = transport::push(
                 &self.transport,
                 self.repo,
@@ -365,9 +377,11 @@ impl Run<'_> {
                     tracing::info!("push attempt {attempts} to {} {refname}: {e}", self.shown);
                     let next = refusals.record(&e, fetched.tip, park);
                     note_cause(&mut cause, &e);
-                    if next == Next::AtOnce
-                        || (next == Next::AfterPause && self.pause(&mut retry, attempts))
-                    {
+                    if next == Next::AtOnce {
+                        carried = Some((p, fetched));
+                        continue;
+                    }
+                    if next == Next::AfterPause && self.pause(&mut retry, attempts) {
                         continue;
                     }
                     let e = self.not_pushed(e, attempts, cause.as_deref());
@@ -380,6 +394,62 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    fn branch_ref(&self) -> String {
+        format!("refs/heads/{}", self.branch)
+    }
+
+    /// The error of a fetch that failed for good: a failure no retry can mend (a
+    /// full disk, a refused key, a path that is no repository) before any commit
+    /// was made stops the run before it writes (`Err`); any other is the run's
+    /// outcome once its state is kept here.
+    fn unfetched(
+        &self,
+        e: GitError,
+        url: &str,
+        attempts: u32,
+        cause: Option<&str>,
+    ) -> Result<Error> {
+        if e.is_retryable() {
+            Ok(self.not_pushed(e, attempts, cause))
+        } else if attempts == 0 {
+            Err(git_error(e, url))
+        } else {
+            Ok(git_error(e, url))
+        }
+    }
+
+    /// The commit a run parks (section 8, Contention): the fetched branch tip's
+    /// files with this host's own file as `p` made it, on that tip and on the
+    /// host's parked commit `own` that the tip does not hold, so that the push
+    /// is a fast-forward of the host's ref. It changes nothing but the host's
+    /// own file: a run that takes it in reads that file alone (see `state`).
+    fn write_parked(
+        &self,
+        p: &Prepared,
+        fetched: &Fetched,
+        own: Option<CommitId>,
+    ) -> Result<CommitId> {
+        let g = |e: GitError| git_error(e, "the backup repository");
+        let name = host_file_name(self.host);
+        let mut files = Files::new();
+        if let Some(bytes) = p.files.get(&name) {
+            files.insert(name, bytes.clone());
+        }
+        let mut parents: Vec<CommitId> = fetched.tip.into_iter().collect();
+        if let Some(o) = own {
+            let held = match fetched.tip {
+                Some(t) => self.repo.contains(t, o).map_err(g)?,
+                None => false,
+            };
+            if !held {
+                parents.push(o);
+            }
+        }
+        self.repo
+            .write_commit(&files, &parents, &self.author(), &self.message(p))
+            .map_err(g)
     }
 
     /// The state is on the remote (pushed, parked, or there already): the local

@@ -338,6 +338,32 @@ impl Repo {
         Ok(c.parent_ids().next().map(CommitId))
     }
 
+    /// The top-level names whose entries differ between the trees of commits
+    /// `a` and `b`: in one only, or another object or mode.
+    pub fn changed_names(&self, a: CommitId, b: CommitId) -> Result<Vec<String>, GitError> {
+        let entries = |c: CommitId| -> Result<BTreeMap<Vec<u8>, (git2::Oid, i32)>, GitError> {
+            let tree = self
+                .repo
+                .find_commit(c.0)
+                .and_then(|c| c.tree())
+                .map_err(|e| classify_local(&e))?;
+            Ok(tree
+                .iter()
+                .map(|e| (e.name_bytes().to_vec(), (e.id(), e.filemode())))
+                .collect())
+        };
+        let (ta, tb) = (entries(a)?, entries(b)?);
+        let differ = ta
+            .iter()
+            .filter(|(n, v)| tb.get(*n) != Some(*v))
+            .map(|(n, _)| n);
+        let only_b = tb.keys().filter(|n| !ta.contains_key(*n));
+        Ok(differ
+            .chain(only_b)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect())
+    }
+
     /// A commit's message and committer time (seconds since the epoch).
     pub fn commit_info(&self, commit: CommitId) -> Result<(String, i64), GitError> {
         let c = self

@@ -103,6 +103,19 @@ fn a_refused_run_parks_its_commit_and_the_next_run_of_any_host_folds_it_in() {
     );
     let parked = rev(&env, &bare, "refs/heads/memory-backup/hosts/a");
     assert!(!parked.is_empty());
+    // The parked commit is the tip A fetched with A's own file changed, and
+    // nothing else: the runs that take it in read that one file.
+    assert_eq!(rev(&env, &bare, &format!("{parked}^")), t1);
+    let changed = env.git(&[
+        "--git-dir",
+        bare.to_str().unwrap(),
+        "diff-tree",
+        "--name-only",
+        "--no-commit-id",
+        &format!("{parked}^"),
+        &parked,
+    ]);
+    assert_eq!(stdout(&changed).trim(), "memory-a.json");
     // Waiting there, A2 is not invisible: restore, sync and status see it.
     let c = Host::new(&env, "c");
     c.init(&url);
@@ -201,4 +214,52 @@ fn hosts_racing_at_once_all_land_or_park_in_at_most_two_attempts_and_lose_nothin
             );
         }
     }
+}
+
+/// A parked commit that changes more than its host's own file (made by another
+/// tool, or by hand) is read whole: what only its unified file holds reaches
+/// the branch too.
+#[test]
+fn a_parked_commit_that_changes_other_files_too_is_read_whole() {
+    let env = Env::new();
+    let (_daemon, bare, url) = env.served();
+    let b = Host::new(&env, "b");
+    b.init(&url);
+    std::fs::write(
+        &b.memory,
+        r#"{"type":"entity","name":"B1","entityType":"t","observations":["b"]}"#,
+    )
+    .unwrap();
+    b.ok(&["backup"]);
+    // Host z's parked commit adds Z1 to unified, not to a file of its own.
+    let wt = env.path("by-hand");
+    let out = env.git(&["clone", "-q", &url, wt.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unified = std::fs::read_to_string(wt.join("unified-memory.json")).unwrap();
+    let z1 = r#"{"_crdt_metadata":{"host":"z","timestamp":"2026-11-21T12:00:00.000000Z","unique_id":"z_entity:Z1_2026-11-21T12:00:00.000000Z","version":1},"entityType":"t","name":"Z1","observations":["z"],"type":"entity"}"#;
+    let with_z1 = unified.replacen("[\n", &format!("[\n{z1},\n"), 1);
+    std::fs::write(wt.join("unified-memory.json"), with_z1).unwrap();
+    for args in [
+        &[
+            "-c",
+            "user.name=z",
+            "-c",
+            "user.email=z@z",
+            "commit",
+            "-qam",
+            "by hand",
+        ][..],
+        &[
+            "push",
+            "-q",
+            "origin",
+            "HEAD:refs/heads/memory-backup/hosts/z",
+        ][..],
+    ] {
+        env.git_in(&wt, args);
+    }
+    b.ok(&["backup"]);
+    let unified = env.show(&bare, "unified-memory.json");
+    assert!(unified.contains("\"Z1\""), "{unified}");
+    assert!(unified.contains("\"B1\""), "{unified}");
 }
