@@ -4,8 +4,11 @@
 //! every step writes only new objects or moves one ref with a compare-and-swap.
 //! `backup`, `sync` and `forget` run it; each step is a function of its own.
 
+mod attempts;
 pub mod retry;
 pub mod state;
+
+pub use attempts::{MANY_ATTEMPTS, PARK_AFTER, REFUSED_ATTEMPTS, REFUSED_PATIENCE};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,31 +18,17 @@ use crate::core::base::Base;
 use crate::core::record::Record;
 use crate::error::{Error, Result};
 use crate::git::transport::{self, Fetched, Transport};
-use crate::git::{Author, CommitId, Files, GitError, Repo, url};
+use crate::git::{Author, CommitId, GitError, Repo, url};
 use crate::output::Report;
-use crate::store::files::{host_file_name, is_backup_file};
+use crate::store::files::is_backup_file;
 use crate::store::memory_file::{self, MemoryRead};
 use crate::store::state as local_state;
 use retry::Retry;
 pub use state::Prepared;
 use state::{StampInput, Tips};
 
-/// A push that needed more attempts than this gets a warning.
-pub const MANY_ATTEMPTS: u32 = 3;
-/// A server that refuses every push for a reason of its own (a branch lock a
-/// killed git left, a hook) while the branch stays where it is: given this long
-/// and this many refusals, then the next run tries again.
-pub const REFUSED_PATIENCE: Duration = Duration::from_secs(10);
-pub const REFUSED_ATTEMPTS: u32 = 3;
-/// Refusals on the branch (others landed first) after which a run parks its
-/// commit on its own ref instead (section 8, Contention): chosen with
-/// `scripts/contention-model`, see docs/perf.
-pub const PARK_AFTER: u32 = 1;
 /// Attempts at moving the local branch while concurrent runs move it too.
 const LOCAL_MOVES: usize = 8;
-/// How many times a run reads the memory file again when another run of this
-/// host stamped a newer read of it first.
-const STALE_READS: usize = 3;
 
 /// What a run is asked to do.
 pub struct Options<'a> {
@@ -54,6 +43,9 @@ pub struct Options<'a> {
     pub forget: Option<&'a dyn Fn(&str) -> bool>,
     /// Make the state and stop: no commit, no push, nothing recorded.
     pub dry_run: bool,
+    /// Under contention, park this host's own file without making the whole
+    /// state (`backup`; `sync` and `forget` need the whole state).
+    pub park_at_once: bool,
 }
 
 /// What a run did.
@@ -180,282 +172,11 @@ type Attempts = (
     Option<Error>,
 );
 
-/// Whether a failure is the run's own time limit, not the remote's doing.
-fn is_deadline(message: &str) -> bool {
-    message.contains("the run's time limit")
-}
-
-/// Why a run gave up: its last failure, and when that was its own deadline,
-/// the failure before it that was not.
-fn gave_up(last: &str, cause: Option<&str>, attempts: u32) -> String {
-    let before = match cause {
-        Some(c) if is_deadline(last) && !is_deadline(c) => format!("; before that: {c}"),
-        _ => String::new(),
-    };
-    let noun = if attempts == 1 { "attempt" } else { "attempts" };
-    format!("{last}{before} (gave up after {attempts} push {noun})")
-}
-
-/// Keeps `e` as the cause a run that ends at its deadline reports.
-fn note_cause(cause: &mut Option<String>, e: &GitError) {
-    let text = e.to_string();
-    if !is_deadline(&text) {
-        *cause = Some(text);
-    }
-}
-
-/// How the pushes of one run have been refused so far.
-#[derive(Default)]
-struct Refusals {
-    /// Pushes to the branch refused because it moved: others landed first.
-    rejections: u32,
-    /// Since when, on which remote tip and how many times in a row the server
-    /// refused every push for a reason of its own.
-    refused: Option<(Instant, Option<CommitId>, u32)>,
-}
-
-/// What follows a retryable refusal.
-#[derive(Debug, PartialEq, Eq)]
-enum Next {
-    AtOnce,
-    AfterPause,
-    GiveUp,
-}
-
-impl Refusals {
-    /// The next push goes to the host's own ref.
-    fn park(&self) -> bool {
-        self.rejections >= PARK_AFTER
-    }
-
-    /// Counts a retryable refusal of a push made on the remote tip `tip`
-    /// (`parked`: to the host's own ref) and says what follows.
-    fn record(&mut self, e: &GitError, tip: Option<CommitId>, parked: bool) -> Next {
-        if matches!(e, GitError::Rejected(_)) && !parked {
-            self.rejections += 1;
-        }
-        self.refused = match (e, self.refused) {
-            (GitError::Refused(_), Some((since, t, n))) if t == tip => Some((since, t, n + 1)),
-            (GitError::Refused(_), _) => Some((Instant::now(), tip, 1)),
-            _ => None,
-        };
-        let patient = self
-            .refused
-            .is_none_or(|(since, _, n)| n < REFUSED_ATTEMPTS || since.elapsed() < REFUSED_PATIENCE);
-        if !patient {
-            Next::GiveUp
-        } else if self.park() && !parked && self.refused.is_none() {
-            // The second attempt comes at once: parking needs no pause.
-            Next::AtOnce
-        } else {
-            Next::AfterPause
-        }
-    }
-}
-
 impl Run<'_> {
-    /// Fetch, make the state, push; again on a refusal, until it lands, parks, or
-    /// the deadline passes.
-    fn attempts(
-        &self,
-        mut memory: MemoryRead,
-        mut base: Base,
-        report: &mut Report,
-    ) -> Result<Attempts> {
-        let mut retry = Retry::new(self.deadline);
-        let mut attempts: u32 = 0;
-        let mut refusals = Refusals::default();
-        let mut warned = false;
-        let mut stale_reads = 0;
-        // The last failure that was not the deadline itself: what a run that ends
-        // at its time limit says was wrong.
-        let mut cause: Option<String> = None;
-        // A state refused on the branch, to park at once without making it again.
-        let mut carried: Option<(Prepared, Fetched)> = None;
-        loop {
-            let (p, fetched) = match carried.take() {
-                Some(c) => c,
-                None => {
-                    let fetched = match self.remote {
-                        None => None,
-                        Some(url) => match self.fetch(url) {
-                            Ok(f) => Some(f),
-                            Err(e) => {
-                                tracing::info!("fetch from {}: {e}", self.shown);
-                                if e.is_retryable() && self.pause(&mut retry, attempts) {
-                                    note_cause(&mut cause, &e);
-                                    continue;
-                                }
-                                let e = self.unfetched(e, url, attempts, cause.as_deref())?;
-                                // Never reached: commit on what this repository knows (the
-                                // local tip, and the remote's as last fetched) for the next run.
-                                let known = self.last_fetched();
-                                let p = self.prepare(
-                                    Some(&known),
-                                    &memory,
-                                    &base,
-                                    &mut warned,
-                                    report,
-                                )?;
-                                return self.kept(p, memory, attempts, e, report);
-                            }
-                        },
-                    };
-                    // Another run of this host stamped a newer read of the memory file:
-                    // this one's is stale and never replaces it.
-                    let (latest, _) = local_state::load_base(self.repo.git_dir(), self.host);
-                    if stale_reads < STALE_READS && is_newer(latest.snapshot.as_ref(), &memory) {
-                        stale_reads += 1;
-                        memory = memory_file::read(self.opts.memory, true)?;
-                        base = latest;
-                        continue;
-                    }
-                    let p = self.prepare(fetched.as_ref(), &memory, &base, &mut warned, report)?;
-                    if self.opts.dry_run {
-                        return Ok((p, memory, None, false, attempts, None));
-                    }
-                    let (Some(_), Some(fetched)) = (self.remote, fetched) else {
-                        let commit = self.commit_locally(&p, report)?;
-                        self.save_base(&p, &memory, report);
-                        return Ok((p, memory, commit, false, attempts, None));
-                    };
-                    if p.unchanged && p.parents.first() == fetched.tip.as_ref() {
-                        let tip = fetched.tip.expect("compared");
-                        self.landed(tip, &p, &memory, report);
-                        return Ok((p, memory, None, true, attempts, None));
-                    }
-                    (p, fetched)
-                }
-            };
-            let url = self.remote.expect("a state to push has a remote");
-            // Refused on the branch because others landed first: this host's own
-            // file waits on its own ref instead, where no other host pushes.
-            let park = refusals.park();
-            let (refname, expected, target) = if park {
-                let own = fetched.parked.iter().find(|(h, _)| h == self.host);
-                let own = own.map(|(_, c)| *c);
-                (
-                    parked_ref(self.host),
-                    own,
-                    self.write_parked(&p, &fetched, own)?,
-                )
-            } else if p.unchanged {
-                (self.branch_ref(), fetched.tip, p.parents[0])
-            } else {
-                (self.branch_ref(), fetched.tip, self.write_commit(&p)?)
-            };
-            attempts += 1;
-            let pushed = transport::push(
-                &self.transport,
-                self.repo,
-                url,
-                &refname,
-                target,
-                expected,
-                self.deadline,
-            );
-            match pushed {
-                Ok(()) => {
-                    tracing::info!(
-                        "push attempt {attempts} to {} {refname}: {} pushed",
-                        self.shown,
-                        target.short()
-                    );
-                    self.landed(target, &p, &memory, report);
-                    if park {
-                        report.set("parked", refname.trim_start_matches("refs/heads/"));
-                    }
-                    if attempts > MANY_ATTEMPTS {
-                        report.warn(format!(
-                            "the push to {} needed {attempts} attempts, over the alert threshold of {MANY_ATTEMPTS}",
-                            self.shown
-                        ));
-                    }
-                    return Ok((p, memory, Some(target), true, attempts, None));
-                }
-                Err(e) if e.is_retryable() => {
-                    tracing::info!("push attempt {attempts} to {} {refname}: {e}", self.shown);
-                    let next = refusals.record(&e, fetched.tip, park);
-                    note_cause(&mut cause, &e);
-                    if next == Next::AtOnce {
-                        carried = Some((p, fetched));
-                        continue;
-                    }
-                    if next == Next::AfterPause && self.pause(&mut retry, attempts) {
-                        continue;
-                    }
-                    let e = self.not_pushed(e, attempts, cause.as_deref());
-                    return self.kept(p, memory, attempts, e, report);
-                }
-                Err(e) => {
-                    tracing::info!("push attempt {attempts} to {} {refname}: {e}", self.shown);
-                    let e = git_error(e, url);
-                    return self.kept(p, memory, attempts, e, report);
-                }
-            }
-        }
-    }
-
-    fn branch_ref(&self) -> String {
-        format!("refs/heads/{}", self.branch)
-    }
-
-    /// The error of a fetch that failed for good: a failure no retry can mend (a
-    /// full disk, a refused key, a path that is no repository) before any commit
-    /// was made stops the run before it writes (`Err`); any other is the run's
-    /// outcome once its state is kept here.
-    fn unfetched(
-        &self,
-        e: GitError,
-        url: &str,
-        attempts: u32,
-        cause: Option<&str>,
-    ) -> Result<Error> {
-        if e.is_retryable() {
-            Ok(self.not_pushed(e, attempts, cause))
-        } else if attempts == 0 {
-            Err(git_error(e, url))
-        } else {
-            Ok(git_error(e, url))
-        }
-    }
-
-    /// The commit a run parks (section 8, Contention): the fetched branch tip's
-    /// files with this host's own file as `p` made it, on that tip and on the
-    /// host's parked commit `own` that the tip does not hold, so that the push
-    /// is a fast-forward of the host's ref. It changes nothing but the host's
-    /// own file: a run that takes it in reads that file alone (see `state`).
-    fn write_parked(
-        &self,
-        p: &Prepared,
-        fetched: &Fetched,
-        own: Option<CommitId>,
-    ) -> Result<CommitId> {
-        let g = |e: GitError| git_error(e, "the backup repository");
-        let name = host_file_name(self.host);
-        let mut files = Files::new();
-        if let Some(bytes) = p.files.get(&name) {
-            files.insert(name, bytes.clone());
-        }
-        let mut parents: Vec<CommitId> = fetched.tip.into_iter().collect();
-        if let Some(o) = own {
-            let held = match fetched.tip {
-                Some(t) => self.repo.contains(t, o).map_err(g)?,
-                None => false,
-            };
-            if !held {
-                parents.push(o);
-            }
-        }
-        self.repo
-            .write_commit(&files, &parents, &self.author(), &self.message(p))
-            .map_err(g)
-    }
-
     /// The state is on the remote (pushed, parked, or there already): the local
     /// branch and the working tree follow, and the base is recorded.
     fn landed(&self, commit: CommitId, p: &Prepared, memory: &MemoryRead, report: &mut Report) {
-        self.adopt(commit, Some((commit, p)));
+        self.adopt(commit, Some((commit, p)), true);
         local_state::set_last_push(self.repo.git_dir(), self.cx.clock.now());
         self.save_base(p, memory, report);
     }
@@ -513,19 +234,26 @@ impl Run<'_> {
         true
     }
 
-    fn not_pushed(&self, e: GitError, attempts: u32, cause: Option<&str>) -> Error {
-        Error::NotPushed {
-            remote: self.shown.clone(),
-            cause: gave_up(&e.to_string(), cause, attempts),
-        }
-    }
-
     /// Step 3 on the tips at hand: the local branch, and the remote's as fetched.
     fn prepare(
         &self,
         fetched: Option<&Fetched>,
         memory: &MemoryRead,
         base: &Base,
+        warned: &mut bool,
+        report: &mut Report,
+    ) -> Result<Prepared> {
+        self.prepare_in(fetched, memory, base, false, warned, report)
+    }
+
+    /// `prepare`, of this host's own file alone when `own_only` (a run that
+    /// parks at once).
+    fn prepare_in(
+        &self,
+        fetched: Option<&Fetched>,
+        memory: &MemoryRead,
+        base: &Base,
+        own_only: bool,
         warned: &mut bool,
         report: &mut Report,
     ) -> Result<Prepared> {
@@ -538,7 +266,10 @@ impl Run<'_> {
             Some(f) => (f.tip, f.parked.clone()),
             None => (None, Vec::new()),
         };
-        let tips = Tips::of(self.repo, local, remote_tip, &parked)?;
+        let mut tips = Tips::of(self.repo, local, remote_tip, &parked)?;
+        if own_only {
+            tips.parked.retain(|(h, _)| h == self.host);
+        }
         let forget = |ident: &str| self.opts.forget.is_some_and(|f| f(ident));
         let held_back = |ident: &str, record: &Record| {
             self.held_back(ident, record, report_line(memory, record))
@@ -555,6 +286,7 @@ impl Run<'_> {
                 allow_mass_delete: self.opts.allow_mass_delete,
                 forget: &forget,
                 held_back: &held_back,
+                own_only,
             },
             warned,
             report,
@@ -614,9 +346,14 @@ impl Run<'_> {
         } else {
             "backup from"
         };
+        let unified = if p.partial {
+            "parked".to_string()
+        } else {
+            format!("unified {} entries", p.unified)
+        };
         format!(
-            "{verb} {}: {} new, {} changed, {} deleted; unified {} entries",
-            self.host, s.new, s.changed, s.deleted, p.unified
+            "{verb} {}: {} new, {} changed, {} deleted; {unified}",
+            self.host, s.new, s.changed, s.deleted
         )
     }
 
@@ -693,6 +430,7 @@ impl Run<'_> {
                             allow_mass_delete: true,
                             forget: &|_| false,
                             held_back: &|_, _| false,
+                            own_only: false,
                         },
                         &mut warned,
                         report,
@@ -712,7 +450,8 @@ impl Run<'_> {
 
     /// After a push: the local branch moves to the pushed commit unless a
     /// concurrent run already moved it past it; then the working tree follows.
-    fn adopt(&self, pushed: CommitId, known: Option<(CommitId, &Prepared)>) {
+    /// `tracking`: `pushed` is the remote branch's tip now.
+    fn adopt(&self, pushed: CommitId, known: Option<(CommitId, &Prepared)>, tracking: bool) {
         for _ in 0..LOCAL_MOVES {
             let local = match self.repo.local_tip(self.branch) {
                 Ok(l) => l,
@@ -737,7 +476,9 @@ impl Run<'_> {
                 }
             }
         }
-        self.repo.set_tracking(self.branch, pushed);
+        if tracking {
+            self.repo.set_tracking(self.branch, pushed);
+        }
         self.sync_worktree(known.map(|(c, p)| (c, &p.files)));
     }
 
@@ -863,28 +604,5 @@ pub fn git_error(e: GitError, remote: &str) -> Error {
              copy, whose working tree still holds their files"
         )),
         GitError::Other(m) => Error::Other(format!("git: {m}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_run_that_ends_at_its_deadline_names_the_failure_before_it() {
-        let deadline = "git fetch: stopped at the run's time limit (--max-elapsed)";
-        let refused = "git://h/r: cannot connect: Connection refused";
-        assert_eq!(
-            gave_up(deadline, Some(refused), 3),
-            format!("{deadline}; before that: {refused} (gave up after 3 push attempts)")
-        );
-        assert_eq!(
-            gave_up(refused, Some("an earlier one"), 1),
-            format!("{refused} (gave up after 1 push attempt)")
-        );
-        assert_eq!(
-            gave_up(deadline, None, 0),
-            format!("{deadline} (gave up after 0 push attempts)")
-        );
     }
 }

@@ -100,6 +100,9 @@ pub struct StampInput<'a> {
     /// Identities to tombstone on every host (`forget`), by what they match.
     pub forget: &'a dyn Fn(&str) -> bool,
     pub held_back: &'a dyn Fn(&str, &crate::core::record::Record) -> bool,
+    /// Read only this host's own file: the state of a run that parks at once
+    /// (unified and the other hosts' files are left as the tips hold them).
+    pub own_only: bool,
 }
 
 /// The state to commit.
@@ -117,6 +120,9 @@ pub struct Prepared {
     /// Every host's merged file, for the fold (`sync`, `forget`).
     pub hosts: Vec<(String, Vec<Entry>, bool)>,
     pub unified_entries: Vec<Entry>,
+    /// Only this host's own file was read and made (`StampInput::own_only`):
+    /// `files` holds that file alone, `unified` counts nothing.
+    pub partial: bool,
 }
 
 impl Prepared {
@@ -155,10 +161,13 @@ pub fn prepare(
     warned: &mut bool,
     report: &mut Report,
 ) -> Result<Prepared> {
-    let mut read = read_tips(repo, tips, *warned, report)?;
-    recover_lost(repo, tips, &mut read, *warned, report)?;
-
     let own_name = host_file_name(input.host);
+    let only = input.own_only.then_some(own_name.as_str());
+    let mut read = read_tips(repo, tips, only, *warned, report)?;
+    if only.is_none() {
+        recover_lost(repo, tips, &mut read, *warned, report)?;
+    }
+
     let own: Vec<Entry> = read
         .host_copies
         .remove(&own_name)
@@ -204,14 +213,59 @@ pub fn prepare(
         }
     };
     *warned = true;
+    if input.own_only {
+        return Ok(own_file_only(tips, read, stamped, foreign, own_name));
+    }
     finish(repo, tips, read, stamped, foreign, hosts, own_name, out)
 }
 
+/// The state of a run that parks at once: this host's own file alone.
+fn own_file_only(
+    tips: &Tips,
+    read: Read,
+    stamped: stamp::Stamped,
+    foreign: Vec<Entry>,
+    own_name: String,
+) -> Prepared {
+    let mut own_entries = stamped.entries.clone();
+    own_entries.extend(foreign);
+    own_entries.sort_by(merge::file_cmp);
+    let own_text = entry::render(&own_entries);
+    let own_whole = !read.damaged.contains(&own_name);
+    let own_host = host_of_file_name(&own_name).unwrap_or_default().to_string();
+    let parents = tips.parents();
+    let unchanged = tips.base.is_some()
+        && parents.len() == 1
+        && read.base_files.get(&own_name) == Some(&own_text);
+    let mut files = Files::new();
+    files.insert(own_name, own_text);
+    Prepared {
+        files,
+        base_files: read.base_files,
+        parents,
+        unchanged,
+        stamped,
+        unified: 0,
+        host_files: 1,
+        hosts: vec![(own_host, own_entries, own_whole)],
+        unified_entries: Vec::new(),
+        partial: true,
+    }
+}
+
 /// Reads and parses every distinct copy of every file at `tips`, on all cores.
-fn read_tips(repo: &Repo, tips: &Tips, warned: bool, report: &mut Report) -> Result<Read> {
+/// `only`: that one file alone.
+fn read_tips(
+    repo: &Repo,
+    tips: &Tips,
+    only: Option<&str>,
+    warned: bool,
+    report: &mut Report,
+) -> Result<Read> {
     let g = |e: GitError| crate::backup::git_error(e, "the backup repository");
+    let wanted = |n: &str| is_backup_file(n) && only.is_none_or(|o| n == o);
     let mut read = |c: CommitId| -> Result<Files> {
-        let (files, ignored) = repo.read_files(c, is_backup_file).map_err(g)?;
+        let (files, ignored) = repo.read_files(c, wanted).map_err(g)?;
         if !warned {
             for name in ignored {
                 report.warn(format!(
@@ -231,6 +285,9 @@ fn read_tips(repo: &Repo, tips: &Tips, warned: bool, report: &mut Report) -> Res
         sides.push(("the local branch".into(), read(l)?));
     }
     for (host, c) in &tips.parked {
+        if only.is_some_and(|o| o != host_file_name(host)) {
+            continue;
+        }
         let files = match parked_file(repo, tips, host, *c).map_err(g)? {
             Some(name) => repo.read_files(*c, |n| n == name).map_err(g)?.0,
             None => read(*c)?,
@@ -494,6 +551,7 @@ fn finish(
         stamped,
         hosts,
         unified_entries,
+        partial: false,
     })
 }
 

@@ -38,13 +38,15 @@ pub fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Runs the backup pipeline as `backup` and `sync` do.
+/// Runs the backup pipeline as `backup` and `sync` do; `whole`: the run needs
+/// the whole merged state, never only this host's file (`sync`, `forget`).
 pub fn run_backup(
     args: &BackupArgs,
     cx: &Context,
     report: &mut Report,
     forget: Option<&dyn Fn(&str) -> bool>,
     dry_run: bool,
+    whole: bool,
 ) -> Result<Outcome> {
     let memory = cx.memory_path(args.memory.as_deref())?;
     let mut allowed = cx.allow_secrets.clone();
@@ -58,6 +60,7 @@ pub fn run_backup(
         allow_secrets: &allowed,
         forget,
         dry_run,
+        park_at_once: !whole && !dry_run && forget.is_none(),
     };
     backup::run(&opts, cx, report)
 }
@@ -82,7 +85,7 @@ pub fn report_backup(outcome: &Outcome, report: &mut Report) {
     let how = match (&outcome.commit, outcome.pushed, &outcome.remote) {
         (None, _, _) => String::new(),
         (Some(c), true, Some(remote)) if parked.is_some() => format!(
-            "; parked {} on {remote} ({}): others landed first, and the next run of any host \
+            "; parked {} on {remote} ({}): other hosts landed first or are landing now; the next run of any host \
              takes it into the branch",
             c.short(),
             parked.as_deref().unwrap_or_default()
@@ -101,9 +104,15 @@ pub fn report_backup(outcome: &Outcome, report: &mut Report) {
     } else {
         format!("; {} held back (secrets)", s.held_back.len())
     };
+    // A run that parked at once read this host's file alone, not unified.
+    let unified = if p.partial {
+        String::new()
+    } else {
+        format!("; unified {} entries", p.unified)
+    };
     report.summary = format!(
-        "backup from {}: {changes}; unified {} entries{held}{how}",
-        outcome.host, p.unified
+        "backup from {}: {changes}{unified}{held}{how}",
+        outcome.host
     );
     report.set("new", s.new);
     report.set("changed", s.changed);
@@ -111,8 +120,8 @@ pub fn report_backup(outcome: &Outcome, report: &mut Report) {
     report.set("new_idents", s.new_idents.clone());
     report.set("changed_idents", s.changed_idents.clone());
     report.set("deleted_idents", s.deleted_idents.clone());
-    report.set("unified_entries", p.unified);
-    report.set("host_files", p.host_files);
+    report.set("unified_entries", (!p.partial).then_some(p.unified));
+    report.set("host_files", (!p.partial).then_some(p.host_files));
     report.set("commit", outcome.commit.map(|c| c.to_string()));
     report.set("pushed", outcome.pushed && outcome.commit.is_some());
     report.set("attempts", outcome.attempts);

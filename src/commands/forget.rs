@@ -41,7 +41,7 @@ pub fn cmd_forget(args: &ForgetArgs, cx: &Context, report: &mut Report) -> Resul
             id_field: args.id.id_field.clone(),
         },
     };
-    let mut outcome = common::run_backup(&backup, cx, report, Some(&matches), false)?;
+    let mut outcome = common::run_backup(&backup, cx, report, Some(&matches), false, true)?;
     let forgotten: Vec<String> = outcome
         .prepared
         .stamped

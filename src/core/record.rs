@@ -299,11 +299,14 @@ pub fn kind_of_body(body: &str) -> Kind {
     kind_by(|key| member_of_body(body, key))
 }
 
-/// The canonical value of a top-level member of a canonical object.
+/// The canonical value of a top-level member of a canonical object. Its members
+/// are in key order: the walk stops at the first key past `key`.
 pub fn member_of_body<'b>(body: &'b str, key: &str) -> Option<&'b str> {
     json::with_key_token(key, |token| {
         json::canonical_members(body.as_bytes())
-            .find(|(k, _)| *k == token)
+            .map(|(k, v)| (json::cmp_keys(k, token), v))
+            .find(|(order, _)| order.is_ge())
+            .filter(|(order, _)| order.is_eq())
             .map(|(_, v)| {
                 let at = v.as_ptr() as usize - body.as_ptr() as usize;
                 &body[at..at + v.len()]
@@ -323,24 +326,33 @@ fn ident_by<'b>(get: impl Fn(&str) -> Option<&'b str>, body: &str, id_field: &st
             return id.to_string();
         }
     }
+    // Joined by hand: `format!` costs more than the lookups.
+    let joined = |parts: &[&str]| {
+        let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        parts.iter().for_each(|p| s.push_str(p));
+        s
+    };
     match get("type") {
         Some(r#""entity""#) => {
             if let Some(name) = get("name").filter(|n| n.starts_with('"')) {
-                return format!("entity:{}", json::decode_str(name.as_bytes()));
+                return joined(&["entity:", &json::decode_str(name.as_bytes())]);
             }
         }
         Some(r#""relation""#) => {
             let part = |k| get(k).unwrap_or("null");
-            return format!(
-                "relation:[{},{},{}]",
+            return joined(&[
+                "relation:[",
                 part("from"),
+                ",",
                 part("relationType"),
-                part("to")
-            );
+                ",",
+                part("to"),
+                "]",
+            ]);
         }
         _ => {}
     }
-    format!("sha256:{}", hex(&Sha256::digest(body.as_bytes())))
+    joined(&["sha256:", &hex(&Sha256::digest(body.as_bytes()))])
 }
 
 /// Lowercase hex digits of `bytes`.

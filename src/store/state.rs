@@ -64,14 +64,29 @@ pub fn last_push(git_dir: &Path) -> Option<String> {
 
 /// Records a successful push at `when`.
 pub fn set_last_push(git_dir: &Path, when: crate::core::clock::Timestamp) {
+    set_time(git_dir, "last-push", when);
+}
+
+/// When this host last parked a commit (section 8, Contention), by its clock.
+pub fn last_parked(git_dir: &Path) -> Option<crate::core::clock::Timestamp> {
+    let text = std::fs::read_to_string(dir(git_dir).join("last-parked")).ok()?;
+    crate::core::clock::Timestamp::parse(text.trim())
+}
+
+/// Records that this host parked a commit at `when`.
+pub fn set_last_parked(git_dir: &Path, when: crate::core::clock::Timestamp) {
+    set_time(git_dir, "last-parked", when);
+}
+
+fn set_time(git_dir: &Path, name: &str, when: crate::core::clock::Timestamp) {
     let write = atomic::private_dir(&dir(git_dir)).and_then(|()| {
         atomic::write_bytes(
-            &dir(git_dir).join("last-push"),
+            &dir(git_dir).join(name),
             atomic::Mode::Private,
             format!("{when}\n").as_bytes(),
         )
     });
     if let Err(e) = write {
-        tracing::debug!("the time of the last push was not recorded: {e}");
+        tracing::debug!("the time of {name} was not recorded: {e}");
     }
 }

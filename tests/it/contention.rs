@@ -168,13 +168,14 @@ fn a_refused_run_parks_its_commit_and_the_next_run_of_any_host_folds_it_in() {
 }
 
 #[test]
-fn hosts_racing_at_once_all_land_or_park_in_at_most_two_attempts_and_lose_nothing() {
+fn hosts_racing_at_once_all_land_or_park_in_at_most_two_attempts_most_at_once_and_lose_nothing() {
     let env = Env::new();
     let (_daemon, bare, url) = env.served();
     let hosts: Vec<Host<'_>> = (0..8).map(|i| Host::new(&env, &format!("h{i}"))).collect();
     for h in &hosts {
         h.init(&url);
     }
+    let mut at_once = 0;
     for round in 0..3 {
         for h in &hosts {
             let lines: Vec<String> = (0..=round)
@@ -198,8 +199,17 @@ fn hosts_racing_at_once_all_land_or_park_in_at_most_two_attempts_and_lose_nothin
             assert_code(&out, 0);
             let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
             assert!(v["attempts"].as_u64().unwrap() <= 2, "{v}");
+            // Parked at once: one attempt, this host's file alone read and made.
+            if v["attempts"] == 1 && v["parked"].is_string() {
+                assert!(v["unified_entries"].is_null(), "{v}");
+                at_once += 1;
+            }
         }
     }
+    // After the first round, the parked commits of the others say that a burst
+    // is under way: most runs park at once (each tries the branch with a
+    // chance of 2 in 1 + the number of fresh parked commits).
+    assert!(at_once > 0, "no run parked at once");
     // Each host once more, one after another: the branch holds everything.
     for h in &hosts {
         h.ok(&["backup"]);

@@ -1275,21 +1275,21 @@ fn race_of_20_hosts_over_a_path_loses_nothing() {
 }
 
 #[test]
-fn race_of_12_hosts_over_ssh_loses_nothing() {
+fn race_of_20_hosts_over_ssh_loses_nothing() {
     let env = Env::new();
     let (_server, bare, config) = ssh_alias_setup(&env, None);
     let ssh = format!("ssh -F {}", config.display());
     let url = format!("gitbox:{}", bare.display());
-    race::<12, 2>(&env, &bare, &url, &[("GIT_SSH_COMMAND", &ssh)]);
+    race::<20, 3>(&env, &bare, &url, &[("GIT_SSH_COMMAND", &ssh)]);
 }
 
 #[test]
-fn race_of_12_hosts_over_https_loses_nothing() {
+fn race_of_20_hosts_over_https_loses_nothing() {
     let env = Env::new();
     let (server, bare, config) = https_setup(&env, HTTP_PASSWORD);
     let url = format!("https://127.0.0.1:{}/mem.git", server.port);
     let extra = https_env(&server, Some(&config));
-    race::<12, 2>(&env, &bare, &url, &pairs(&extra));
+    race::<20, 3>(&env, &bare, &url, &pairs(&extra));
 }
 
 fn json_of(o: &Output) -> serde_json::Value {
