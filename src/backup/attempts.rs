@@ -219,11 +219,11 @@ impl Run<'_> {
         };
         // Another run of this host stamped a newer read of the memory file: this
         // one's is stale and never replaces it.
-        let (latest, _) = local_state::load_base(self.repo.git_dir(), self.host);
-        if l.stale_reads < STALE_READS && is_newer(latest.snapshot.as_ref(), memory) {
+        let latest = local_state::load_snapshot(self.repo.git_dir(), self.host);
+        if l.stale_reads < STALE_READS && is_newer(latest.as_ref(), memory) {
             l.stale_reads += 1;
             *memory = memory_file::read(self.opts.memory, true)?;
-            *base = latest;
+            *base = local_state::load_base(self.repo.git_dir(), self.host).0;
             return Ok(Made::Again);
         }
         let p = match &fetched {

@@ -118,6 +118,7 @@ pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outc
         deadline,
         scanner: std::cell::OnceCell::new(),
         held: Default::default(),
+        base_at_start: base.clone(),
     };
     let attempted = run.attempts(memory, base, report);
     let held = run.held.take();
@@ -161,6 +162,8 @@ struct Run<'a> {
     scanner: std::cell::OnceCell<crate::core::secrets::Scanner>,
     /// Entries held back for a secret: identity to (rules, warning).
     held: std::cell::RefCell<std::collections::BTreeMap<String, (String, String)>>,
+    /// The base as the run found it: one that stays the same is not written again.
+    base_at_start: Base,
 }
 
 type Attempts = (
@@ -491,12 +494,16 @@ impl Run<'_> {
     /// Records what the memory file holds now, unless another run recorded a
     /// newer read meanwhile.
     fn save_base(&self, p: &Prepared, memory: &MemoryRead, report: &mut Report) {
-        let (latest, _) = local_state::load_base(self.repo.git_dir(), self.host);
-        if is_newer(latest.snapshot.as_ref(), memory) {
+        let latest = local_state::load_snapshot(self.repo.git_dir(), self.host);
+        if is_newer(latest.as_ref(), memory) {
             return;
         }
         let mut base = p.stamped.base.clone();
         base.snapshot = Some(memory.snapshot.clone());
+        // The same read and the same base as recorded: nothing to write.
+        if latest.as_ref() == Some(&memory.snapshot) && base == self.base_at_start {
+            return;
+        }
         if let Some(forget) = self.opts.forget {
             // The memory still holds what was forgotten until `sync` removes it:
             // until then, holding it is no change (and no new version).

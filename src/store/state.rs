@@ -46,6 +46,27 @@ pub fn load_base(git_dir: &Path, host: &str) -> (Base, Option<String>) {
     }
 }
 
+/// The snapshot of `host`'s base alone (its first entry, as `save_base` writes
+/// it), without reading the rest: what a run checks to see whether another run
+/// recorded a newer read of the memory file.
+pub fn load_snapshot(git_dir: &Path, host: &str) -> Option<crate::core::base::Snapshot> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    std::fs::File::open(base_path(git_dir, host))
+        .ok()?
+        .take(4096)
+        .read_to_end(&mut head)
+        .ok()?;
+    let first = head.strip_prefix(b"[\n")?;
+    let line = &first[..first.iter().position(|&b| b == b'\n')?];
+    let line = line.strip_suffix(b",").unwrap_or(line);
+    let mut one = b"[\n".to_vec();
+    one.extend_from_slice(line);
+    one.extend_from_slice(b"\n]\n");
+    let f = entry::parse_stamped(&one).ok()?;
+    Base::from_entries(&f.entries).snapshot
+}
+
 /// Writes the base of `host`, atomically and private.
 pub fn save_base(git_dir: &Path, host: &str, base: &Base, id_field: &str) -> std::io::Result<()> {
     atomic::private_dir(&dir(git_dir))?;
