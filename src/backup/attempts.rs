@@ -86,7 +86,7 @@ impl Run<'_> {
                 Some(c) => c,
                 None => match self.make_state(&mut l, &mut memory, &mut base, report)? {
                     Made::Push(p, f) => (p, f),
-                    Made::Kept(p, e) => return self.kept(p, memory, l.attempts, e, report),
+                    Made::Kept(p, e) => return self.keep(p, memory, &base, &mut l, e, report),
                     Made::Done(p, commit, on_remote) => {
                         return Ok((p, memory, commit, on_remote, l.attempts, None));
                     }
@@ -142,7 +142,7 @@ impl Run<'_> {
             };
             tracing::info!("push attempt {attempts} to {} {refname}: {e}", self.shown);
             if !e.is_retryable() {
-                return self.kept(p, memory, attempts, git_error(e, url), report);
+                return self.keep(p, memory, &base, &mut l, git_error(e, url), report);
             }
             let next = l.refusals.record(&e, fetched.tip, park);
             note_cause(&mut l.cause, &e);
@@ -154,8 +154,29 @@ impl Run<'_> {
                 continue;
             }
             let e = self.not_pushed(e, attempts, l.cause.as_deref());
-            return self.kept(p, memory, attempts, e, report);
+            return self.keep(p, memory, &base, &mut l, e, report);
         }
+    }
+
+    /// Keeps the state here for the next run (`kept`). A state of this host's own
+    /// file alone is made whole first: the local branch only ever holds whole
+    /// states, since a parked commit it holds counts as taken in.
+    fn keep(
+        &self,
+        p: Prepared,
+        memory: MemoryRead,
+        base: &Base,
+        l: &mut Loop,
+        e: Error,
+        report: &mut Report,
+    ) -> Result<Attempts> {
+        let p = if p.partial {
+            let known = self.last_fetched();
+            self.prepare(Some(&known), &memory, base, &mut l.warned, report)?
+        } else {
+            p
+        };
+        self.kept(p, memory, l.attempts, e, report)
     }
 
     /// The commit `target` is on the remote after `attempts` pushes: on the
@@ -172,9 +193,9 @@ impl Run<'_> {
     ) {
         match parked {
             Some(refname) => {
-                // The parked commit holds the tip's files and this host's: not
-                // the state `p` made; and the remote's branch is not there.
-                self.adopt(target, None, false);
+                // The local branch stays where it is: it only ever holds whole
+                // states, since a parked commit it holds counts as taken in, and
+                // a parked commit holds the tip's files and this host's alone.
                 local_state::set_last_push(self.repo.git_dir(), self.cx.clock.now());
                 local_state::set_last_parked(self.repo.git_dir(), self.cx.clock.now());
                 self.save_base(p, memory, report);

@@ -179,7 +179,7 @@ impl Run<'_> {
     /// The state is on the remote (pushed, parked, or there already): the local
     /// branch and the working tree follow, and the base is recorded.
     fn landed(&self, commit: CommitId, p: &Prepared, memory: &MemoryRead, report: &mut Report) {
-        self.adopt(commit, Some((commit, p)), true);
+        self.adopt(commit, Some((commit, p)));
         local_state::set_last_push(self.repo.git_dir(), self.cx.clock.now());
         self.save_base(p, memory, report);
     }
@@ -453,8 +453,7 @@ impl Run<'_> {
 
     /// After a push: the local branch moves to the pushed commit unless a
     /// concurrent run already moved it past it; then the working tree follows.
-    /// `tracking`: `pushed` is the remote branch's tip now.
-    fn adopt(&self, pushed: CommitId, known: Option<(CommitId, &Prepared)>, tracking: bool) {
+    fn adopt(&self, pushed: CommitId, known: Option<(CommitId, &Prepared)>) {
         for _ in 0..LOCAL_MOVES {
             let local = match self.repo.local_tip(self.branch) {
                 Ok(l) => l,
@@ -479,9 +478,7 @@ impl Run<'_> {
                 }
             }
         }
-        if tracking {
-            self.repo.set_tracking(self.branch, pushed);
-        }
+        self.repo.set_tracking(self.branch, pushed);
         self.sync_worktree(known.map(|(c, p)| (c, &p.files)));
     }
 
