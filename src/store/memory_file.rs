@@ -206,7 +206,9 @@ fn read_once(path: &Path) -> Result<Option<(Vec<u8>, Stat)>> {
     }
     if is_fresh(after.modified_ns) {
         // Changed a moment ago: a rewrite within the clock's tick would keep the
-        // size and time; the bytes tell.
+        // size and time, and a write still under way (its size grows a page at a
+        // time) may have been read in part; the bytes a moment later tell.
+        std::thread::sleep(REREAD_PAUSE);
         let again = fs::read(path).map_err(read_err)?;
         if again != bytes {
             return Ok(None);
