@@ -251,18 +251,13 @@ impl Run<'_> {
             Some(f) if !l.refusals.park() && self.park_at_once(f) => {
                 let mut warned = l.warned;
                 let own = self.prepare_in(Some(f), memory, base, true, &mut warned, report)?;
-                match self.parked_already(&own, Some(f)) {
-                    // Nothing new of this host's: it helps the branch instead.
-                    None => self.prepare(fetched.as_ref(), memory, base, &mut l.warned, report)?,
-                    Some(true) => {
-                        l.warned = warned;
-                        self.save_base(&own, memory, report);
-                        return Ok(Made::Done(own, None, true));
-                    }
-                    Some(false) => {
-                        l.warned = warned;
-                        own
-                    }
+                if self.own_file_is_new(&own, f) {
+                    l.warned = warned;
+                    own
+                } else {
+                    // Nothing new of this host's to park: it helps the branch
+                    // take the parked commits in instead.
+                    self.prepare(fetched.as_ref(), memory, base, &mut l.warned, report)?
                 }
             }
             _ => self.prepare(fetched.as_ref(), memory, base, &mut l.warned, report)?,
@@ -313,26 +308,24 @@ impl Run<'_> {
         waiting >= BRANCH_TRIES && fastrand::usize(..=waiting) >= BRANCH_TRIES
     }
 
-    /// For a state of this host's own file alone: `None` when the branch holds
-    /// that file already, or it is empty and the branch has none (nothing to
-    /// park); `Some(true)` when this host's parked commit holds it; `Some(false)`
-    /// when it is new.
-    fn parked_already(&self, own: &Prepared, fetched: Option<&Fetched>) -> Option<bool> {
+    /// Whether a state of this host's own file alone holds something neither
+    /// the branch nor this host's parked commit holds (an empty file where the
+    /// branch has none is nothing new).
+    fn own_file_is_new(&self, own: &Prepared, fetched: &Fetched) -> bool {
         let name = host_file_name(self.host);
         let file = own.files.get(&name);
         let empty = own.hosts.iter().all(|(_, entries, _)| entries.is_empty());
         match own.base_files.get(&name) {
-            Some(b) if Some(b) == file => return None,
-            None if empty => return None,
+            Some(b) if Some(b) == file => return false,
+            None if empty => return false,
             _ => {}
         }
-        let parked = fetched.and_then(|f| f.parked.iter().find(|(h, _)| h == self.host));
-        let held = parked.is_some_and(|(_, c)| {
+        let parked = fetched.parked.iter().find(|(h, _)| h == self.host);
+        !parked.is_some_and(|(_, c)| {
             self.repo
                 .read_files(*c, |n| n == name)
                 .is_ok_and(|(f, _)| f.get(&name) == file)
-        });
-        Some(held)
+        })
     }
 
     fn not_pushed(&self, e: GitError, attempts: u32, cause: Option<&str>) -> Error {
