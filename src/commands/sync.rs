@@ -36,18 +36,31 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
                 .chain(&s.deleted_idents)
                 .cloned(),
         );
-        let heads = fold::heads(&p.host_files(), &p.unified_entries);
-        let folded = fold::fold(&heads, id_field);
-        let held_back = &s.held_back;
-        let keep = |ident: &str| held_back.iter().any(|h| h == ident);
-        let written = writeback::writeback(
-            &folded,
-            &outcome.memory.records,
-            Some(&outcome.memory.bytes),
-            None,
-            id_field,
-            &keep,
-        );
+        let repo = &outcome.repo;
+        let host = &outcome.host;
+        // Nothing of this host's changed, and the branch and the memory file are
+        // as the last sync left them: nothing can come in.
+        let tip = repo.local_tip(&outcome.branch).ok().flatten();
+        let settled = |hash: &str| tip.map(|t| format!("{t} {hash} {id_field}"));
+        let unmoved = outcome.commit.is_none()
+            && settled(&outcome.memory.snapshot.hash)
+                .is_some_and(|k| state::last_synced(repo.git_dir(), host) == Some(k));
+        let written = if unmoved {
+            writeback::Writeback::default()
+        } else {
+            let heads = fold::heads(&p.host_files(), &p.unified_entries);
+            let folded = fold::fold(&heads, id_field);
+            let held_back = &s.held_back;
+            let keep = |ident: &str| held_back.iter().any(|h| h == ident);
+            writeback::writeback(
+                &folded,
+                &outcome.memory.records,
+                Some(&outcome.memory.bytes),
+                None,
+                id_field,
+                &keep,
+            )
+        };
         report.set("added", written.added.clone());
         report.set("changed", written.changed.clone());
         report.set("removed", written.removed.clone());
@@ -82,15 +95,19 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
                 .collect();
             return Ok(());
         }
-        let repo = &outcome.repo;
-        let host = &outcome.host;
-        let new_base = writeback::base_after(&s.base, &written);
         // Nothing to add, change or remove: the file stays as its writer made it,
         // whatever its formatting.
         if written.is_empty() || written.bytes == outcome.memory.bytes {
-            let mut base = new_base;
-            base.snapshot = Some(outcome.memory.snapshot.clone());
-            save(repo, host, &base, id_field, report);
+            // The backup step recorded this read with the base it stamped.
+            let same = |(i, h): (&String, &crate::core::base::Held)| s.base.held.get(i) == Some(h);
+            if !written.held.iter().all(same) {
+                let mut base = writeback::base_after(&s.base, &written);
+                base.snapshot = Some(outcome.memory.snapshot.clone());
+                save(repo, host, &base, id_field, report);
+            }
+            if let Some(k) = settled(&outcome.memory.snapshot.hash) {
+                state::set_last_synced(repo.git_dir(), host, &k);
+            }
             report.set("written", false);
             report.summary = summary(&written, "");
             return finish(outcome.not_pushed.take());
@@ -114,9 +131,13 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
                     );
                     continue;
                 }
-                let mut base = new_base;
+                let key = settled(&ours.snapshot.hash);
+                let mut base = writeback::base_after(&s.base, &written);
                 base.snapshot = Some(ours.snapshot);
                 save(repo, host, &base, id_field, report);
+                if let Some(k) = key {
+                    state::set_last_synced(repo.git_dir(), host, &k);
+                }
                 report.set("written", true);
                 report.summary = summary(&written, "");
                 return finish(outcome.not_pushed.take());
@@ -141,10 +162,6 @@ fn save(
     id_field: &str,
     report: &mut Report,
 ) {
-    let (current, _) = state::load_base(repo.git_dir(), host);
-    if current == *base {
-        return;
-    }
     if let Err(e) = state::save_base(repo.git_dir(), host, base, id_field) {
         report.warn(format!(
             "{}: the record of what the memory file holds was not written: {e}",

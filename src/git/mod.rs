@@ -475,9 +475,13 @@ impl Repo {
         kind: ObjectType,
         data: &[u8],
     ) -> Result<Oid, GitError> {
-        let id = Oid::hash_object(kind, data).map_err(|e| classify_local(&e))?;
-        self.remove_if_empty(id);
-        odb.write(kind, data).map_err(|e| classify_local(&e))
+        let id = odb.write(kind, data).map_err(|e| classify_local(&e))?;
+        // libgit2 writes nothing when the object's file exists: an empty one
+        // goes, and the object is written again.
+        if self.remove_if_empty(id) {
+            return odb.write(kind, data).map_err(|e| classify_local(&e));
+        }
+        Ok(id)
     }
 
     /// libgit2 and git take an object whose loose file exists as written, even

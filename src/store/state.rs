@@ -99,15 +99,36 @@ pub fn set_last_parked(git_dir: &Path, when: crate::core::clock::Timestamp) {
     set_time(git_dir, "last-parked", when);
 }
 
+/// What the last `sync` of `host` ended on (see `commands::sync`), if recorded.
+pub fn last_synced(git_dir: &Path, host: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir(git_dir).join(synced_name(host))).ok()?;
+    Some(text.trim_end().to_string())
+}
+
+/// Records what a `sync` of `host` ended on.
+pub fn set_last_synced(git_dir: &Path, host: &str, key: &str) {
+    set_note(git_dir, &synced_name(host), key);
+}
+
+fn synced_name(host: &str) -> String {
+    format!("last-synced-{host}")
+}
+
 fn set_time(git_dir: &Path, name: &str, when: crate::core::clock::Timestamp) {
+    set_note(git_dir, name, &when.to_string());
+}
+
+/// Writes a one-line record; one that cannot be written is only logged (a
+/// missing record costs the next run some work, never data).
+fn set_note(git_dir: &Path, name: &str, text: &str) {
     let write = atomic::private_dir(&dir(git_dir)).and_then(|()| {
         atomic::write_bytes(
             &dir(git_dir).join(name),
             atomic::Mode::Private,
-            format!("{when}\n").as_bytes(),
+            format!("{text}\n").as_bytes(),
         )
     });
     if let Err(e) = write {
-        tracing::debug!("the time of {name} was not recorded: {e}");
+        tracing::debug!("{name} was not recorded: {e}");
     }
 }
