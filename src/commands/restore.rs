@@ -82,6 +82,7 @@ pub fn cmd_restore(args: &RestoreArgs, cx: &Context, report: &mut Report) -> Res
         layout,
         &args.id.id_field,
         &|_| false,
+        None,
     );
     if args.keep_metadata {
         written.bytes = with_metadata(

@@ -59,6 +59,7 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
                 None,
                 id_field,
                 &keep,
+                Some(&s.base),
             )
         };
         report.set("added", written.added.clone());
@@ -99,8 +100,7 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         // whatever its formatting.
         if written.is_empty() || written.bytes == outcome.memory.bytes {
             // The backup step recorded this read with the base it stamped.
-            let same = |(i, h): (&String, &crate::core::base::Held)| s.base.held.get(i) == Some(h);
-            if !written.held.iter().all(same) {
+            if !written.held.is_empty() {
                 let mut base = writeback::base_after(&s.base, &written);
                 base.snapshot = Some(outcome.memory.snapshot.clone());
                 save(repo, host, &base, id_field, report);

@@ -161,7 +161,13 @@ fn fold_one(ident: String, mut heads: Vec<&Entry>) -> Folded {
         };
     };
     let kind = record::kind_of_body(top.body());
-    let (body, dots) = if kind == Kind::Entity {
+    let lone = match heads[..] {
+        [only] if kind == Kind::Entity => lone_observations(only),
+        _ => None,
+    };
+    let (body, dots) = if let Some(dots) = lone {
+        (top.body().to_string(), dots)
+    } else if kind == Kind::Entity {
         let (obs, dots) = observations(&heads, &live);
         (with_observations(top.body(), &obs), dots)
     } else {
@@ -214,6 +220,26 @@ fn observations_of(h: &Entry) -> Vec<(&str, Dot)> {
             h.meta.dots(i).into_iter().map(move |d| (text, named(h, d)))
         })
         .collect()
+}
+
+/// The dots of a lone live head's observations when `observations` would keep
+/// its body as it is: every observation listed once, each with a dot (no other
+/// head can have removed one). `None`: fold it the general way.
+fn lone_observations(h: &Entry) -> Option<Vec<Dots>> {
+    let items =
+        record::member_of_body(h.body(), "observations").and_then(|o| json_items(o.as_bytes()))?;
+    let mut texts = HashSet::with_capacity(items.len());
+    let mut dots = Vec::with_capacity(items.len());
+    for (i, t) in items.into_iter().enumerate() {
+        let mut d: Dots = h.meta.dots(i).into_iter().map(|d| named(h, d)).collect();
+        if d.is_empty() || !texts.insert(t) {
+            return None;
+        }
+        d.sort();
+        d.dedup();
+        dots.push(d);
+    }
+    Some(dots)
 }
 
 /// The observations of the live heads, oldest head first, each once, with the
@@ -295,4 +321,67 @@ fn with_observations(body: &str, items: &[String]) -> String {
     }
     text.push('}');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(line: &str) -> Entry {
+        let file = crate::core::entry::parse_stamped(format!("[\n{line}\n]\n").as_bytes())
+            .expect("a host file");
+        assert!(file.skipped.is_empty(), "{:?}", file.skipped);
+        file.entries.into_iter().next().expect("one entry")
+    }
+
+    #[test]
+    fn a_lone_head_folds_as_the_general_fold_does() {
+        let meta = |extra: &str| {
+            format!(
+                r#""_crdt_metadata":{{{extra}"host":"h","timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"h_n_2026","version":3}}"#
+            )
+        };
+        let lines = [
+            format!(
+                r#"{{{},"name":"n","observations":["a","b"],"type":"entity"}}"#,
+                meta("")
+            ),
+            format!(
+                r#"{{{},"name":"n","observations":["a","a"],"type":"entity"}}"#,
+                meta("")
+            ),
+            format!(r#"{{{},"name":"n","type":"entity"}}"#, meta("")),
+            format!(
+                r#"{{{},"name":"n","observations":[],"type":"entity"}}"#,
+                meta("")
+            ),
+            format!(
+                r#"{{{},"name":"n","observations":["a","b"],"type":"entity"}}"#,
+                meta(r#""dots":[2,["x_n_2026",1]],"seen":{"x_n_2026":1},"#)
+            ),
+            format!(
+                r#"{{{},"name":"n","observations":["a","b"],"type":"entity"}}"#,
+                meta(
+                    r#""dots":[[["x_n_2026",1],[null,2],["x_n_2026",1]],3],"seen":{"x_n_2026":1},"#
+                )
+            ),
+        ];
+        for line in &lines {
+            let e = entry(line);
+            let folded = fold(&[&e], "name");
+            let [f] = &folded[..] else {
+                panic!("one identity: {folded:?}")
+            };
+            let (obs, dots) = observations(&[&e], &[&e]);
+            assert_eq!(
+                f.body.as_deref(),
+                Some(with_observations(e.body(), &obs).as_str()),
+                "{line}"
+            );
+            assert_eq!(f.dots, dots, "{line}");
+        }
+        // The shortcut is taken where it applies.
+        assert!(lone_observations(&entry(&lines[0])).is_some());
+        assert!(lone_observations(&entry(&lines[1])).is_none());
+    }
 }

@@ -18,7 +18,8 @@ pub struct Writeback {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
-    /// What the file holds after the write, for the base.
+    /// What the file holds after the write, for the base: every identity, or,
+    /// given a base, those whose record differs from the base's.
     pub held: BTreeMap<String, Held>,
 }
 
@@ -30,6 +31,7 @@ impl Writeback {
 
 /// The memory file's new content: every live identity of `folded`, the
 /// identities of `keep` as `current` holds them, in `current`'s order first.
+/// With `base`, `held` leaves out what `base` records already.
 pub fn writeback(
     folded: &[Folded],
     current: &[Located],
@@ -37,9 +39,18 @@ pub fn writeback(
     layout: Option<Layout>,
     id_field: &str,
     keep: &dyn Fn(&str) -> bool,
+    base: Option<&Base>,
 ) -> Writeback {
     let by_ident: HashMap<&str, &Folded> = folded.iter().map(|f| (f.ident.as_str(), f)).collect();
     let mut out = Writeback::default();
+    let hold = |held: &mut BTreeMap<String, Held>, ident: &str, f: &Folded| {
+        let known = base.and_then(|b| b.held.get(ident));
+        if !known.is_some_and(|h| {
+            h.body == f.body && h.seen == f.seen && h.newest == f.newest && h.dots == f.dots
+        }) {
+            held.insert(ident.to_string(), held_of(f));
+        }
+    };
     let mut entries: Vec<(Kind, String)> = Vec::with_capacity(folded.len());
     let mut placed: std::collections::HashSet<String> = std::collections::HashSet::new();
     for l in current {
@@ -58,11 +69,11 @@ pub fn writeback(
                         out.changed.push(ident.clone());
                     }
                     entries.push((f.kind, body.clone()));
-                    out.held.insert(ident, held_of(f));
+                    hold(&mut out.held, &ident, f);
                 }
                 None => {
-                    out.removed.push(ident.clone());
-                    out.held.insert(ident, held_of(f));
+                    hold(&mut out.held, &ident, f);
+                    out.removed.push(ident);
                 }
             },
             // Not in the backup (nothing of it was backed up yet): it stays.
@@ -73,7 +84,7 @@ pub fn writeback(
         if placed.contains(&f.ident) {
             continue;
         }
-        out.held.insert(f.ident.clone(), held_of(f));
+        hold(&mut out.held, &f.ident, f);
         if let Some(body) = &f.body {
             out.added.push(f.ident.clone());
             entries.push((f.kind, body.clone()));

@@ -328,7 +328,7 @@ mod simulated {
         let heads = fold::heads(&files, &[]);
         let folded = fold::fold(&heads, "id");
         let (_, records) = parse_records(text(&h.memory).as_bytes()).unwrap();
-        let written = writeback::writeback(&folded, &records, None, None, "id", &|_| false);
+        let written = writeback::writeback(&folded, &records, None, None, "id", &|_| false, None);
         h.base = writeback::base_after(&h.base, &written);
         let (_, now_held) = parse_records(&written.bytes).unwrap();
         h.memory = now_held
