@@ -59,6 +59,18 @@ pub fn file_that_did_not_fit(said: &str) -> Option<u64> {
     (wanted <= physical_memory() / 8).then_some(wanted)
 }
 
+/// The room (the largest file git may have to hold) for another try of a git
+/// that said it could not allocate what `file_that_did_not_fit` accepts, after
+/// a try with `had`: that size, and at least twice `had` (resolving a chain of
+/// deltas of a large file holds several copies), within an eighth of this
+/// machine's memory. `None` when it said nothing of the kind or more room would
+/// not be more.
+pub fn more_room(said: &str, had: u64) -> Option<u64> {
+    let wanted = file_that_did_not_fit(said)?;
+    let room = wanted.max(had.saturating_mul(2)).min(physical_memory() / 8);
+    (room > had).then_some(room)
+}
+
 /// Whether a child said it ran out of memory.
 pub fn ran_out_of_memory(said: &str) -> bool {
     said.to_lowercase().contains("out of memory")
@@ -385,6 +397,21 @@ fn git_dir_of(repo: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_git_that_ran_out_again_gets_at_least_twice_the_room_within_bounds() {
+        let said =
+            |n: u64| format!("fatal: Out of memory, malloc failed (tried to allocate {n} bytes)");
+        assert_eq!(more_room(&said(27 << 20), 1 << 20), Some(27 << 20));
+        assert_eq!(more_room(&said(28 << 20), 27 << 20), Some(54 << 20));
+        let cap = physical_memory() / 8;
+        assert_eq!(more_room(&said(cap / 2), cap * 3 / 4), Some(cap));
+        assert_eq!(more_room(&said(cap / 2), cap), None);
+        assert_eq!(
+            more_room("fatal: fetch-pack: invalid index-pack output", 1 << 20),
+            None
+        );
+    }
 
     #[test]
     fn a_file_that_did_not_fit_is_told_from_a_hostile_allocation() {

@@ -93,6 +93,9 @@ pub fn fetch(
     Ok(Fetched { tip, parked })
 }
 
+/// How many times a fetch that ran out of memory tries again with more room.
+const ROOM_TRIES: usize = 4;
+
 fn fetch_cli(
     program: &std::path::Path,
     repo: &Repo,
@@ -124,16 +127,21 @@ fn fetch_cli(
         git.run(&args)
     };
     let run = |specs: &[&str]| {
-        let hint = repo.largest_file_hint();
-        let out = run_with(hint, specs)?;
-        match cli::file_that_did_not_fit(&out.stderr) {
-            Some(size) if !out.success && size > hint => {
-                // A file larger than any here yet: once more, with room for it.
-                cli::remove_temporary_objects(repo.git_dir(), out.started);
-                run_with(size, specs)
+        let mut room = repo.largest_file_hint();
+        let mut out = run_with(room, specs)?;
+        // A file larger than any here yet (a host far behind a state that grew,
+        // or the first fetch of a large one): again, with room for it.
+        for _ in 0..ROOM_TRIES {
+            match cli::more_room(&out.stderr, room) {
+                Some(more) if !out.success => {
+                    cli::remove_temporary_objects(repo.git_dir(), out.started);
+                    room = more;
+                    out = run_with(room, specs)?;
+                }
+                _ => break,
             }
-            _ => Ok(out),
         }
+        Ok(out)
     };
     let out = run(&[&branch_spec, &parked_spec])?;
     if out.success {
