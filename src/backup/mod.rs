@@ -495,12 +495,16 @@ impl Run<'_> {
         if is_newer(latest.as_ref(), memory) {
             return;
         }
-        let mut base = p.stamped.base.clone();
-        base.snapshot = Some(memory.snapshot.clone());
         // The same read and the same base as recorded: nothing to write.
-        if latest.as_ref() == Some(&memory.snapshot) && base == self.base_at_start {
+        let read = Some(&memory.snapshot);
+        if latest.as_ref() == read
+            && self.base_at_start.snapshot.as_ref() == read
+            && p.stamped.base.held == self.base_at_start.held
+        {
             return;
         }
+        let mut base = p.stamped.base.clone();
+        base.snapshot = Some(memory.snapshot.clone());
         if let Some(forget) = self.opts.forget {
             // The memory still holds what was forgotten until `sync` removes it:
             // until then, holding it is no change (and no new version).

@@ -87,7 +87,7 @@ pub fn heads<'a>(files: &[HostFile<'a>], unified: &'a [Entry]) -> Vec<&'a Entry>
 
 /// One identity, folded.
 #[derive(Debug, Clone)]
-pub struct Folded {
+pub struct Folded<'a> {
     pub ident: String,
     pub kind: Kind,
     /// The entry as the memory should hold it; `None`: deleted.
@@ -99,14 +99,14 @@ pub struct Folded {
     /// The dots of each observation of `body`, lineages named.
     pub dots: Vec<Dots>,
     /// The newest live head (for deleted identities, the newest head).
-    pub newest_head: Entry,
+    pub newest_head: &'a Entry,
 }
 
 /// Folds `heads` (one per lineage, as [`heads`] gives them) into one entry per
 /// identity, deleted ones included, ordered entities first, then relations, then
 /// the rest, each by the time their newest head was written.
-pub fn fold(heads: &[&Entry], id_field: &str) -> Vec<Folded> {
-    let mut groups: HashMap<String, Vec<&Entry>> = HashMap::new();
+pub fn fold<'a>(heads: &[&'a Entry], id_field: &str) -> Vec<Folded<'a>> {
+    let mut groups: HashMap<String, Vec<&'a Entry>> = HashMap::new();
     for &h in heads {
         groups
             .entry(record::ident_of_body(h.body(), id_field))
@@ -120,13 +120,13 @@ pub fn fold(heads: &[&Entry], id_field: &str) -> Vec<Folded> {
     out.sort_by(|a, b| {
         a.kind
             .cmp(&b.kind)
-            .then_with(|| merge::file_cmp(&a.newest_head, &b.newest_head))
+            .then_with(|| merge::file_cmp(a.newest_head, b.newest_head))
             .then_with(|| a.ident.cmp(&b.ident))
     });
     out
 }
 
-fn fold_one(ident: String, mut heads: Vec<&Entry>) -> Folded {
+fn fold_one<'a>(ident: String, mut heads: Vec<&'a Entry>) -> Folded<'a> {
     heads.sort_by(|a, b| merge::lww_cmp(a, b));
     let superseded = |h: &Entry| {
         heads
@@ -157,7 +157,7 @@ fn fold_one(ident: String, mut heads: Vec<&Entry>) -> Folded {
             seen,
             newest,
             dots: Vec::new(),
-            newest_head: last.clone(),
+            newest_head: last,
         };
     };
     let kind = record::kind_of_body(top.body());
@@ -190,7 +190,7 @@ fn fold_one(ident: String, mut heads: Vec<&Entry>) -> Folded {
         seen,
         newest,
         dots,
-        newest_head: top.clone(),
+        newest_head: top,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::core::record::{Kind, Located};
 /// The new content of a memory file, and how it differs from the old.
 #[derive(Debug, Default)]
 pub struct Writeback {
+    /// The new content (left empty when a base was given and nothing changes).
     pub bytes: Vec<u8>,
     /// Identities the file gains, loses, or holds otherwise.
     pub added: Vec<String>,
@@ -51,7 +52,7 @@ pub fn writeback(
             held.insert(ident.to_string(), held_of(f));
         }
     };
-    let mut entries: Vec<(Kind, String)> = Vec::with_capacity(folded.len());
+    let mut entries: Vec<(Kind, &str)> = Vec::with_capacity(folded.len());
     let mut placed: std::collections::HashSet<String> = std::collections::HashSet::new();
     for l in current {
         let ident = l.record.ident(id_field);
@@ -59,7 +60,7 @@ pub fn writeback(
             continue;
         }
         if keep(&ident) {
-            entries.push((l.record.kind(), l.record.body.clone()));
+            entries.push((l.record.kind(), &l.record.body));
             continue;
         }
         match by_ident.get(ident.as_str()) {
@@ -68,7 +69,7 @@ pub fn writeback(
                     if *body != l.record.body {
                         out.changed.push(ident.clone());
                     }
-                    entries.push((f.kind, body.clone()));
+                    entries.push((f.kind, body));
                     hold(&mut out.held, &ident, f);
                 }
                 None => {
@@ -77,7 +78,7 @@ pub fn writeback(
                 }
             },
             // Not in the backup (nothing of it was backed up yet): it stays.
-            None => entries.push((l.record.kind(), l.record.body.clone())),
+            None => entries.push((l.record.kind(), &l.record.body)),
         }
     }
     for f in folded {
@@ -87,11 +88,15 @@ pub fn writeback(
         hold(&mut out.held, &f.ident, f);
         if let Some(body) = &f.body {
             out.added.push(f.ident.clone());
-            entries.push((f.kind, body.clone()));
+            entries.push((f.kind, body));
         }
     }
-    let layout = layout.unwrap_or_else(|| Layout::of(existing, entries.iter().map(|(k, _)| *k)));
-    out.bytes = layout::render(entries.iter().map(|(k, b)| (*k, b.as_str())), layout);
+    // Given a base (`sync`), a file that nothing changes is not written: no bytes.
+    if base.is_none() || !out.is_empty() {
+        let layout =
+            layout.unwrap_or_else(|| Layout::of(existing, entries.iter().map(|(k, _)| *k)));
+        out.bytes = layout::render(entries.iter().copied(), layout);
+    }
     out
 }
 
