@@ -38,10 +38,15 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         );
         let repo = &outcome.repo;
         let host = &outcome.host;
-        // Nothing of this host's changed, and the branch and the memory file are
-        // as the last sync left them: nothing can come in.
+        // The commit whose files the fold reads, when the local branch holds it
+        // (not when it was parked, or the branch could not follow the remote).
+        let made_on = outcome.commit.or_else(|| p.parents.first().copied());
         let tip = repo.local_tip(&outcome.branch).ok().flatten();
-        let settled = |hash: &str| tip.map(|t| format!("{t} {hash} {id_field}"));
+        let on_branch = made_on.filter(|_| tip == made_on && !args.dry_run);
+        let settled = |hash: &str| on_branch.map(|c| format!("{c} {hash} {id_field}"));
+        // Nothing of this host's changed, and the state and the memory file are as
+        // the last sync left them (any write of the base since removed its record):
+        // nothing can come in.
         let unmoved = outcome.commit.is_none()
             && settled(&outcome.memory.snapshot.hash)
                 .is_some_and(|k| state::last_synced(repo.git_dir(), host) == Some(k));
@@ -100,12 +105,12 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         // whatever its formatting.
         if written.is_empty() || written.bytes == outcome.memory.bytes {
             // The backup step recorded this read with the base it stamped.
-            if !written.held.is_empty() {
+            let saved = written.held.is_empty() || {
                 let mut base = writeback::base_after(&s.base, &written);
                 base.snapshot = Some(outcome.memory.snapshot.clone());
-                save(repo, host, &base, id_field, report);
-            }
-            if let Some(k) = settled(&outcome.memory.snapshot.hash) {
+                save(repo, host, &base, id_field, report)
+            };
+            if let (true, Some(k)) = (saved, settled(&outcome.memory.snapshot.hash)) {
                 state::set_last_synced(repo.git_dir(), host, &k);
             }
             report.set("written", false);
@@ -134,8 +139,7 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
                 let key = settled(&ours.snapshot.hash);
                 let mut base = writeback::base_after(&s.base, &written);
                 base.snapshot = Some(ours.snapshot);
-                save(repo, host, &base, id_field, report);
-                if let Some(k) = key {
+                if let (true, Some(k)) = (save(repo, host, &base, id_field, report), key) {
                     state::set_last_synced(repo.git_dir(), host, &k);
                 }
                 report.set("written", true);
@@ -161,13 +165,15 @@ fn save(
     base: &crate::core::base::Base,
     id_field: &str,
     report: &mut Report,
-) {
-    if let Err(e) = state::save_base(repo.git_dir(), host, base, id_field) {
+) -> bool {
+    let saved = state::save_base(repo.git_dir(), host, base, id_field);
+    if let Err(e) = &saved {
         report.warn(format!(
             "{}: the record of what the memory file holds was not written: {e}",
             repo.git_dir().display()
         ));
     }
+    saved.is_ok()
 }
 
 fn finish(not_pushed: Option<Error>) -> Result<()> {

@@ -266,3 +266,31 @@ fn a_dry_run_shows_what_would_change_and_writes_nothing() {
             .exists()
     );
 }
+
+#[test]
+fn what_another_host_added_comes_in_though_the_local_branch_cannot_follow_and_a_dry_run_says_so() {
+    let env = Env::new();
+    let (_daemon, _bare, url) = env.served();
+    let mut a = Host::with_server(&env, "a");
+    let mut b = Host::with_server(&env, "b");
+    a.init(&url);
+    b.init(&url);
+    a.create("A", &["a"]);
+    a.ok(&["sync"]);
+    a.ok(&["sync"]);
+    b.create("B", &["b"]);
+    b.ok(&["sync"]);
+    // Nothing changed here since the last sync: the dry run still sees what came in.
+    let out = a.ok(&["--json", "sync", "--dry-run"]);
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["added"], serde_json::json!(["entity:B"]), "{v}");
+    // A lock that a killed git left on the local branch: the branch stays behind
+    // the remote, and what the remote holds still comes in.
+    let lock = env.path(&format!("{}/.git/refs/heads/main.lock", a.repo));
+    std::fs::write(&lock, b"").unwrap();
+    let out = a.ok(&["--json", "sync"]);
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["added"], serde_json::json!(["entity:B"]), "{v}");
+    let names: Vec<String> = summary(&a.graph()).0.into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["A", "B"]);
+}
