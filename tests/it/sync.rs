@@ -13,10 +13,7 @@ use crate::support::*;
 fn two_hosts_that_sync_in_turn_end_with_one_graph_the_union_of_both() {
     let env = Env::new();
     let (_daemon, _bare, url) = env.served();
-    let mut a = Host::with_server(&env, "a");
-    let mut b = Host::with_server(&env, "b");
-    a.init(&url);
-    b.init(&url);
+    let (mut a, mut b) = two_hosts(&env, &url);
     a.create("Ada", &["from a"]);
     a.create("OnlyA", &["a1"]);
     a.ok(&["sync"]);
@@ -43,10 +40,7 @@ fn two_hosts_that_sync_in_turn_end_with_one_graph_the_union_of_both() {
 fn deletions_reach_every_host_and_a_fresh_host_gets_the_same_graph() {
     let env = Env::new();
     let (_daemon, _bare, url) = env.served();
-    let mut a = Host::with_server(&env, "a");
-    let mut b = Host::with_server(&env, "b");
-    a.init(&url);
-    b.init(&url);
+    let (mut a, mut b) = two_hosts(&env, &url);
     a.create("Keep", &["k1", "k2"]);
     a.create("Drop", &["d"]);
     a.ok(&["sync"]);
@@ -150,10 +144,7 @@ fn an_offline_host_still_gets_what_its_repository_has_and_loses_nothing() {
     let port = free_port();
     let mut daemon = Daemon::start_on(&env, &srv, port);
     let url = daemon.url("remote.git");
-    let mut a = Host::with_server(&env, "a");
-    let mut b = Host::with_server(&env, "b");
-    a.init(&url);
-    b.init(&url);
+    let (mut a, mut b) = two_hosts(&env, &url);
     a.create("FromA", &["a"]);
     a.ok(&["backup"]);
     // B fetches A's entity, then the remote goes down.
@@ -213,10 +204,7 @@ fn a_json_array_memory_syncs_by_id() {
 fn syncing_again_with_nothing_new_changes_nothing() {
     let env = Env::new();
     let (_daemon, bare, url) = env.served();
-    let mut a = Host::with_server(&env, "a");
-    let mut b = Host::with_server(&env, "b");
-    a.init(&url);
-    b.init(&url);
+    let (mut a, mut b) = two_hosts(&env, &url);
     a.create("A", &["a"]);
     a.ok(&["sync"]);
     b.create("B", &["b"]);
@@ -271,10 +259,7 @@ fn a_dry_run_shows_what_would_change_and_writes_nothing() {
 fn what_another_host_added_comes_in_though_the_local_branch_cannot_follow_and_a_dry_run_says_so() {
     let env = Env::new();
     let (_daemon, _bare, url) = env.served();
-    let mut a = Host::with_server(&env, "a");
-    let mut b = Host::with_server(&env, "b");
-    a.init(&url);
-    b.init(&url);
+    let (mut a, mut b) = two_hosts(&env, &url);
     a.create("A", &["a"]);
     a.ok(&["sync"]);
     a.ok(&["sync"]);
@@ -293,4 +278,13 @@ fn what_another_host_added_comes_in_though_the_local_branch_cannot_follow_and_a_
     assert_eq!(v["added"], serde_json::json!(["entity:B"]), "{v}");
     let names: Vec<String> = summary(&a.graph()).0.into_iter().map(|e| e.0).collect();
     assert_eq!(names, ["A", "B"]);
+}
+
+/// Hosts a and b, each with its MCP server, both set up for `url`.
+fn two_hosts<'e>(env: &'e Env, url: &str) -> (Host<'e>, Host<'e>) {
+    let a = Host::with_server(env, "a");
+    let b = Host::with_server(env, "b");
+    a.init(url);
+    b.init(url);
+    (a, b)
 }
