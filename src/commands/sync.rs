@@ -38,18 +38,23 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         );
         let repo = &outcome.repo;
         let host = &outcome.host;
-        // The commit whose files the fold reads, when the local branch holds it
-        // (not when it was parked, or the branch could not follow the remote).
-        let made_on = outcome.commit.or_else(|| p.parents.first().copied());
+        // The commit whose files the fold reads, when nothing of this host's
+        // changed and the local branch holds it (not when the branch could not
+        // follow the remote; a commit made now may merge what another run brought).
+        let made_on = p
+            .parents
+            .first()
+            .copied()
+            .filter(|_| outcome.commit.is_none());
         let tip = repo.local_tip(&outcome.branch).ok().flatten();
         let on_branch = made_on.filter(|_| tip == made_on && !args.dry_run);
-        let settled = |hash: &str| on_branch.map(|c| format!("{c} {hash} {id_field}"));
+        let version = env!("CARGO_PKG_VERSION");
+        let settled = |hash: &str| on_branch.map(|c| format!("{c} {hash} {id_field} {version}"));
         // Nothing of this host's changed, and the state and the memory file are as
         // the last sync left them (any write of the base since removed its record):
         // nothing can come in.
-        let unmoved = outcome.commit.is_none()
-            && settled(&outcome.memory.snapshot.hash)
-                .is_some_and(|k| state::last_synced(repo.git_dir(), host) == Some(k));
+        let unmoved = settled(&outcome.memory.snapshot.hash)
+            .is_some_and(|k| state::last_synced(repo.git_dir(), host) == Some(k));
         let written = if unmoved {
             writeback::Writeback::default()
         } else {
