@@ -5,6 +5,7 @@
 //! makes meanwhile is never overwritten: the file is read, backed up and merged
 //! again. No `.bak`: everything written is in the backup.
 
+use crate::backup::Outcome;
 use crate::cli::SyncArgs;
 use crate::commands::common;
 use crate::context::Context;
@@ -38,18 +39,9 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         );
         let repo = &outcome.repo;
         let host = &outcome.host;
-        // The commit whose files the fold reads, when nothing of this host's
-        // changed and the local branch holds it (not when the branch could not
-        // follow the remote; a commit made now may merge what another run brought).
-        let made_on = p
-            .parents
-            .first()
-            .copied()
-            .filter(|_| outcome.commit.is_none());
-        let tip = repo.local_tip(&outcome.branch).ok().flatten();
-        let on_branch = made_on.filter(|_| tip == made_on && !args.dry_run);
         let version = env!("CARGO_PKG_VERSION");
-        let settled = |hash: &str| on_branch.map(|c| format!("{c} {hash} {id_field} {version}"));
+        let on = settled_on(&outcome, args.dry_run);
+        let settled = |hash: &str| on.map(|c| format!("{c} {hash} {id_field} {version}"));
         // Nothing of this host's changed, and the state and the memory file are as
         // the last sync left them (any write of the base since removed its record):
         // nothing can come in.
@@ -58,19 +50,7 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         let written = if unmoved {
             writeback::Writeback::default()
         } else {
-            let heads = fold::heads(&p.host_files(), &p.unified_entries);
-            let folded = fold::fold(&heads, id_field);
-            let held_back = &s.held_back;
-            let keep = |ident: &str| held_back.iter().any(|h| h == ident);
-            writeback::writeback(
-                &folded,
-                &outcome.memory.records,
-                Some(&outcome.memory.bytes),
-                None,
-                id_field,
-                &keep,
-                Some(&s.base),
-            )
+            fold_into(&outcome, id_field)
         };
         report.set("added", written.added.clone());
         report.set("changed", written.changed.clone());
@@ -162,6 +142,35 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
          backed up, and nothing of it was overwritten",
         memory_path.display()
     )))
+}
+
+/// The commit whose files the fold reads, when nothing of this host's changed
+/// and the local branch holds it (not when the branch could not follow the
+/// remote; a commit made now may merge what another run brought in).
+fn settled_on(outcome: &Outcome, dry_run: bool) -> Option<crate::git::CommitId> {
+    let made_on = outcome.prepared.parents.first().copied();
+    let made_on = made_on.filter(|_| outcome.commit.is_none() && !dry_run);
+    let tip = outcome.repo.local_tip(&outcome.branch).ok().flatten();
+    made_on.filter(|_| tip == made_on)
+}
+
+/// The memory file's content after the sync: the fold of every host's lineages
+/// combined with the file as read; what differs from the base, for the base.
+fn fold_into(outcome: &Outcome, id_field: &str) -> writeback::Writeback {
+    let p = &outcome.prepared;
+    let s = &p.stamped;
+    let heads = fold::heads(&p.host_files(), &p.unified_entries);
+    let folded = fold::fold(&heads, id_field);
+    let keep = |ident: &str| s.held_back.iter().any(|h| h == ident);
+    writeback::writeback(
+        &folded,
+        &outcome.memory.records,
+        Some(&outcome.memory.bytes),
+        None,
+        id_field,
+        &keep,
+        Some(&s.base),
+    )
 }
 
 fn save(
