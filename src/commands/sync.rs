@@ -95,8 +95,9 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
                 base.snapshot = Some(outcome.memory.snapshot.clone());
                 save(repo, host, &base, id_field, report)
             };
-            if let (true, Some(k)) = (saved, settled(&outcome.memory.snapshot.hash)) {
-                state::set_last_synced(repo.git_dir(), host, &k);
+            match settled(&outcome.memory.snapshot.hash) {
+                Some(k) if saved && !unmoved => state::set_last_synced(repo.git_dir(), host, &k),
+                _ => {}
             }
             report.set("written", false);
             report.summary = summary(&written, "");
