@@ -5,6 +5,7 @@
 //! `backup`, `sync` and `forget` run it; each step is a function of its own.
 
 mod attempts;
+pub mod idle;
 pub mod retry;
 pub mod state;
 
@@ -64,6 +65,8 @@ pub struct Outcome {
     /// Why the state is not on the remote, when it is not (75, 77, 78): the
     /// commit is kept on the local branch.
     pub not_pushed: Option<Error>,
+    /// The remote's refs as the last fetch that reached it saw them.
+    pub fetched: Option<Fetched>,
 }
 
 /// Runs the pipeline.
@@ -118,6 +121,7 @@ pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outc
         deadline,
         scanner: std::cell::OnceCell::new(),
         held: Default::default(),
+        fetched: Default::default(),
         base_at_start: base.clone(),
     };
     let attempted = run.attempts(memory, base, report);
@@ -145,6 +149,7 @@ pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outc
         pushed,
         attempts,
         not_pushed,
+        fetched: run.fetched.take(),
         repo,
     })
 }
@@ -162,6 +167,8 @@ struct Run<'a> {
     scanner: std::cell::OnceCell<crate::core::secrets::Scanner>,
     /// Entries held back for a secret: identity to (rules, warning).
     held: std::cell::RefCell<std::collections::BTreeMap<String, (String, String)>>,
+    /// The remote's refs as the last fetch that reached it saw them.
+    fetched: std::cell::RefCell<Option<Fetched>>,
     /// The base as the run found it: one that stays the same is not written again.
     base_at_start: Base,
 }
@@ -215,6 +222,7 @@ impl Run<'_> {
             f.tip.map(|t| t.short()),
             f.parked.len()
         );
+        self.fetched.replace(Some(f.clone()));
         Ok(f)
     }
 

@@ -1,5 +1,8 @@
 //! `backup`: the pipeline of section 8.
 
+use std::time::Instant;
+
+use crate::backup::idle;
 use crate::cli::BackupArgs;
 use crate::commands::common;
 use crate::context::Context;
@@ -7,10 +10,29 @@ use crate::error::Result;
 use crate::output::Report;
 
 pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Result<()> {
-    let mut outcome = common::run_backup(args, cx, report, None, false, false)?;
+    let started = Instant::now();
+    let max_elapsed = common::max_elapsed(args.max_elapsed)?;
+    if !args.no_push {
+        let memory = cx.memory_path(args.memory.as_deref())?;
+        if let Some(idle) = idle::check(cx, &memory, &args.id.id_field, started + max_elapsed) {
+            tracing::info!(
+                "the memory file, the local branch and the remote's refs are as the last \
+                 run left them: nothing to do"
+            );
+            idle.report(report);
+            return Ok(());
+        }
+    }
+    // The run has what is left of `--max-elapsed`, and a moment at least.
+    let left = max_elapsed.saturating_sub(started.elapsed());
+    let mut outcome = common::run_backup(args, left.max(MOMENT), cx, report, None, false, false)?;
     common::report_backup(&outcome, report);
+    idle::record(&outcome, &args.id.id_field, report);
     match outcome.not_pushed.take() {
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
+
+/// The least time a run gets to make its state and keep it here.
+const MOMENT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -39,9 +39,11 @@ pub fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 /// Runs the backup pipeline as `backup` and `sync` do; `whole`: the run needs
-/// the whole merged state, never only this host's file (`sync`, `forget`).
+/// the whole merged state, never only this host's file (`sync`, `forget`);
+/// `max_elapsed`: the time it has.
 pub fn run_backup(
     args: &BackupArgs,
+    max_elapsed: Duration,
     cx: &Context,
     report: &mut Report,
     forget: Option<&dyn Fn(&str) -> bool>,
@@ -55,7 +57,7 @@ pub fn run_backup(
         memory: &memory,
         id_field: &args.id.id_field,
         no_push: args.no_push,
-        max_elapsed: max_elapsed(args.max_elapsed)?,
+        max_elapsed,
         allow_mass_delete: args.allow_mass_delete,
         allow_secrets: &allowed,
         forget,

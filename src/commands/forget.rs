@@ -41,7 +41,15 @@ pub fn cmd_forget(args: &ForgetArgs, cx: &Context, report: &mut Report) -> Resul
             id_field: args.id.id_field.clone(),
         },
     };
-    let mut outcome = common::run_backup(&backup, cx, report, Some(&matches), false, true)?;
+    let mut outcome = common::run_backup(
+        &backup,
+        common::max_elapsed(backup.max_elapsed)?,
+        cx,
+        report,
+        Some(&matches),
+        false,
+        true,
+    )?;
     let forgotten: Vec<String> = outcome
         .prepared
         .stamped

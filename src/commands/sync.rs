@@ -27,7 +27,15 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
     let memory_path = cx.memory_path(args.backup.memory.as_deref())?;
     let mut local_changes: Vec<String> = Vec::new();
     for _ in 0..TRIES {
-        let mut outcome = common::run_backup(&args.backup, cx, report, None, args.dry_run, true)?;
+        let mut outcome = common::run_backup(
+            &args.backup,
+            common::max_elapsed(args.backup.max_elapsed)?,
+            cx,
+            report,
+            None,
+            args.dry_run,
+            true,
+        )?;
         let p = &outcome.prepared;
         let s = &p.stamped;
         local_changes.extend(

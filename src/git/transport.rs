@@ -257,6 +257,57 @@ pub fn probe(transport: &Transport, url: &str, deadline: Instant) -> Result<(), 
     }
 }
 
+/// The refs of `url` that a fetch of `branch` takes (the branch and the parked
+/// commits) with `git ls-remote` run in the repository at `git_dir`, as
+/// [`listed`] gives them. Nothing is checked first and nothing is classified:
+/// what fails here is left to the fetch that follows.
+pub fn list(
+    program: &std::path::Path,
+    git_dir: &std::path::Path,
+    url: &str,
+    branch: &str,
+    deadline: Instant,
+) -> Result<Vec<(String, String)>, GitError> {
+    let git = cli::Git {
+        program,
+        dir: Some(git_dir),
+        deadline,
+        largest_file: 0,
+        ssh: is_ssh(url),
+    };
+    let branch_ref = format!("refs/heads/{branch}");
+    let parked = format!("{PARKED_PREFIX}*");
+    let out = git.run(&["ls-remote", "--", url, &branch_ref, &parked])?;
+    if !out.success {
+        return Err(classify_cli(&out.stderr));
+    }
+    let mut refs: Vec<(String, String)> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, name)| *name == branch_ref || name.starts_with(PARKED_PREFIX))
+        .map(|(id, name)| (name.to_string(), id.to_string()))
+        .collect();
+    refs.sort();
+    Ok(refs)
+}
+
+/// The refs a fetch saw, as [`list`] gives them: `(name, id)`, sorted.
+pub fn listed(branch: &str, f: &Fetched) -> Vec<(String, String)> {
+    let mut refs: Vec<(String, String)> = f
+        .tip
+        .map(|t| (format!("refs/heads/{branch}"), t.to_string()))
+        .into_iter()
+        .chain(
+            f.parked
+                .iter()
+                .map(|(h, c)| (format!("{PARKED_PREFIX}{h}"), c.to_string())),
+        )
+        .collect();
+    refs.sort();
+    refs
+}
+
 /// A URL that cannot work, and a local path that is not a repository, fail
 /// before any connection.
 fn check_url(url: &str) -> Result<(), GitError> {

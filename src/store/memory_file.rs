@@ -101,6 +101,16 @@ pub fn check_regular(path: &Path) -> Result<fs::Metadata> {
     }
 }
 
+/// The snapshot of the memory file as [`read`] would take it, without parsing
+/// it; `None` when it changed while it was read.
+pub fn snapshot(path: &Path) -> Result<Option<Snapshot>> {
+    Ok(read_once(path)?.map(|(bytes, stat)| Snapshot {
+        modified_ns: stat.modified_ns,
+        size: stat.size,
+        hash: content_hash(&bytes),
+    }))
+}
+
 /// Reads the memory file when it holds still: the same file, size and
 /// modification time before and after the read (and, for a file changed a
 /// moment ago, the same bytes twice). A torn read that does not parse, or an empty

@@ -68,13 +68,15 @@ pub fn load_snapshot(git_dir: &Path, host: &str) -> Option<crate::core::base::Sn
 }
 
 /// Writes the base of `host`, atomically and private. What the last `sync`
-/// ended on no longer holds once the base changes: its record goes first.
+/// and the last settled backup ended on no longer holds once the base changes:
+/// their records go first.
 pub fn save_base(git_dir: &Path, host: &str, base: &Base, id_field: &str) -> std::io::Result<()> {
     atomic::private_dir(&dir(git_dir))?;
     match std::fs::remove_file(dir(git_dir).join(synced_name(host))) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
+    crate::backup::idle::forget(git_dir, host)?;
     let entries = base.to_entries(id_field);
     atomic::write(&base_path(git_dir, host), atomic::Mode::Private, |w| {
         entry::write_file(w, &entries)

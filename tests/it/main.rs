@@ -8,6 +8,7 @@ mod deletions;
 mod golden;
 mod hooks;
 mod hostile;
+mod idle;
 mod laws;
 mod model;
 mod remote;

