@@ -56,14 +56,28 @@ impl Record {
 /// A run with nothing to do: what the run that recorded it reported.
 #[derive(Debug)]
 pub struct Idle {
-    host: String,
+    pub host: String,
     branch: String,
     remote: String,
-    unified: usize,
+    pub unified: usize,
     host_files: usize,
+    /// The branch's tip, here and on the remote.
+    pub tip: String,
+    /// The memory file's content hash.
+    pub memory_hash: String,
+    pub git_dir: PathBuf,
 }
 
 impl Idle {
+    /// The fields that every run of the pipeline sets (`backup::run`).
+    pub fn report_run(&self, report: &mut Report) {
+        report.set("host", self.host.as_str());
+        report.set("branch", self.branch.as_str());
+        report.set("remote", self.remote.as_str());
+        report.set("transport", "git");
+        report.set("held_back", Vec::<String>::new());
+    }
+
     /// The summary and fields of a backup that changed nothing, as
     /// `commands::common::report_backup` gives them.
     pub fn report(&self, report: &mut Report) {
@@ -72,11 +86,7 @@ impl Idle {
             self.host, self.unified
         );
         let none: Vec<String> = Vec::new();
-        report.set("host", self.host.as_str());
-        report.set("branch", self.branch.as_str());
-        report.set("remote", self.remote.as_str());
-        report.set("transport", "git");
-        report.set("held_back", none.clone());
+        self.report_run(report);
         for count in ["new", "changed", "deleted"] {
             report.set(count, 0);
             report.set(&format!("{count}_idents"), none.clone());
@@ -144,6 +154,9 @@ pub fn check(cx: &Context, memory: &Path, id_field: &str, deadline: Instant) -> 
         remote: url::redact(remote),
         unified: record.unified,
         host_files: record.host_files,
+        tip: record.tip,
+        memory_hash: record.memory_hash,
+        git_dir,
     })
 }
 

@@ -25,7 +25,15 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     }
     // The run has what is left of `--max-elapsed`, and a moment at least.
     let left = max_elapsed.saturating_sub(started.elapsed());
-    let mut outcome = common::run_backup(args, left.max(MOMENT), cx, report, None, false, false)?;
+    let mut outcome = common::run_backup(
+        args,
+        left.max(common::MOMENT),
+        cx,
+        report,
+        None,
+        false,
+        false,
+    )?;
     common::report_backup(&outcome, report);
     idle::record(&outcome, &args.id.id_field, report);
     match outcome.not_pushed.take() {
@@ -33,6 +41,3 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
         None => Ok(()),
     }
 }
-
-/// The least time a run gets to make its state and keep it here.
-const MOMENT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -25,6 +25,10 @@ pub fn open_existing(cx: &Context) -> Result<(Repo, String)> {
     Ok((repo, branch))
 }
 
+/// The least time a run gets to make its state and keep it here, whatever a
+/// check before it took of `--max-elapsed`.
+pub const MOMENT: Duration = Duration::from_secs(1);
+
 /// `--max-elapsed` as a duration.
 pub fn max_elapsed(secs: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(secs)

@@ -5,7 +5,9 @@
 //! makes meanwhile is never overwritten: the file is read, backed up and merged
 //! again. No `.bak`: everything written is in the backup.
 
-use crate::backup::Outcome;
+use std::time::Instant;
+
+use crate::backup::{Outcome, idle};
 use crate::cli::SyncArgs;
 use crate::commands::common;
 use crate::context::Context;
@@ -25,17 +27,33 @@ const GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()> {
     let id_field = &args.backup.id.id_field;
     let memory_path = cx.memory_path(args.backup.memory.as_deref())?;
+    let started = Instant::now();
+    let max_elapsed = common::max_elapsed(args.backup.max_elapsed)?;
+    if !args.dry_run && !args.backup.no_push {
+        let deadline = started + max_elapsed;
+        if let Some(idle) = idle::check(cx, &memory_path, id_field, deadline) {
+            let key = state::synced_key(&idle.tip, &idle.memory_hash, id_field);
+            if state::last_synced(&idle.git_dir, &idle.host) == Some(key) {
+                // As the last sync left them, and nothing new on either side.
+                tracing::info!("the memory file and the remote are as the last sync left them");
+                idle.report_run(report);
+                let nothing = writeback::Writeback::default();
+                report_sync(report, &[], &nothing, idle.unified, "", "");
+                report.set("commit", serde_json::Value::Null);
+                report.set("pushed", false);
+                report.set("written", false);
+                return Ok(());
+            }
+        }
+    }
     let mut local_changes: Vec<String> = Vec::new();
     for _ in 0..TRIES {
-        let mut outcome = common::run_backup(
-            &args.backup,
-            common::max_elapsed(args.backup.max_elapsed)?,
-            cx,
-            report,
-            None,
-            args.dry_run,
-            true,
-        )?;
+        // Every try has what is left of `--max-elapsed`, and a moment at least.
+        let left = max_elapsed
+            .saturating_sub(started.elapsed())
+            .max(common::MOMENT);
+        let mut outcome =
+            common::run_backup(&args.backup, left, cx, report, None, args.dry_run, true)?;
         let p = &outcome.prepared;
         let s = &p.stamped;
         local_changes.extend(
@@ -47,9 +65,8 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         );
         let repo = &outcome.repo;
         let host = &outcome.host;
-        let version = env!("CARGO_PKG_VERSION");
         let on = settled_on(&outcome, args.dry_run);
-        let settled = |hash: &str| on.map(|c| format!("{c} {hash} {id_field} {version}"));
+        let settled = |hash: &str| on.map(|c| state::synced_key(&c.to_string(), hash, id_field));
         // Nothing of this host's changed, and the state and the memory file are as
         // the last sync left them (any write of the base since removed its record):
         // nothing can come in.
@@ -60,31 +77,24 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
         } else {
             fold_into(&outcome, id_field)
         };
-        report.set("added", written.added.clone());
-        report.set("changed", written.changed.clone());
-        report.set("removed", written.removed.clone());
         local_changes.sort();
         local_changes.dedup();
-        report.set("local_changes", local_changes.clone());
-        report.set("unified_entries", p.unified);
+        let kept = if outcome.not_pushed.is_some() {
+            ", committed locally (not pushed)"
+        } else {
+            ""
+        };
+        let summary = |written: &writeback::Writeback, verb: &str, report: &mut Report| {
+            report_sync(report, &local_changes, written, p.unified, verb, kept);
+        };
         report.set("commit", outcome.commit.map(|c| c.to_string()));
         report.set("pushed", outcome.pushed && outcome.commit.is_some());
-        let summary = |written: &writeback::Writeback, verb: &str| {
-            format!(
-                "sync: {} added, {} changed, {} removed from other hosts{verb}; {} backed up{}",
-                written.added.len(),
-                written.changed.len(),
-                written.removed.len(),
-                common::plural(local_changes.len(), "local change", "local changes"),
-                match (&outcome.not_pushed, outcome.commit) {
-                    (Some(_), _) => ", committed locally (not pushed)",
-                    (None, Some(_)) => "",
-                    (None, None) => "",
-                }
-            )
-        };
         if args.dry_run {
-            report.summary = summary(&written, " would be written (--dry-run: nothing written)");
+            summary(
+                &written,
+                " would be written (--dry-run: nothing written)",
+                report,
+            );
             report.lines = written
                 .added
                 .iter()
@@ -108,7 +118,11 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
                 _ => {}
             }
             report.set("written", false);
-            report.summary = summary(&written, "");
+            summary(&written, "", report);
+            if written.held.is_empty() {
+                // The base is as the backup step left it: its record stands.
+                idle::record(&outcome, id_field, report);
+            }
             return finish(outcome.not_pushed.take());
         }
         match memory_file::replace_if_unchanged(
@@ -137,7 +151,7 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
                     state::set_last_synced(repo.git_dir(), host, &k);
                 }
                 report.set("written", true);
-                report.summary = summary(&written, "");
+                summary(&written, "", report);
                 return finish(outcome.not_pushed.take());
             }
             Written::Changed => {
@@ -151,6 +165,30 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
          backed up, and nothing of it was overwritten",
         memory_path.display()
     )))
+}
+
+/// The fields and the summary of a sync: what came in (`written`), what went
+/// out, and how (`kept`: a suffix when it was kept here, not pushed).
+fn report_sync(
+    report: &mut Report,
+    local_changes: &[String],
+    written: &writeback::Writeback,
+    unified: usize,
+    verb: &str,
+    kept: &str,
+) {
+    report.set("added", written.added.clone());
+    report.set("changed", written.changed.clone());
+    report.set("removed", written.removed.clone());
+    report.set("local_changes", local_changes.to_vec());
+    report.set("unified_entries", unified);
+    report.summary = format!(
+        "sync: {} added, {} changed, {} removed from other hosts{verb}; {} backed up{kept}",
+        written.added.len(),
+        written.changed.len(),
+        written.removed.len(),
+        common::plural(local_changes.len(), "local change", "local changes"),
+    );
 }
 
 /// The commit whose files the fold reads, when nothing of this host's changed

@@ -112,6 +112,13 @@ pub fn last_synced(git_dir: &Path, host: &str) -> Option<String> {
     Some(text.trim_end().to_string())
 }
 
+/// What a `sync` ends on: the commit whose files it folded, the memory file's
+/// content hash, the id field and this version of the tool.
+pub fn synced_key(commit: &str, memory_hash: &str, id_field: &str) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    format!("{commit} {memory_hash} {id_field} {version}")
+}
+
 /// Records what a `sync` of `host` ended on.
 pub fn set_last_synced(git_dir: &Path, host: &str, key: &str) {
     set_note(git_dir, &synced_name(host), key);

@@ -2,7 +2,7 @@
 //! (`backup::idle`): it reports what a whole run reports, and any change of the
 //! memory file, the remote's refs or the local branch makes a whole run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::support::{Env, assert_code, stdout};
 
@@ -10,6 +10,11 @@ const IDLE: &str = "are as the last run left them: nothing to do";
 
 /// How many runs of `host` took the shortcut, by its log.
 fn idle_runs(env: &Env, host: &str) -> usize {
+    logged(env, host, IDLE)
+}
+
+/// How many times the log of `host` says `what`.
+fn logged(env: &Env, host: &str, what: &str) -> usize {
     let dir = env.path(&format!("logs-{host}"));
     std::fs::read_dir(dir)
         .into_iter()
@@ -17,7 +22,7 @@ fn idle_runs(env: &Env, host: &str) -> usize {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .map(|text| text.matches(IDLE).count())
+        .map(|text| text.matches(what).count())
         .sum()
 }
 
@@ -36,14 +41,21 @@ fn tip(env: &Env, git_dir: &Path) -> String {
     stdout(&out).trim().to_string()
 }
 
+/// A remote, and host `a` with `n` entries in `a.json` set up to back up to it.
+fn host_a(env: &Env, n: usize) -> (PathBuf, String) {
+    let bare = env.bare("remote.git");
+    let ids: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    let memory = env.memory_of("a.json", &ids, "note");
+    let url = bare.to_str().unwrap();
+    assert_code(&env.run_as("r-a", "a", &["init", "--remote", url]), 0);
+    (bare, memory)
+}
+
 #[test]
 fn a_backup_with_nothing_to_do_reports_what_a_whole_run_does_and_any_change_makes_a_whole_run() {
     let env = Env::new();
-    let bare = env.bare("remote.git");
+    let (bare, memory) = host_a(&env, 12);
     let url = bare.to_str().unwrap();
-    let ids: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
-    let memory = env.memory_of("a.json", &ids, "note");
-    assert_code(&env.run_as("r-a", "a", &["init", "--remote", url]), 0);
     let first = backup_json(&env, "a", &memory);
     assert_eq!(first["new"], 12);
     assert_eq!(idle_runs(&env, "a"), 0);
@@ -185,4 +197,43 @@ fn a_record_of_another_run_never_stands_for_a_run_that_warns_holds_back_or_uses_
         assert!(warnings.contains("memory-x.json"), "{warned}");
     }
     assert_eq!(idle_runs(&env, "a"), 1);
+}
+
+#[test]
+fn a_sync_with_nothing_new_since_the_last_sync_reports_what_a_whole_sync_does() {
+    let env = Env::new();
+    let (bare, memory) = host_a(&env, 5);
+    let url = bare.to_str().unwrap();
+    let sync = || {
+        let out = env.run_as("r-a", "a", &["--json", "sync", "--memory", &memory]);
+        assert_code(&out, 0);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    let synced = |env: &Env| logged(env, "a", "as the last sync left them");
+    sync();
+    let whole = sync();
+    assert_eq!(synced(&env), 0);
+    let idle = sync();
+    assert_eq!(
+        synced(&env),
+        1,
+        "a third sync with nothing new made its state"
+    );
+    assert_eq!(
+        idle, whole,
+        "the shortcut reports otherwise than a whole sync"
+    );
+
+    // Another host lands: the next sync brings its entry in.
+    let other = env.memory_of("b.json", &["m1".to_string()], "other");
+    assert_code(&env.run_as("r-b", "b", &["init", "--remote", url]), 0);
+    assert_code(&env.run_as("r-b", "b", &["backup", "--memory", &other]), 0);
+    let came = sync();
+    assert_eq!(synced(&env), 1);
+    assert_eq!(came["added"].as_array().map(Vec::len), Some(1), "{came}");
+    assert!(
+        std::fs::read_to_string(&memory)
+            .unwrap()
+            .contains("other m1")
+    );
 }
