@@ -43,6 +43,8 @@ struct Record {
     memory_hash: String,
     unified: usize,
     host_files: usize,
+    /// The working tree's files as the run left them: (name, size, modified).
+    worktree: Vec<(String, u64, i64)>,
 }
 
 impl Record {
@@ -137,18 +139,39 @@ pub fn check(cx: &Context, memory: &Path, id_field: &str, deadline: Instant) -> 
         largest_file: 0,
         ssh,
     };
+    if worktree(&cx.repo).as_ref() != Some(&record.worktree) {
+        return None;
+    }
     let local = git(false)
-        .run(&["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"])
+        .run_reading(&["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"])
         .ok()?;
     let expected = format!("{}\nrefs/heads/{}\n", record.tip, record.branch);
     if !local.success || local.stdout != expected {
         return None;
     }
-    let key = format!("remote.{REMOTE_NAME}.url");
-    let remote = git(false).run(&["config", "--get", &key]).ok()?;
+    // Every file of the tip can be read (what `heal` checks of a whole run): a
+    // loose object that a power cut left empty shows as `BAD`.
+    let tree = git(false)
+        .run_reading(&["ls-tree", "-l", &record.tip])
+        .ok()?;
+    if !tree.success || !tree.stderr.is_empty() || tree.stdout.contains(" BAD\t") {
+        return None;
+    }
+    // With `insteadOf` applied, as libgit2 gives it to a whole run.
+    let remote = git(false)
+        .run_reading(&["remote", "get-url", REMOTE_NAME])
+        .ok()?;
     let remote = remote.stdout.trim_end();
+    if url::mistake(remote).is_some() {
+        return None;
+    }
     let refs = transport::list(&program, &git_dir, remote, &record.branch, deadline).ok()?;
-    (refs == record.refs).then(|| Idle {
+    if refs != record.refs {
+        return None;
+    }
+    // Reached, and it holds this host's state: as a whole run would.
+    local_state::set_last_push(&git_dir, cx.clock.now());
+    Some(Idle {
         host,
         branch: record.branch,
         remote: url::redact(remote),
@@ -158,6 +181,24 @@ pub fn check(cx: &Context, memory: &Path, id_field: &str, deadline: Instant) -> 
         memory_hash: record.memory_hash,
         git_dir,
     })
+}
+
+/// The files of the working tree at `dir` (its top level, `.git` left out) by
+/// name, size and modification time, sorted.
+fn worktree(dir: &Path) -> Option<Vec<(String, u64, i64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        let name = e.file_name().into_string().ok()?;
+        if name == ".git" {
+            continue;
+        }
+        let m = e.metadata().ok()?;
+        files.push((name, m.size(), m.mtime() * 1_000_000_000 + m.mtime_nsec()));
+    }
+    files.sort();
+    Some(files)
 }
 
 /// Records the inputs of `outcome` when it ended settled: its state on the
@@ -174,12 +215,14 @@ pub fn record(outcome: &Outcome, id_field: &str, report: &Report) {
         && report.warnings.is_empty()
         && !report.fields.contains_key("parked")
         && p.stamped.held_back.is_empty()
-        && !p.partial;
+        && !p.partial
+        && outcome.worktree_synced;
     let tip = outcome.commit.or(fetched.and_then(|f| f.tip));
     let local = outcome.repo.local_tip(&outcome.branch).ok().flatten();
     let base = local_state::load_snapshot(git_dir, &outcome.host);
-    let record = match (fetched, tip) {
-        (Some(f), Some(tip))
+    let files = outcome.repo.workdir().and_then(worktree);
+    let record = match (fetched, tip, files) {
+        (Some(f), Some(tip), Some(files))
             if settled && local == Some(tip) && base.as_ref() == Some(&outcome.memory.snapshot) =>
         {
             let s = &outcome.memory.snapshot;
@@ -198,6 +241,7 @@ pub fn record(outcome: &Outcome, id_field: &str, report: &Report) {
                 memory_hash: s.hash.clone(),
                 unified: p.unified,
                 host_files: p.host_files,
+                worktree: files,
             })
         }
         _ => None,

@@ -67,6 +67,8 @@ pub struct Outcome {
     pub not_pushed: Option<Error>,
     /// The remote's refs as the last fetch that reached it saw them.
     pub fetched: Option<Fetched>,
+    /// Whether the working tree shows the local branch's tip.
+    pub worktree_synced: bool,
 }
 
 /// Runs the pipeline.
@@ -122,6 +124,7 @@ pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outc
         scanner: std::cell::OnceCell::new(),
         held: Default::default(),
         fetched: Default::default(),
+        worktree_failed: Default::default(),
         base_at_start: base.clone(),
     };
     let attempted = run.attempts(memory, base, report);
@@ -150,6 +153,7 @@ pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outc
         attempts,
         not_pushed,
         fetched: run.fetched.take(),
+        worktree_synced: !run.worktree_failed.get(),
         repo,
     })
 }
@@ -169,6 +173,8 @@ struct Run<'a> {
     held: std::cell::RefCell<std::collections::BTreeMap<String, (String, String)>>,
     /// The remote's refs as the last fetch that reached it saw them.
     fetched: std::cell::RefCell<Option<Fetched>>,
+    /// Whether the working tree could not be made to show the tip.
+    worktree_failed: std::cell::Cell<bool>,
     /// The base as the run found it: one that stays the same is not written again.
     base_at_start: Base,
 }
@@ -491,9 +497,11 @@ impl Run<'_> {
     }
 
     fn sync_worktree(&self, known: Option<(CommitId, &crate::git::Files)>) {
-        if let Err(e) = self.repo.sync_worktree(self.branch, is_backup_file, known) {
+        let synced = self.repo.sync_worktree(self.branch, is_backup_file, known);
+        if let Err(e) = &synced {
             tracing::warn!("the working tree was not updated: {e}");
         }
+        self.worktree_failed.set(synced.is_err());
     }
 
     /// Records what the memory file holds now, unless another run recorded a

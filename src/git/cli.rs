@@ -115,6 +115,21 @@ impl Git<'_> {
     /// Runs git with `args`; an `Err` when it could not start, hung, or ran past
     /// the deadline (it is killed, with everything it started).
     pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output, GitError> {
+        self.run_in(args, self.dir)
+    }
+
+    /// [`Git::run`] of a git that writes nothing in the repository: when it is
+    /// killed, nothing there is taken for its leftovers (a concurrent run's
+    /// lock files stay).
+    pub fn run_reading<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output, GitError> {
+        self.run_in(args, None)
+    }
+
+    fn run_in<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        leftovers_in: Option<&Path>,
+    ) -> Result<Output, GitError> {
         let mut cmd = Command::new(self.program);
         if let Some(d) = self.dir {
             cmd.arg("-C").arg(d);
@@ -135,7 +150,7 @@ impl Git<'_> {
         cmd.args(args);
         self.environment(&mut cmd);
         let what = format!("git {}", first(args));
-        supervise(cmd, &what, self.deadline, self.largest_file, self.dir)
+        supervise(cmd, &what, self.deadline, self.largest_file, leftovers_in)
     }
 
     fn environment(&self, cmd: &mut Command) {

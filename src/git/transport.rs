@@ -277,7 +277,7 @@ pub fn list(
     };
     let branch_ref = format!("refs/heads/{branch}");
     let parked = format!("{PARKED_PREFIX}*");
-    let out = git.run(&["ls-remote", "--", url, &branch_ref, &parked])?;
+    let out = git.run_reading(&["ls-remote", "--", url, &branch_ref, &parked])?;
     if !out.success {
         return Err(classify_cli(&out.stderr));
     }
@@ -285,7 +285,14 @@ pub fn list(
         .stdout
         .lines()
         .filter_map(|l| l.split_once('\t'))
-        .filter(|(_, name)| *name == branch_ref || name.starts_with(PARKED_PREFIX))
+        .filter(|(_, name)| {
+            // As a fetch keeps them: a parked ref of a host name that is not plain
+            // is left out (`Repo::parked`).
+            *name == branch_ref
+                || name
+                    .strip_prefix(PARKED_PREFIX)
+                    .is_some_and(crate::store::files::is_plain_name)
+        })
         .map(|(id, name)| (name.to_string(), id.to_string()))
         .collect();
     refs.sort();

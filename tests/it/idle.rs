@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{Env, assert_code, stdout};
+use crate::support::{Env, assert_code, stderr, stdout};
 
 const IDLE: &str = "are as the last run left them: nothing to do";
 
@@ -236,4 +236,92 @@ fn a_sync_with_nothing_new_since_the_last_sync_reports_what_a_whole_sync_does() 
             .unwrap()
             .contains("other m1")
     );
+}
+
+/// The unified file's object in the repository at `repo`, emptied as a power
+/// cut leaves a loose object.
+fn empty_unified_object(env: &Env, repo: &Path) {
+    let id = env.git_in(repo, &["rev-parse", "HEAD:unified-memory.json"]);
+    let id = id.trim();
+    let object = repo.join(format!(".git/objects/{}/{}", &id[..2], &id[2..]));
+    let mut perms = std::fs::metadata(&object)
+        .expect("a loose object")
+        .permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&object, perms).unwrap();
+    std::fs::write(&object, b"").unwrap();
+}
+
+#[test]
+fn what_a_whole_run_repairs_or_reports_is_never_skipped() {
+    let env = Env::new();
+    let (bare, memory) = host_a(&env, 4);
+    let url = bare.to_str().unwrap();
+    let repo = env.path("r-a");
+    let at = |now: &str| {
+        let out = env.run_at("r-a", "a", now, &["backup", "--memory", &memory]);
+        assert_code(&out, 0);
+        stdout(&out)
+    };
+    at("2026-12-01T00:00:00Z");
+    // A shortcut reached the remote and found this host's state there: a push
+    // that succeeded, for `status` and for what `-q` says when offline.
+    at("2026-12-02T06:00:00Z");
+    assert_eq!(idle_runs(&env, "a"), 1);
+    let status = env.run_as("r-a", "a", &["--json", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["last_push"], "2026-12-02T06:00:00.000000Z",
+        "{status}"
+    );
+
+    // A file of the working tree removed by hand: a whole run puts it back.
+    std::fs::remove_file(repo.join("unified-memory.json")).unwrap();
+    at("2026-12-02T07:00:00Z");
+    assert_eq!(idle_runs(&env, "a"), 1);
+    assert!(repo.join("unified-memory.json").exists());
+    at("2026-12-02T07:10:00Z");
+    assert_eq!(idle_runs(&env, "a"), 2);
+
+    // A parked ref whose host name is not plain, which no fetch takes: nothing
+    // to do, still.
+    let tip = env.git_in(&repo, &["rev-parse", "HEAD"]);
+    let odd = format!("{}:refs/heads/memory-backup/hosts/x/y", tip.trim());
+    env.git_in(&repo, &["push", "-q", url, &odd]);
+    at("2026-12-02T07:20:00Z");
+    at("2026-12-02T07:30:00Z");
+    assert_eq!(
+        idle_runs(&env, "a"),
+        4,
+        "an odd ref on the remote stopped the shortcut"
+    );
+
+    // An object of the tip emptied by a power cut: the whole run says so.
+    empty_unified_object(&env, &repo);
+    let out = env.run_as("r-a", "a", &["backup", "--memory", &memory]);
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    assert_eq!(idle_runs(&env, "a"), 4);
+}
+
+#[test]
+fn the_shortcut_names_the_remote_as_a_whole_run_does_through_instead_of() {
+    let env = Env::new();
+    let (bare, memory) = host_a(&env, 3);
+    backup_json(&env, "a", &memory);
+    let repo = env.path("r-a");
+    let base = format!("{}/", bare.parent().unwrap().display());
+    env.git_in(
+        &repo,
+        &["config", &format!("url.{base}.insteadOf"), "mine:"],
+    );
+    env.git_in(&repo, &["remote", "set-url", "origin", "mine:remote.git"]);
+    let idle = backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 1);
+    std::fs::remove_file(repo.join(".git/memory-backup/idle-a.json")).unwrap();
+    let whole = backup_json(&env, "a", &memory);
+    assert_eq!(idle_runs(&env, "a"), 1);
+    assert_eq!(idle, whole);
+    assert_eq!(whole["remote"], bare.display().to_string());
 }
