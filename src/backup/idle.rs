@@ -58,19 +58,19 @@ impl Record {
 /// A run with nothing to do: what the run that recorded it reported.
 #[derive(Debug)]
 pub struct Idle {
-    pub host: String,
+    host: String,
     branch: String,
     remote: String,
-    pub unified: usize,
+    unified: usize,
     host_files: usize,
-    /// The branch's tip, here and on the remote.
-    pub tip: String,
-    /// The memory file's content hash.
-    pub memory_hash: String,
-    pub git_dir: PathBuf,
 }
 
 impl Idle {
+    /// The entries of the unified file.
+    pub fn unified(&self) -> usize {
+        self.unified
+    }
+
     /// The fields that every run of the pipeline sets (`backup::run`).
     pub fn report_run(&self, report: &mut Report) {
         report.set("host", self.host.as_str());
@@ -113,10 +113,25 @@ pub fn forget(git_dir: &Path, host: &str) -> std::io::Result<()> {
     }
 }
 
-/// Whether a backup of `memory` has nothing to do, by the record of the last
-/// run; `None` when anything differs or cannot be told (then the run makes
-/// the state as usual, and says what is wrong if something is).
-pub fn check(cx: &Context, memory: &Path, id_field: &str, deadline: Instant) -> Option<Idle> {
+/// What a run with nothing to do is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Backup,
+    /// Also as the last sync left it (`last-synced-<host>`): nothing comes in.
+    Sync,
+}
+
+/// Whether a backup (or a sync) of `memory` has nothing to do, by the record
+/// of the last run; `None` when anything differs or cannot be told (then the
+/// run makes the state as usual, and says what is wrong if something is).
+/// What can be told here is compared before any git runs.
+pub fn check(
+    cx: &Context,
+    command: Command,
+    memory: &Path,
+    id_field: &str,
+    deadline: Instant,
+) -> Option<Idle> {
     let Ok(Transport::Git(program)) = cx.transport() else {
         return None;
     };
@@ -131,6 +146,12 @@ pub fn check(cx: &Context, memory: &Path, id_field: &str, deadline: Instant) -> 
     let base = local_state::load_snapshot(&git_dir, &host);
     if !record.read_is(&read) || base.as_ref() != Some(&read) {
         return None;
+    }
+    if command == Command::Sync {
+        let key = local_state::synced_key(&record.tip, &record.memory_hash, id_field);
+        if local_state::last_synced(&git_dir, &host) != Some(key) {
+            return None;
+        }
     }
     let git = |ssh: bool| cli::Git {
         program: &program,
@@ -177,9 +198,6 @@ pub fn check(cx: &Context, memory: &Path, id_field: &str, deadline: Instant) -> 
         remote: url::redact(remote),
         unified: record.unified,
         host_files: record.host_files,
-        tip: record.tip,
-        memory_hash: record.memory_hash,
-        git_dir,
     })
 }
 

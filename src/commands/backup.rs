@@ -14,7 +14,13 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
     let max_elapsed = common::max_elapsed(args.max_elapsed)?;
     if !args.no_push {
         let memory = cx.memory_path(args.memory.as_deref())?;
-        if let Some(idle) = idle::check(cx, &memory, &args.id.id_field, started + max_elapsed) {
+        if let Some(idle) = idle::check(
+            cx,
+            idle::Command::Backup,
+            &memory,
+            &args.id.id_field,
+            started + max_elapsed,
+        ) {
             tracing::info!(
                 "the memory file, the local branch and the remote's refs are as the last \
                  run left them: nothing to do"

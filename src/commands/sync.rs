@@ -7,7 +7,8 @@
 
 use std::time::Instant;
 
-use crate::backup::{Outcome, idle};
+use crate::backup::Outcome;
+use crate::backup::idle::{self, Command};
 use crate::cli::SyncArgs;
 use crate::commands::common;
 use crate::context::Context;
@@ -31,19 +32,17 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
     let max_elapsed = common::max_elapsed(args.backup.max_elapsed)?;
     if !args.dry_run && !args.backup.no_push {
         let deadline = started + max_elapsed;
-        if let Some(idle) = idle::check(cx, &memory_path, id_field, deadline) {
-            let key = state::synced_key(&idle.tip, &idle.memory_hash, id_field);
-            if state::last_synced(&idle.git_dir, &idle.host) == Some(key) {
-                // As the last sync left them, and nothing new on either side.
-                tracing::info!("the memory file and the remote are as the last sync left them");
-                idle.report_run(report);
-                let nothing = writeback::Writeback::default();
-                report_sync(report, &[], &nothing, idle.unified, "", "");
-                report.set("commit", serde_json::Value::Null);
-                report.set("pushed", false);
-                report.set("written", false);
-                return Ok(());
-            }
+        let idle = idle::check(cx, Command::Sync, &memory_path, id_field, deadline);
+        if let Some(idle) = idle {
+            // As the last sync left them, and nothing new on either side.
+            tracing::info!("the memory file and the remote are as the last sync left them");
+            idle.report_run(report);
+            let nothing = writeback::Writeback::default();
+            report_sync(report, &[], &nothing, idle.unified(), "", "");
+            report.set("commit", serde_json::Value::Null);
+            report.set("pushed", false);
+            report.set("written", false);
+            return Ok(());
         }
     }
     let mut local_changes: Vec<String> = Vec::new();
