@@ -163,10 +163,20 @@ pub fn check(
     if worktree(&cx.repo).as_ref() != Some(&record.worktree) {
         return None;
     }
+    // The branch, its tip, and the remote's as the last fetch saw it (a whole
+    // run puts a tracking ref that went back).
+    let tracking = format!("{}{}", transport::TRACKING_PREFIX, record.branch);
     let local = git(false)
-        .run_reading(&["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"])
+        .run_reading(&[
+            "rev-parse",
+            "HEAD",
+            &tracking,
+            "--symbolic-full-name",
+            "HEAD",
+        ])
         .ok()?;
-    let expected = format!("{}\nrefs/heads/{}\n", record.tip, record.branch);
+    let tip = &record.tip;
+    let expected = format!("{tip}\n{tip}\nrefs/heads/{}\n", record.branch);
     if !local.success || local.stdout != expected {
         return None;
     }
@@ -178,12 +188,15 @@ pub fn check(
     if !tree.success || !tree.stderr.is_empty() || tree.stdout.contains(" BAD\t") {
         return None;
     }
-    // With `insteadOf` applied, as libgit2 gives it to a whole run.
+    // With `insteadOf` applied, as libgit2 gives it to a whole run; a remote of
+    // several URLs, or a relative path (taken from the current folder by a whole
+    // run), is left to one.
     let remote = git(false)
-        .run_reading(&["remote", "get-url", REMOTE_NAME])
+        .run_reading(&["remote", "get-url", "--all", REMOTE_NAME])
         .ok()?;
     let remote = remote.stdout.trim_end();
-    if url::mistake(remote).is_some() {
+    let relative = matches!(url::remote_kind(remote), url::RemoteKind::Local(p) if p.is_relative());
+    if remote.lines().count() != 1 || relative || url::mistake(remote).is_some() {
         return None;
     }
     let refs = transport::list(&program, &git_dir, remote, &record.branch, deadline).ok()?;
@@ -201,20 +214,24 @@ pub fn check(
     })
 }
 
-/// The files of the working tree at `dir` (its top level, `.git` left out) by
-/// name, size and modification time, sorted.
+/// The files of the working tree at `dir` (its top level, `.git` left out, and
+/// git's index, which a whole run writes too) by name, size and modification
+/// time, sorted.
 fn worktree(dir: &Path) -> Option<Vec<(String, u64, i64)>> {
     use std::os::unix::fs::MetadataExt;
+    let stat = |name: String, m: std::fs::Metadata| {
+        (name, m.size(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
+    };
     let mut files = Vec::new();
     for e in std::fs::read_dir(dir).ok()? {
         let e = e.ok()?;
         let name = e.file_name().into_string().ok()?;
-        if name == ".git" {
-            continue;
+        if name != ".git" {
+            files.push(stat(name, e.metadata().ok()?));
         }
-        let m = e.metadata().ok()?;
-        files.push((name, m.size(), m.mtime() * 1_000_000_000 + m.mtime_nsec()));
     }
+    let index = std::fs::metadata(dir.join(".git/index")).ok()?;
+    files.push(stat(".git/index".to_string(), index));
     files.sort();
     Some(files)
 }

@@ -30,6 +30,9 @@ use state::{StampInput, Tips};
 
 /// Attempts at moving the local branch while concurrent runs move it too.
 const LOCAL_MOVES: usize = 8;
+/// A run still going this long after its deadline is stuck where no deadline
+/// reaches (libgit2 reading a truncated loose object loops without end).
+const STUCK_AFTER: Duration = Duration::from_secs(5);
 
 /// What a run is asked to do.
 pub struct Options<'a> {
@@ -75,6 +78,7 @@ pub struct Outcome {
 pub fn run(opts: &Options<'_>, cx: &Context, report: &mut Report) -> Result<Outcome> {
     let started = Instant::now();
     let deadline = started + opts.max_elapsed;
+    watch(deadline, &cx.repo);
     let host = cx.host()?;
     memory_file::check_regular(opts.memory)?;
     let transport = cx.transport()?;
@@ -563,6 +567,26 @@ impl Run<'_> {
             )),
         }
     }
+}
+
+/// Ends the process with 75 if it is still running [`STUCK_AFTER`] past the
+/// first run's `deadline`: `--max-elapsed` bounds the whole run, and a run
+/// killed at any instant leaves the repository usable (section 8).
+fn watch(deadline: Instant, repo: &Path) {
+    static ARMED: std::sync::Once = std::sync::Once::new();
+    ARMED.call_once(|| {
+        let repo = repo.display().to_string();
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()) + STUCK_AFTER);
+            tracing::error!(
+                "{repo}: the run did not end within --max-elapsed and {} s more: stopped, \
+                 nothing lost; if every run stops so, an object of the repository may be \
+                 damaged: check it with `git -C {repo} fsck`",
+                STUCK_AFTER.as_secs()
+            );
+            std::process::exit(crate::error::exit::NOT_PUSHED);
+        });
+    });
 }
 
 /// A remote-tracking ref whose commit lacks some of its files (left by a version

@@ -1544,3 +1544,45 @@ fn a_loose_object_that_is_not_what_its_name_says_is_left_with_a_warning_and_the_
     std::fs::remove_file(&misnamed).unwrap();
     fsck(&env, &env.path("r/.git"));
 }
+
+#[test]
+fn a_run_stuck_on_a_truncated_object_ends_after_max_elapsed_with_75() {
+    let env = Env::new();
+    let bare = env.bare("remote.git");
+    let url = bare.to_str().unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("n{i}")).collect();
+    let memory = env.memory_of("m.json", &ids, "note");
+    assert_code(&env.run_as("r", "h", &["init", "--remote", url]), 0);
+    assert_code(&env.run_as("r", "h", &["backup", "--memory", &memory]), 0);
+    // A loose object cut short, as a disk can leave it: libgit2 reading it loops.
+    let repo = env.path("r");
+    let id = env.git_in(&repo, &["rev-parse", "HEAD:unified-memory.json"]);
+    let object = repo.join(format!(".git/objects/{}/{}", &id[..2], id[2..].trim()));
+    let bytes = std::fs::read(&object).expect("a loose object");
+    let mut perms = std::fs::metadata(&object).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&object, perms).unwrap();
+    std::fs::write(&object, &bytes[..bytes.len() - 10]).unwrap();
+    let _ = std::fs::remove_file(repo.join(".git/memory-backup/idle-h.json"));
+
+    let mut child = env
+        .mb("r", "h")
+        .args(["backup", "--memory", &memory, "--max-elapsed", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Far more than the 2 s it has and the 5 s of grace: stuck, it is killed here.
+    let until = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("a run stuck on a truncated object did not end");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 75);
+    assert!(stderr(&out).contains("fsck"), "{}", stderr(&out));
+}

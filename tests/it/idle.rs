@@ -297,12 +297,45 @@ fn what_a_whole_run_repairs_or_reports_is_never_skipped() {
         "an odd ref on the remote stopped the shortcut"
     );
 
+    // The index or the remote's branch as last fetched changed by hand: a whole
+    // run puts them back.
+    env.git_in(&repo, &["rm", "-q", "--cached", "unified-memory.json"]);
+    at("2026-12-02T07:40:00Z");
+    assert_eq!(idle_runs(&env, "a"), 4);
+    // (`git diff --cached` leaves the index as it is; `git status` would write it.)
+    let staged = env.git_in(&repo, &["diff", "--cached", "--name-only"]);
+    assert!(staged.trim().is_empty(), "{staged}");
+    env.git_in(&repo, &["update-ref", "-d", "refs/remotes/origin/main"]);
+    at("2026-12-02T07:50:00Z");
+    assert_eq!(idle_runs(&env, "a"), 4);
+    env.git_in(
+        &repo,
+        &["rev-parse", "--verify", "refs/remotes/origin/main"],
+    );
+    at("2026-12-02T08:00:00Z");
+    assert_eq!(idle_runs(&env, "a"), 5);
+
+    // A remote of two URLs: a whole run, which pushes where libgit2 says.
+    let other = env.bare("other.git");
+    let other_url = other.to_str().unwrap();
+    env.git_in(&repo, &["remote", "set-url", "--add", "origin", other_url]);
+    at("2026-12-02T08:10:00Z");
+    assert_eq!(
+        idle_runs(&env, "a"),
+        5,
+        "a remote of two URLs took the shortcut"
+    );
+    env.git_in(
+        &repo,
+        &["remote", "set-url", "--delete", "origin", other_url],
+    );
+
     // An object of the tip emptied by a power cut: the whole run says so.
     empty_unified_object(&env, &repo);
     let out = env.run_as("r-a", "a", &["backup", "--memory", &memory]);
     assert_code(&out, 1);
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
-    assert_eq!(idle_runs(&env, "a"), 4);
+    assert_eq!(idle_runs(&env, "a"), 5);
 }
 
 #[test]
