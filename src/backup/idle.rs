@@ -9,9 +9,11 @@
 //! The inputs: the memory file (size, modification time, content hash), the
 //! base that records the same read (any write of the base removes the record,
 //! see `store::state::save_base`), the id field, this version of the tool, the
-//! local branch and its tip, and the remote's refs that a fetch takes (the
-//! branch and the parked commits). Only through `git`: ids are compared as
-//! text, and libgit2 is not even started.
+//! working tree and git's index, the local branch, its tip and the remote's as
+//! last fetched, the readability of the tip's files, the remote's one URL, and
+//! the remote's refs that a fetch takes (the branch and the parked commits).
+//! Only through `git`: ids are compared as text, and libgit2 is not even
+//! started. docs/design.md says what is left to the next whole run.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -153,20 +155,21 @@ pub fn check(
             return None;
         }
     }
-    let git = |ssh: bool| cli::Git {
+    if worktree(&cx.repo).as_ref() != Some(&record.worktree) {
+        return None;
+    }
+    // Local: no ssh; `transport::list` sets up its own for the remote.
+    let git = || cli::Git {
         program: &program,
         dir: Some(&git_dir),
         deadline,
         largest_file: 0,
-        ssh,
+        ssh: false,
     };
-    if worktree(&cx.repo).as_ref() != Some(&record.worktree) {
-        return None;
-    }
     // The branch, its tip, and the remote's as the last fetch saw it (a whole
     // run puts a tracking ref that went back).
     let tracking = format!("{}{}", transport::TRACKING_PREFIX, record.branch);
-    let local = git(false)
+    let local = git()
         .run_reading(&[
             "rev-parse",
             "HEAD",
@@ -182,16 +185,14 @@ pub fn check(
     }
     // Every file of the tip can be read (what `heal` checks of a whole run): a
     // loose object that a power cut left empty shows as `BAD`.
-    let tree = git(false)
-        .run_reading(&["ls-tree", "-l", &record.tip])
-        .ok()?;
+    let tree = git().run_reading(&["ls-tree", "-l", &record.tip]).ok()?;
     if !tree.success || !tree.stderr.is_empty() || tree.stdout.contains(" BAD\t") {
         return None;
     }
     // With `insteadOf` applied, as libgit2 gives it to a whole run; a remote of
     // several URLs, or a relative path (taken from the current folder by a whole
     // run), is left to one.
-    let remote = git(false)
+    let remote = git()
         .run_reading(&["remote", "get-url", "--all", REMOTE_NAME])
         .ok()?;
     let remote = remote.stdout.trim_end();

@@ -29,11 +29,9 @@ pub fn cmd_backup(args: &BackupArgs, cx: &Context, report: &mut Report) -> Resul
             return Ok(());
         }
     }
-    // The run has what is left of `--max-elapsed`, and a moment at least.
-    let left = max_elapsed.saturating_sub(started.elapsed());
     let mut outcome = common::run_backup(
         args,
-        left.max(common::MOMENT),
+        common::time_left(started, max_elapsed),
         cx,
         report,
         None,

@@ -27,7 +27,12 @@ pub fn open_existing(cx: &Context) -> Result<(Repo, String)> {
 
 /// The least time a run gets to make its state and keep it here, whatever a
 /// check before it took of `--max-elapsed`.
-pub const MOMENT: Duration = Duration::from_secs(1);
+const MOMENT: Duration = Duration::from_secs(1);
+
+/// What is left of `max_elapsed` since `started`, and a moment (`MOMENT`) at least.
+pub fn time_left(started: std::time::Instant, max_elapsed: Duration) -> Duration {
+    max_elapsed.saturating_sub(started.elapsed()).max(MOMENT)
+}
 
 /// `--max-elapsed` as a duration.
 pub fn max_elapsed(secs: f64) -> Result<Duration> {

@@ -47,10 +47,7 @@ pub fn cmd_sync(args: &SyncArgs, cx: &Context, report: &mut Report) -> Result<()
     }
     let mut local_changes: Vec<String> = Vec::new();
     for _ in 0..TRIES {
-        // Every try has what is left of `--max-elapsed`, and a moment at least.
-        let left = max_elapsed
-            .saturating_sub(started.elapsed())
-            .max(common::MOMENT);
+        let left = common::time_left(started, max_elapsed);
         let mut outcome =
             common::run_backup(&args.backup, left, cx, report, None, args.dry_run, true)?;
         let p = &outcome.prepared;

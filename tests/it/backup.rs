@@ -1556,13 +1556,8 @@ fn a_run_stuck_on_a_truncated_object_ends_after_max_elapsed_with_75() {
     assert_code(&env.run_as("r", "h", &["backup", "--memory", &memory]), 0);
     // A loose object cut short, as a disk can leave it: libgit2 reading it loops.
     let repo = env.path("r");
-    let id = env.git_in(&repo, &["rev-parse", "HEAD:unified-memory.json"]);
-    let object = repo.join(format!(".git/objects/{}/{}", &id[..2], id[2..].trim()));
-    let bytes = std::fs::read(&object).expect("a loose object");
-    let mut perms = std::fs::metadata(&object).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&object, perms).unwrap();
+    let object = env.loose_object_of(&repo, "unified-memory.json");
+    let bytes = std::fs::read(&object).unwrap();
     std::fs::write(&object, &bytes[..bytes.len() - 10]).unwrap();
     let _ = std::fs::remove_file(repo.join(".git/memory-backup/idle-h.json"));
 

@@ -238,21 +238,6 @@ fn a_sync_with_nothing_new_since_the_last_sync_reports_what_a_whole_sync_does() 
     );
 }
 
-/// The unified file's object in the repository at `repo`, emptied as a power
-/// cut leaves a loose object.
-fn empty_unified_object(env: &Env, repo: &Path) {
-    let id = env.git_in(repo, &["rev-parse", "HEAD:unified-memory.json"]);
-    let id = id.trim();
-    let object = repo.join(format!(".git/objects/{}/{}", &id[..2], &id[2..]));
-    let mut perms = std::fs::metadata(&object)
-        .expect("a loose object")
-        .permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&object, perms).unwrap();
-    std::fs::write(&object, b"").unwrap();
-}
-
 #[test]
 fn what_a_whole_run_repairs_or_reports_is_never_skipped() {
     let env = Env::new();
@@ -331,7 +316,9 @@ fn what_a_whole_run_repairs_or_reports_is_never_skipped() {
     );
 
     // An object of the tip emptied by a power cut: the whole run says so.
-    empty_unified_object(&env, &repo);
+    // An object of the tip emptied by a power cut.
+    let object = env.loose_object_of(&repo, "unified-memory.json");
+    std::fs::write(&object, b"").unwrap();
     let out = env.run_as("r-a", "a", &["backup", "--memory", &memory]);
     assert_code(&out, 1);
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));

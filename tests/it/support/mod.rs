@@ -233,6 +233,21 @@ impl Env {
         self.git_in(dir, &[&id[..], &["commit", "-qm", message]].concat());
     }
 
+    /// The loose object file of `file` at the tip of the repository `repo`,
+    /// made writable, for a test that damages it as a disk can.
+    pub fn loose_object_of(&self, repo: &Path, file: &str) -> PathBuf {
+        let id = self.git_in(repo, &["rev-parse", &format!("HEAD:{file}")]);
+        let id = id.trim();
+        let object = repo.join(format!(".git/objects/{}/{}", &id[..2], &id[2..]));
+        let mut perms = std::fs::metadata(&object)
+            .expect("a loose object")
+            .permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&object, perms).expect("make it writable");
+        object
+    }
+
     pub fn git_in(&self, dir: &Path, args: &[&str]) -> String {
         let mut all = vec!["-C", dir.to_str().expect("utf-8 path")];
         all.extend_from_slice(args);
