@@ -221,11 +221,11 @@ fn bench_merge_and_render(c: &mut Criterion) {
     });
     g.finish();
 
-    let out = entry::render(merged.iter().copied());
+    let out = entry::render(&merged);
     let mut g = c.benchmark_group("render");
     g.throughput(Throughput::Bytes(out.len() as u64));
     g.bench_function("unified_10k_entries", |b| {
-        b.iter(|| entry::render(black_box(&merged).iter().copied()))
+        b.iter(|| entry::render(black_box(&merged)))
     });
     g.finish();
 }
@@ -245,6 +245,7 @@ fn bench_stamp(c: &mut Criterion) {
             allow_mass_delete: true,
             forget: &forget,
             held_back: &|_, _| false,
+            keep_base: true,
         };
         stamp::stamp(&records, &cx).expect("stamps")
     };

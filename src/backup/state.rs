@@ -438,6 +438,7 @@ fn stamp_memory(
             allow_mass_delete: input.allow_mass_delete,
             forget,
             held_back: input.held_back,
+            keep_base: true,
         },
     )
     .map_err(|e| match e {
@@ -501,10 +502,7 @@ fn finish(
             .chain(&unified_copies),
     );
     let unified_len = unified.len();
-    out.insert(
-        UNIFIED_FILE.to_string(),
-        entry::render(unified.iter().copied()),
-    );
+    out.insert(UNIFIED_FILE.to_string(), entry::render(&unified));
     let unified_entries: Vec<Entry> = unified.into_iter().cloned().collect();
     out.insert(own_name.clone(), own_text);
     hosts.push((own_host, own_entries, own_whole));

@@ -37,7 +37,7 @@ pub fn cmd_merge(args: &MergeArgs, cx: &Context, report: &mut Report) -> Result<
     );
     // Written straight to the file when there is none to compare with.
     let written = if output.exists() {
-        let text = entry::render(merged.iter().copied());
+        let text = entry::render(&merged);
         let changed = std::fs::read(&output).map_or(true, |old| old != text);
         if changed {
             atomic::write_bytes(&output, atomic::Mode::KeepOr644, &text)
@@ -46,7 +46,7 @@ pub fn cmd_merge(args: &MergeArgs, cx: &Context, report: &mut Report) -> Result<
         changed
     } else {
         atomic::write(&output, atomic::Mode::KeepOr644, |w| {
-            entry::write_file(w, merged.iter().copied())
+            entry::write_file(w, &merged)
         })
         .map_err(|e| Error::write(&output, e))?;
         true

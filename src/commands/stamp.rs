@@ -22,7 +22,7 @@ pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<
     ) {
         report.warn(w);
     }
-    let previous = read_previous(&args.out)?;
+    let (old_text, previous) = read_previous(&args.out)?;
     let forget = Default::default();
     let stamped = stamp::stamp(
         &memory.records,
@@ -35,6 +35,7 @@ pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<
             allow_mass_delete: args.allow_mass_delete,
             forget: &forget,
             held_back: &|_, _| false,
+            keep_base: false,
         },
     )
     .map_err(|e| match e {
@@ -59,7 +60,7 @@ pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<
         ));
     }
     let text = entry::render(&stamped.entries);
-    let written = std::fs::read(&args.out).map_or(true, |old| old != text);
+    let written = old_text.is_none_or(|old| old != text);
     if written {
         if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
@@ -84,15 +85,18 @@ pub fn cmd_stamp(args: &StampArgs, cx: &Context, report: &mut Report) -> Result<
     report.set("deleted", stamped.deleted);
     report.set("entries", stamped.entries.len());
     report.set("written", written);
+    // Freeing every entry one by one takes a while, and the process ends here.
+    std::mem::forget((memory, previous, stamped, text));
     Ok(())
 }
 
-/// The previous content of a host file; none when it does not exist. A file that
-/// does not parse is an error: writing over it could lose what it holds.
-pub fn read_previous(path: &Path) -> Result<Vec<Entry>> {
+/// The previous text of a host file and its entries; none when it does not exist.
+/// A file that does not parse is an error: writing over it could lose what it
+/// holds.
+fn read_previous(path: &Path) -> Result<(Option<Vec<u8>>, Vec<Entry>)> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Vec::new())),
         Err(e) => {
             return Err(Error::Read {
                 path: path.to_path_buf(),
@@ -108,7 +112,7 @@ pub fn read_previous(path: &Path) -> Result<Vec<Entry>> {
                 column: 1,
                 cause: format!("{cause} (in the previous host file; mend it or move it away)"),
             }),
-            None => Ok(s.entries),
+            None => Ok((Some(bytes), s.entries)),
         },
         Err(e) => Err(Error::Invalid {
             path: path.to_path_buf(),

@@ -336,7 +336,7 @@ fn check_file(
         problems.push(format!("{}:{line}: {cause}", path.display()));
     }
     if stamped.skipped.is_empty() {
-        let canonical = entry::render(merge::merge(&stamped.entries));
+        let canonical = entry::render(&merge::merge(&stamped.entries));
         if !std::fs::read(path).is_ok_and(|b| b == canonical) {
             problems.push(format!(
                 "{}: not in canonical form (one compact entry per line, keys sorted, ordered by \

@@ -1,6 +1,7 @@
 //! Stamped entries: the canonical JSON of one record and its `_crdt_metadata`,
 //! and the host and unified files that hold them (section 6).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -651,26 +652,85 @@ pub fn on_all_cores<T: Send>(
 }
 
 /// Writes the canonical layout of a host or unified file: a JSON array, one
-/// entry per line, and a final newline.
-pub fn write_file<'a, W: std::io::Write>(
-    w: &mut W,
-    entries: impl IntoIterator<Item = &'a Entry>,
-) -> std::io::Result<()> {
-    let mut line = Vec::with_capacity(4096);
-    w.write_all(b"[")?;
-    let mut first = true;
-    for e in entries {
-        line.clear();
-        line.extend_from_slice(if first { b"\n" } else { b",\n" });
-        first = false;
-        e.write(&mut line);
-        w.write_all(&line)?;
+/// entry per line, and a final newline. A long list is rendered on all cores,
+/// in chunks written in order as they come, so that rendering overlaps writing;
+/// a few chunks are in memory at a time.
+pub fn write_file<W, E>(w: &mut W, entries: &[E]) -> std::io::Result<()>
+where
+    W: std::io::Write,
+    E: Borrow<Entry> + Sync,
+{
+    use std::sync::mpsc;
+    if entries.is_empty() {
+        return w.write_all(b"[]\n");
     }
-    w.write_all(if first { b"]\n" } else { b"\n]\n" })
+    let chunks = entries.len().div_ceil(CHUNK);
+    let workers = crate::core::cores().min(chunks);
+    let mut buf = Vec::new();
+    w.write_all(b"[")?;
+    if workers <= 1 {
+        for i in 0..chunks {
+            render_chunk(entries, i, &mut buf);
+            w.write_all(&buf)?;
+        }
+        return w.write_all(b"\n]\n");
+    }
+    std::thread::scope(|scope| {
+        // Worker `t` renders chunks `t`, `t + workers`, ... into one buffer while
+        // the other waits to be written; a worker stops when its channels close.
+        let lanes: Vec<_> = (0..workers)
+            .map(|t| {
+                let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(1);
+                let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+                scope.spawn(move || {
+                    let mut buf = Vec::new();
+                    for i in (t..chunks).step_by(workers) {
+                        render_chunk(entries, i, &mut buf);
+                        if full_tx.send(buf).is_err() {
+                            return;
+                        }
+                        match empty_rx.recv() {
+                            Ok(b) => buf = b,
+                            Err(_) => return,
+                        }
+                    }
+                });
+                empty_tx.send(Vec::new()).expect("the worker is running");
+                (full_rx, empty_tx)
+            })
+            .collect();
+        for i in 0..chunks {
+            let (full, empty) = &lanes[i % workers];
+            let buf = full
+                .recv()
+                .map_err(|_| std::io::Error::other("a rendering thread stopped"))?;
+            w.write_all(&buf)?;
+            // The worker may have no chunk left to render.
+            let _ = empty.send(buf);
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    w.write_all(b"\n]\n")
+}
+
+/// Entries per chunk of [`write_file`]: about a megabyte of text.
+const CHUNK: usize = 4096;
+
+/// Chunk `i` of `entries`, each entry after its separator, into `buf`.
+fn render_chunk<E: Borrow<Entry>>(entries: &[E], i: usize, buf: &mut Vec<u8>) {
+    buf.clear();
+    let start = i * CHUNK;
+    for (k, e) in entries[start..(start + CHUNK).min(entries.len())]
+        .iter()
+        .enumerate()
+    {
+        buf.extend_from_slice(if start + k == 0 { b"\n" } else { b",\n" });
+        e.borrow().write(buf);
+    }
 }
 
 /// The canonical bytes of a file holding `entries`, in the order given.
-pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+pub fn render<E: Borrow<Entry> + Sync>(entries: &[E]) -> Vec<u8> {
     let mut out = Vec::new();
     write_file(&mut out, entries).expect("writing to memory cannot fail");
     out
@@ -783,13 +843,62 @@ mod tests {
         }
     }
 
+    /// A writer that fails once it has taken `left` bytes.
+    struct FailsAfter {
+        left: usize,
+    }
+
+    impl std::io::Write for FailsAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if buf.len() > self.left {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.left -= buf.len();
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_long_list_is_written_in_order_and_a_failed_write_stops_the_rendering() {
+        let host: Arc<str> = "h".into();
+        let entries: Vec<Entry> = (0..3 * CHUNK + 7)
+            .map(|i| {
+                let meta = Metadata::new(
+                    &host,
+                    Timestamp::from_micros(i as i64),
+                    1,
+                    format!("u{i}").into(),
+                );
+                Entry::new(meta, &format!("{{\"n\":{i}}}"))
+            })
+            .collect();
+        let mut expected = b"[".to_vec();
+        for (i, e) in entries.iter().enumerate() {
+            expected.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+            e.write(&mut expected);
+        }
+        expected.extend_from_slice(b"\n]\n");
+        assert_eq!(render(&entries), expected);
+        let refs: Vec<&Entry> = entries.iter().collect();
+        assert_eq!(render(&refs), expected);
+        let mut w = FailsAfter {
+            left: expected.len() / 2,
+        };
+        let err = write_file(&mut w, &entries).unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+    }
+
     #[test]
     fn files_render_one_entry_per_line() {
         let text = "[\n{\"_crdt_metadata\":{\"host\":\"h\",\"timestamp\":\"2026-01-01T00:00:00.000000Z\",\"unique_id\":\"u\",\"version\":1},\"n\":1}\n]\n";
         let f = parse_stamped(text.as_bytes()).unwrap();
         assert_eq!(f.lines, [2]);
         assert_eq!(render(&f.entries), text.as_bytes());
-        assert_eq!(render(&[]), b"[]\n");
+        assert_eq!(render::<Entry>(&[]), b"[]\n");
         let skipped = parse_stamped(b"[{\"a\":1}]").unwrap();
         assert_eq!(skipped.skipped.len(), 1);
         assert!(!skipped.is_whole());

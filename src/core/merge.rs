@@ -34,12 +34,25 @@ pub fn file_cmp(a: &Entry, b: &Entry) -> Ordering {
         .then_with(|| lww_cmp(a, b))
 }
 
+/// `entries` in file order. Sorted as indices and then moved once: an entry is
+/// large, and a sort moves each item many times.
+pub fn into_file_order(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by(|&a, &b| file_cmp(&entries[a], &entries[b]));
+    let mut slots: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each index comes once"))
+        .collect()
+}
+
 /// The join of any number of states: for every `unique_id` found in `inputs`, its
 /// greatest copy, in file order.
 pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> {
-    let inputs = inputs.into_iter();
+    // Counted first: a table that grows hashes every `unique_id` again.
+    let inputs: Vec<&'a Entry> = inputs.into_iter().collect();
     let mut best: HashMap<&'a str, &'a Entry, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(inputs.size_hint().0, Default::default());
+        HashMap::with_capacity_and_hasher(inputs.len(), Default::default());
     for e in inputs {
         best.entry(e.unique_id())
             .and_modify(|cur| {
@@ -84,6 +97,21 @@ mod tests {
         let b = e("b", 1, 1, "h", r#"{"n":3}"#);
         let out = merge([&a1, &b, &a2]);
         assert_eq!(out, [&b, &a2]);
+    }
+
+    #[test]
+    fn into_file_order_orders_as_file_cmp_does() {
+        let list = vec![
+            e("b", 5, 1, "h", r#"{"n":1}"#),
+            e("a", 5, 1, "h", r#"{"n":2}"#),
+            e("c", 1, 1, "h", r#"{"n":3}"#),
+            e("a", 5, 2, "h", r#"{"n":4}"#),
+            e("a", 5, 1, "h", r#"{"n":0}"#),
+        ];
+        let mut expected = list.clone();
+        expected.sort_by(file_cmp);
+        assert_eq!(expected[0].body(), r#"{"n":3}"#);
+        assert_eq!(into_file_order(list), expected);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! carries the context it was made in (`seen`, `dots`), and a timestamp past
 //! everything that context holds: a hybrid logical clock.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::core::base::{Base, Held};
@@ -43,6 +46,9 @@ pub struct Context<'a> {
     /// Whether the new version of an identity is held back (a secret): the
     /// memory's change is then left out, and the previous version stays.
     pub held_back: &'a dyn Fn(&str, &Record) -> bool,
+    /// Whether to make the new base ([`Stamped::base`]); without a repository
+    /// (`stamp`) there is none to keep.
+    pub keep_base: bool,
 }
 
 /// Something stamping noticed that the user should hear of.
@@ -81,7 +87,8 @@ pub struct Stamped {
     pub new_idents: Vec<String>,
     pub changed_idents: Vec<String>,
     pub deleted_idents: Vec<String>,
-    /// What the memory holds now, for the next run.
+    /// What the memory holds now, for the next run (empty unless
+    /// [`Context::keep_base`]).
     pub base: Base,
 }
 
@@ -89,7 +96,18 @@ pub struct Stamped {
 /// `<host>_<ident>_<timestamp>`, with `_` in the host written `%5F` so that two
 /// different (host, ident, timestamp) never give one name.
 pub fn mint_unique_id(host: &str, ident: &str, ts: Timestamp) -> String {
-    format!("{}_{ident}_{ts}", host.replace('_', "%5F"))
+    let mut id = String::with_capacity(host.len() + ident.len() + 32);
+    for (i, part) in host.split('_').enumerate() {
+        if i > 0 {
+            id.push_str("%5F");
+        }
+        id.push_str(part);
+    }
+    id.push('_');
+    id.push_str(ident);
+    id.push('_');
+    write!(id, "{ts}").expect("writing to a String cannot fail");
+    id
 }
 
 /// Whether `host` minted the lineage `unique_id` (by the form
@@ -109,6 +127,9 @@ struct Own<'a> {
     claimed: bool,
 }
 
+/// P's lineages of one identity: almost always one.
+type Lineages<'a> = smallvec::SmallVec<[Own<'a>; 1]>;
+
 /// An identity the memory no longer holds: the lineage its tombstone goes on,
 /// and what the base says the memory held.
 type Deletion<'a> = (String, Option<&'a Entry>, Option<&'a Held>);
@@ -116,9 +137,10 @@ type Deletion<'a> = (String, Option<&'a Entry>, Option<&'a Held>);
 /// Stamps `records` against `cx`.
 pub fn stamp(records: &[Located], cx: &Context<'_>) -> Result<Stamped, StampError> {
     let mut s = Stamper::new(cx);
-    let mut items = dedupe(records, cx.id_field, &mut s.out.notices);
+    let bases = idents(records, cx.id_field);
+    let mut items = dedupe(records, &bases, &mut s.out.notices);
     // A forgotten identity is deleted whatever the memory holds.
-    items.retain(|i| !cx.forget.contains_key(&i.ident));
+    items.retain(|i| !cx.forget.contains_key(&*i.ident));
     let same = s.pair_unchanged(&items);
     for (item, same) in items.iter().zip(same) {
         s.stamp_item(item, same)?;
@@ -145,9 +167,9 @@ struct Stamper<'a, 'c> {
     cx: &'c Context<'a>,
     host: Arc<str>,
     /// P's lineages by the identity of their body, in the order of their names.
-    own: HashMap<String, Vec<Own<'a>>>,
+    own: Map<String, Lineages<'a>>,
     /// What the base says the memory held, by identity.
-    states: HashMap<&'a str, &'a Held>,
+    states: Map<&'a str, &'a Held>,
     out: Stamped,
     entries: Vec<Entry>,
     base: Base,
@@ -155,7 +177,8 @@ struct Stamper<'a, 'c> {
 
 impl<'a, 'c> Stamper<'a, 'c> {
     fn new(cx: &'c Context<'a>) -> Self {
-        let mut own: HashMap<String, Vec<Own<'a>>> = HashMap::new();
+        let mut own: Map<String, Lineages<'a>> =
+            Map::with_capacity_and_hasher(cx.own.len(), Default::default());
         for e in cx.own {
             own.entry(record::ident_of_body(e.body(), cx.id_field))
                 .or_default()
@@ -196,7 +219,7 @@ impl<'a, 'c> Stamper<'a, 'c> {
             if known {
                 continue;
             }
-            if let Some(lineages) = self.own.get_mut(&item.base_ident)
+            if let Some(lineages) = self.own.get_mut(item.base_ident)
                 && let Some(o) = lineages.iter_mut().find(|o| {
                     !o.claimed && !o.entry.meta.deleted && o.entry.body() == item.record.body
                 })
@@ -216,15 +239,17 @@ impl<'a, 'c> Stamper<'a, 'c> {
         if let Some(prior) = same {
             self.out.unchanged += 1;
             self.entries.push(prior.clone());
-            let mut held = held_of_version(prior);
-            if let Some(s) = state.filter(|s| s.body.as_deref() == Some(body)) {
-                merge_seen(&mut held.seen, &s.seen);
-                held.newest = held.newest.max(s.newest);
-            }
-            self.base.held.insert(item.ident.clone(), held);
+            self.hold(&item.ident, || {
+                let mut held = held_of_version(prior);
+                if let Some(s) = state.filter(|s| s.body.as_deref() == Some(body)) {
+                    merge_seen(&mut held.seen, &s.seen);
+                    held.newest = held.newest.max(s.newest);
+                }
+                held
+            });
             return Ok(());
         }
-        let prior = self.own.get_mut(&item.base_ident).and_then(|l| {
+        let prior = self.own.get_mut(item.base_ident).and_then(|l| {
             let o = l.iter_mut().find(|o| !o.claimed)?;
             o.claimed = true;
             Some(o.entry)
@@ -232,7 +257,7 @@ impl<'a, 'c> Stamper<'a, 'c> {
         let holds_it = state.filter(|s| s.body.as_deref() == Some(body));
         let held_back = holds_it.is_none() && (self.cx.held_back)(&item.ident, item.record);
         if held_back {
-            self.out.held_back.push(item.ident.clone());
+            self.out.held_back.push(item.ident.to_string());
         }
         if holds_it.is_some() || held_back {
             // As the base says (it came from the backup, or was stamped before),
@@ -242,7 +267,7 @@ impl<'a, 'c> Stamper<'a, 'c> {
             }
             self.entries.extend(prior.cloned());
             if let Some(s) = holds_it.or(state) {
-                self.base.held.insert(item.ident.clone(), s.clone());
+                self.hold(&item.ident, || s.clone());
             }
             return Ok(());
         }
@@ -261,14 +286,12 @@ impl<'a, 'c> Stamper<'a, 'c> {
         );
         if was_live {
             self.out.changed += 1;
-            self.out.changed_idents.push(item.ident.clone());
+            self.out.changed_idents.push(item.ident.to_string());
         } else {
             self.out.new += 1;
-            self.out.new_idents.push(item.ident.clone());
+            self.out.new_idents.push(item.ident.to_string());
         }
-        self.base
-            .held
-            .insert(item.ident.clone(), held_of_version(&entry));
+        self.hold(&item.ident, || held_of_version(&entry));
         self.entries.push(entry);
         Ok(())
     }
@@ -276,13 +299,27 @@ impl<'a, 'c> Stamper<'a, 'c> {
     /// The identities the memory held and no longer holds (or that `forget`
     /// names), and how many it held; lineages no entry claimed stay as they are.
     fn deletions(&mut self, items: &[Item<'_>]) -> (Vec<Deletion<'a>>, usize) {
-        let in_memory: std::collections::HashSet<&str> =
-            items.iter().map(|i| i.ident.as_str()).collect();
+        let in_memory: std::collections::HashSet<&str, foldhash::fast::RandomState> =
+            items.iter().map(|i| &*i.ident).collect();
+        // An identity the memory holds matters here only with a lineage no entry
+        // took.
+        let forced = |ident: &str| self.cx.forget.contains_key(ident);
         let mut idents: Vec<String> = self
             .own
-            .keys()
-            .cloned()
-            .chain(self.states.keys().map(|k| k.to_string()))
+            .iter()
+            .filter(|(ident, lineages)| {
+                !in_memory.contains(ident.as_str())
+                    || forced(ident)
+                    || lineages.iter().any(|o| !o.claimed)
+            })
+            .map(|(ident, _)| ident.as_str())
+            .chain(
+                self.states
+                    .keys()
+                    .copied()
+                    .filter(|ident| !in_memory.contains(ident) || forced(ident)),
+            )
+            .map(str::to_string)
             .collect();
         idents.sort();
         idents.dedup();
@@ -328,7 +365,7 @@ impl<'a, 'c> Stamper<'a, 'c> {
             } else {
                 self.entries.extend(prior.cloned());
                 if let Some(s) = state {
-                    self.base.held.insert(ident, s.clone());
+                    self.hold(&ident, || s.clone());
                 }
             }
         }
@@ -357,14 +394,20 @@ impl<'a, 'c> Stamper<'a, 'c> {
         }
         self.out.deleted += 1;
         self.out.deleted_idents.push(ident.clone());
-        self.base.held.insert(ident, held_of_version(&entry));
+        self.hold(&ident, || held_of_version(&entry));
         self.entries.push(entry);
         Ok(())
     }
 
+    /// Records what the memory holds of `ident` in the new base, when one is kept.
+    fn hold(&mut self, ident: &str, held: impl FnOnce() -> Held) {
+        if self.cx.keep_base {
+            self.base.held.insert(ident.to_string(), held());
+        }
+    }
+
     fn finish(mut self) -> Stamped {
-        self.entries.sort_by(merge::file_cmp);
-        self.out.entries = self.entries;
+        self.out.entries = merge::into_file_order(self.entries);
         self.out.base = self.base;
         self.out
     }
@@ -435,6 +478,10 @@ fn dots_for(
     prior: Option<&Entry>,
     state: Option<&Held>,
 ) -> Option<Vec<Dots>> {
+    if state.is_none() && prior.is_none_or(|p| p.meta.deleted) {
+        // Every observation is added now.
+        return None;
+    }
     let items = json_items(record::member_of_body(body, "observations")?.as_bytes())?;
     let prior_items: Vec<(&[u8], Dots)> = prior
         .filter(|p| !p.meta.deleted && state.is_none())
@@ -495,16 +542,23 @@ pub fn held_of_version(e: &Entry) -> Held {
     let mut seen = e.meta.seen.clone();
     seen.insert(e.meta.unique_id.clone(), e.meta.version);
     let n = crate::core::base::observation_count(e.body());
+    let named = |lineage: &Option<Arc<str>>| {
+        Some(lineage.clone().unwrap_or_else(|| e.meta.unique_id.clone()))
+    };
+    // As [`Metadata::dots`] gives them, lineages named.
     let dots = (0..n)
-        .map(|i| {
-            e.meta
-                .dots(i)
-                .into_iter()
+        .map(|i| match e.meta.dots.as_ref().and_then(|d| d.get(i)) {
+            Some(d) => d
+                .iter()
                 .map(|d| Dot {
-                    lineage: Some(d.lineage.unwrap_or_else(|| e.meta.unique_id.clone())),
+                    lineage: named(&d.lineage),
                     version: d.version,
                 })
-                .collect()
+                .collect(),
+            None => vec![Dot {
+                lineage: named(&None),
+                version: e.meta.version,
+            }],
         })
         .collect();
     Held {
@@ -518,50 +572,113 @@ pub fn held_of_version(e: &Entry) -> Held {
 struct Item<'r> {
     record: &'r Record,
     /// The identity by the rules.
-    base_ident: String,
+    base_ident: &'r str,
     /// The identity stamped: `base_ident`, or a renamed duplicate's.
-    ident: String,
+    ident: Cow<'r, str>,
 }
 
-/// Entries of one identity: identical copies count once, different ones are all
-/// kept under `ident#2`, `ident#3`, ...
-fn dedupe<'r>(records: &'r [Located], id_field: &str, notices: &mut Vec<Notice>) -> Vec<Item<'r>> {
-    let bases: Vec<String> = records.iter().map(|r| r.record.ident(id_field)).collect();
-    // A renamed identity must not be one that another entry has by its own right.
-    let natural: std::collections::HashSet<&str> = bases.iter().map(String::as_str).collect();
-    let mut kept: HashMap<&str, Vec<&str>> = HashMap::new();
-    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+/// A hash map keyed by identities: they come from the user's own file, and a
+/// fast hasher is enough.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The identity of every record, by the rules.
+fn idents(records: &[Located], id_field: &str) -> Vec<String> {
+    records.iter().map(|r| r.record.ident(id_field)).collect()
+}
+
+/// Entries of one identity (`bases`: each record's): identical copies count once,
+/// different ones are all kept under `ident#2`, `ident#3`, ...
+fn dedupe<'r>(
+    records: &'r [Located],
+    bases: &'r [String],
+    notices: &mut Vec<Notice>,
+) -> Vec<Item<'r>> {
+    // A renamed identity must not be one that another entry has by its own right
+    // (made when the first is renamed).
+    let mut natural: Option<std::collections::HashSet<&str, foldhash::fast::RandomState>> = None;
+    // The first body of each identity, and the different ones after it.
+    let mut kept: Map<&str, (&str, Vec<&str>)> = Map::default();
+    kept.reserve(records.len());
+    let mut renames: std::collections::HashSet<String, foldhash::fast::RandomState> =
+        Default::default();
     let mut out = Vec::with_capacity(records.len());
     for (base, Located { record, line }) in bases.iter().zip(records) {
-        let bodies = kept.entry(base.as_str()).or_default();
-        if bodies.contains(&record.body.as_str()) {
-            continue;
-        }
-        let ident = if bodies.is_empty() {
-            base.clone()
-        } else {
-            let mut n = bodies.len() + 1;
-            let renamed = loop {
-                let candidate = format!("{base}#{n}");
-                if !natural.contains(candidate.as_str()) && !taken.contains(&candidate) {
-                    break candidate;
+        let body = record.body.as_str();
+        let ident = match kept.entry(base.as_str()) {
+            MapEntry::Vacant(v) => {
+                v.insert((body, Vec::new()));
+                Cow::Borrowed(base.as_str())
+            }
+            MapEntry::Occupied(mut o) => {
+                let (first, more) = o.get_mut();
+                if *first == body || more.contains(&body) {
+                    continue;
                 }
-                n += 1;
-            };
-            notices.push(Notice::DuplicateIdent {
-                line: *line,
-                ident: base.clone(),
-                renamed: renamed.clone(),
-            });
-            renamed
+                more.push(body);
+                let natural =
+                    natural.get_or_insert_with(|| bases.iter().map(String::as_str).collect());
+                let mut n = more.len() + 1;
+                let renamed = loop {
+                    let candidate = format!("{base}#{n}");
+                    if !natural.contains(candidate.as_str()) && !renames.contains(&candidate) {
+                        break candidate;
+                    }
+                    n += 1;
+                };
+                notices.push(Notice::DuplicateIdent {
+                    line: *line,
+                    ident: base.clone(),
+                    renamed: renamed.clone(),
+                });
+                renames.insert(renamed.clone());
+                Cow::Owned(renamed)
+            }
         };
-        bodies.push(record.body.as_str());
-        taken.insert(ident.clone());
         out.push(Item {
             record,
-            base_ident: base.clone(),
+            base_ident: base,
             ident,
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp_memory(memory: &str, own: &[Entry], keep_base: bool) -> Stamped {
+        let (_, records) = record::parse_records(memory.as_bytes()).unwrap();
+        let forget = HashMap::new();
+        stamp(
+            &records,
+            &Context {
+                host: "h",
+                now: Timestamp::from_micros(1_700_000_000_000_000),
+                id_field: "id",
+                own,
+                base: &Base::default(),
+                allow_mass_delete: false,
+                forget: &forget,
+                held_back: &|_, _| false,
+                keep_base,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn without_a_base_to_keep_stamping_gives_the_same_entries_and_no_base() {
+        let memory = "{\"id\":\"a\",\"n\":1}\n{\"id\":\"b\",\"n\":2}\n{\"id\":\"a\",\"n\":3}\n{\"id\":\"b\",\"n\":2}\n";
+        let kept = stamp_memory(memory, &[], true);
+        let not = stamp_memory(memory, &[], false);
+        assert_eq!(kept.entries, not.entries);
+        assert_eq!(kept.new, 3);
+        let held: Vec<&str> = kept.base.held.keys().map(String::as_str).collect();
+        assert_eq!(held, ["a", "a#2", "b"]);
+        assert!(not.base.held.is_empty());
+        let again = stamp_memory(memory, &kept.entries, false);
+        assert_eq!(again.entries, kept.entries);
+        assert_eq!((again.unchanged, again.new, again.deleted), (3, 0, 0));
+    }
 }

@@ -35,7 +35,7 @@ pub fn parent_of(path: &Path) -> &Path {
 pub fn write(
     path: &Path,
     mode: Mode,
-    fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
+    fill: impl FnOnce(&mut BufWriter<Writeback<'_>>) -> io::Result<()>,
 ) -> io::Result<()> {
     let tmp = prepare(path, mode, fill)?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -51,7 +51,7 @@ pub fn write_bytes(path: &Path, mode: Mode, bytes: &[u8]) -> io::Result<()> {
 pub fn prepare(
     path: &Path,
     mode: Mode,
-    fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
+    fill: impl FnOnce(&mut BufWriter<Writeback<'_>>) -> io::Result<()>,
 ) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent_of(path);
     let existing = fs::metadata(path)
@@ -71,12 +71,43 @@ pub fn prepare(
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(bits))?;
     {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let file = Writeback {
+            file: tmp.as_file(),
+            written: 0,
+            started: 0,
+        };
+        let mut w = BufWriter::with_capacity(1 << 20, file);
         fill(&mut w)?;
         w.flush()?;
     }
     tmp.as_file().sync_all()?;
     Ok(tmp)
+}
+
+/// A file being written whose pages are sent to the disk every few megabytes, so
+/// that the `fsync` at the end of a large file waits for little.
+pub struct Writeback<'f> {
+    file: &'f File,
+    written: u64,
+    /// How much of the file was sent to the disk.
+    started: u64,
+}
+
+impl Write for Writeback<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        const STEP: u64 = 4 << 20;
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= STEP {
+            crate::sys::start_writeback(self.file, self.started, self.written - self.started);
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Syncs a folder, so that a rename in it is durable.

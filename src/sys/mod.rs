@@ -1,9 +1,29 @@
 //! The few system calls that the standard library does not offer, each behind a
-//! safe function: the open-file limit, swapping two files atomically, and
-//! starting a child in a session of its own.
+//! safe function: the open-file limit, swapping two files atomically, starting
+//! a child in a session of its own, and early writeback of a large file.
 
 use std::io;
 use std::path::Path;
+
+/// Starts writing `len` bytes of `file` from `offset` to the disk without waiting
+/// (`sync_file_range`), so that the `fsync` that ends a large write waits for
+/// little. Only a hint: where the system has no such call, nothing happens.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a plain call on an open descriptor; it touches no memory of
+        // ours, and its result is only a hint.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
 
 /// Raises the process's soft limit of open files toward the hard one (cron and
 /// systemd start a process at 1,024 under a hard limit of thousands), at most to

@@ -56,7 +56,7 @@ fn state() -> impl Strategy<Value = Vec<Entry>> {
 
 /// The bytes of the join of some states.
 fn join(states: &[&[Entry]]) -> Vec<u8> {
-    files::render(crdt::merge(states.iter().flat_map(|s| s.iter())))
+    files::render(&crdt::merge(states.iter().flat_map(|s| s.iter())))
 }
 
 fn joined(states: &[&[Entry]]) -> Vec<Entry> {
@@ -149,8 +149,8 @@ proptest! {
         let dir_b = tempfile::tempdir().unwrap();
         for (i, s) in states.iter().enumerate() {
             let merged = crdt::merge(s);
-            std::fs::write(dir_a.path().join(format!("memory-h{i}.json")), files::render(merged.iter().copied())).unwrap();
-            std::fs::write(dir_b.path().join(format!("memory-{}.json", names[i])), files::render(merged.iter().copied())).unwrap();
+            std::fs::write(dir_a.path().join(format!("memory-h{i}.json")), files::render(&merged)).unwrap();
+            std::fs::write(dir_b.path().join(format!("memory-{}.json", names[i])), files::render(&merged)).unwrap();
         }
         let env = crate::support::Env::new();
         let run = |dir: &std::path::Path| {
@@ -308,6 +308,7 @@ mod simulated {
                 allow_mass_delete: true,
                 forget: &forget,
                 held_back: &|_, _| false,
+                keep_base: true,
             },
         )
         .unwrap();
