@@ -46,6 +46,21 @@ pub fn into_file_order(entries: Vec<Entry>) -> Vec<Entry> {
         .collect()
 }
 
+/// Two lists in file order as one, in file order.
+pub fn merge_sorted(a: Vec<Entry>, b: Vec<Entry>) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => file_cmp(x, y).is_le(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        out.extend(if take_a { a.next() } else { b.next() });
+    }
+}
+
 /// The join of any number of states: for every `unique_id` found in `inputs`, its
 /// greatest copy, in file order.
 pub fn merge<'a>(inputs: impl IntoIterator<Item = &'a Entry>) -> Vec<&'a Entry> {
@@ -112,6 +127,26 @@ mod tests {
         expected.sort_by(file_cmp);
         assert_eq!(expected[0].body(), r#"{"n":3}"#);
         assert_eq!(into_file_order(list), expected);
+    }
+
+    #[test]
+    fn merge_sorted_gives_file_order() {
+        let all = vec![
+            e("a", 1, 1, "h", "{}"),
+            e("b", 2, 1, "h", "{}"),
+            e("a", 3, 2, "h", "{}"),
+            e("c", 3, 1, "h", "{}"),
+            e("d", 9, 1, "h", "{}"),
+        ];
+        let (odd, even): (Vec<_>, Vec<_>) = all
+            .iter()
+            .cloned()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 1);
+        let strip = |v: Vec<(usize, Entry)>| v.into_iter().map(|(_, e)| e).collect::<Vec<_>>();
+        assert_eq!(merge_sorted(strip(odd.clone()), strip(even.clone())), all);
+        assert_eq!(merge_sorted(strip(even), strip(odd)), all);
+        assert_eq!(merge_sorted(Vec::new(), all.clone()), all);
     }
 
     #[test]

@@ -291,7 +291,36 @@ fn memchr_count(b: &[u8]) -> usize {
 
 /// [`Record::ident`] of an entry's canonical body, read straight from its text.
 pub fn ident_of_body(body: &str, id_field: &str) -> String {
-    ident_by(|key| member_of_body(body, key), body, id_field)
+    // One walk over the members keeps every value the rules may ask for.
+    const KEYS: [&[u8]; 5] = [
+        b"\"type\"",
+        b"\"name\"",
+        b"\"from\"",
+        b"\"relationType\"",
+        b"\"to\"",
+    ];
+    let mut values: [Option<&str>; 6] = [None; 6];
+    json::with_key_token(id_field, |id_token| {
+        for (k, v) in json::canonical_members(body.as_bytes()) {
+            let slot = if k == id_token {
+                Some(0)
+            } else {
+                KEYS.iter().position(|key| k == *key).map(|i| i + 1)
+            };
+            if let Some(i) = slot {
+                let at = v.as_ptr() as usize - body.as_ptr() as usize;
+                values[i] = Some(&body[at..at + v.len()]);
+            }
+        }
+    });
+    let get = |key: &str| {
+        if key == id_field {
+            return values[0];
+        }
+        json::with_key_token(key, |token| KEYS.iter().position(|k| *k == token))
+            .and_then(|i| values[i + 1])
+    };
+    ident_by(get, body, id_field)
 }
 
 /// [`Record::kind`] of a canonical body.
@@ -481,6 +510,24 @@ mod tests {
             "k9"
         );
         assert_eq!(id(r#"{"a":{"id":"no"},"i\u0065":"x","id":"n\"2"}"#), "n\"2");
+        // The one walk of a body gives what the members' lookups give, whatever
+        // the id field (one of the rules' own keys included).
+        for body in [
+            r#"{"type":"entity","name":"Ada","entityType":"person","observations":["x"]}"#,
+            r#"{"type":"relation","from":"Ada","to":"Rust","relationType":"uses"}"#,
+            r#"{"type":"relation","from":1,"relationType":"uses"}"#,
+            r#"{"key":"k9","id":"n1","to":7,"name":["no"]}"#,
+            r#"{"type":"entity","name":3,"id":"x"}"#,
+        ] {
+            let record = &records(body)[0].record;
+            for field in ["id", "name", "type", "key", "to", "relationType", "absent"] {
+                assert_eq!(
+                    ident_of_body(&record.body, field),
+                    record.ident(field),
+                    "{body} by {field}"
+                );
+            }
+        }
     }
 
     #[test]

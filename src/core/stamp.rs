@@ -171,7 +171,10 @@ struct Stamper<'a, 'c> {
     /// What the base says the memory held, by identity.
     states: Map<&'a str, &'a Held>,
     out: Stamped,
+    /// Versions made now: new ones and tombstones.
     entries: Vec<Entry>,
+    /// Versions of P that stay as they are.
+    kept: Vec<&'a Entry>,
     base: Base,
 }
 
@@ -196,7 +199,8 @@ impl<'a, 'c> Stamper<'a, 'c> {
             own,
             states: cx.base.held.iter().map(|(k, v)| (k.as_str(), v)).collect(),
             out: Stamped::default(),
-            entries: Vec::with_capacity(cx.own.len() + 8),
+            entries: Vec::new(),
+            kept: Vec::with_capacity(cx.own.len()),
             base: Base::default(),
         }
     }
@@ -238,7 +242,7 @@ impl<'a, 'c> Stamper<'a, 'c> {
         let body = &item.record.body;
         if let Some(prior) = same {
             self.out.unchanged += 1;
-            self.entries.push(prior.clone());
+            self.kept.push(prior);
             self.hold(&item.ident, || {
                 let mut held = held_of_version(prior);
                 if let Some(s) = state.filter(|s| s.body.as_deref() == Some(body)) {
@@ -265,7 +269,7 @@ impl<'a, 'c> Stamper<'a, 'c> {
             if !held_back {
                 self.out.unchanged += 1;
             }
-            self.entries.extend(prior.cloned());
+            self.kept.extend(prior);
             if let Some(s) = holds_it.or(state) {
                 self.hold(&item.ident, || s.clone());
             }
@@ -337,7 +341,7 @@ impl<'a, 'c> Stamper<'a, 'c> {
                 .collect();
             let forced = self.cx.forget.contains_key(&ident);
             if in_memory.contains(ident.as_str()) && !forced {
-                self.entries.extend(unclaimed.into_iter().cloned());
+                self.kept.extend(unclaimed);
                 continue;
             }
             // The lineage a tombstone goes on: a live one first. Older lineages of
@@ -347,11 +351,11 @@ impl<'a, 'c> Stamper<'a, 'c> {
                 .copied()
                 .find(|p| !p.meta.deleted)
                 .or_else(|| unclaimed.first().copied());
-            self.entries.extend(
+            self.kept.extend(
                 unclaimed
                     .iter()
-                    .filter(|p| prior.is_none_or(|q| !std::ptr::eq(**p, q)))
-                    .map(|p| (*p).clone()),
+                    .copied()
+                    .filter(|p| prior.is_none_or(|q| !std::ptr::eq(*p, q))),
             );
             let held_before = match state {
                 Some(s) => s.body.is_some(),
@@ -363,7 +367,7 @@ impl<'a, 'c> Stamper<'a, 'c> {
             if held_before || forced {
                 deletions.push((ident, prior, state));
             } else {
-                self.entries.extend(prior.cloned());
+                self.kept.extend(prior);
                 if let Some(s) = state {
                     self.hold(&ident, || s.clone());
                 }
@@ -407,7 +411,18 @@ impl<'a, 'c> Stamper<'a, 'c> {
     }
 
     fn finish(mut self) -> Stamped {
-        self.out.entries = merge::into_file_order(self.entries);
+        // P is in file order (this tool wrote it): what stays of it keeps that
+        // order (its place in P is its address in the slice), and only the
+        // versions made now are sorted, then merged in.
+        self.kept
+            .sort_unstable_by_key(|e| std::ptr::from_ref::<Entry>(e) as usize);
+        let kept: Vec<Entry> = self.kept.into_iter().cloned().collect();
+        let made = merge::into_file_order(self.entries);
+        self.out.entries = if kept.is_sorted_by(|a, b| merge::file_cmp(a, b).is_le()) {
+            merge::merge_sorted(kept, made)
+        } else {
+            merge::into_file_order(kept.into_iter().chain(made).collect())
+        };
         self.out.base = self.base;
         self.out
     }
