@@ -665,7 +665,13 @@ where
         return w.write_all(b"[]\n");
     }
     let chunks = entries.len().div_ceil(CHUNK);
-    let workers = crate::core::cores().min(chunks);
+    // Threads pay off from a few megabytes of text on: below, starting them costs
+    // more than they save.
+    let workers = if chunks < PARALLEL_CHUNKS {
+        1
+    } else {
+        crate::core::cores().min(chunks)
+    };
     let mut buf = Vec::new();
     w.write_all(b"[")?;
     if workers <= 1 {
@@ -715,6 +721,9 @@ where
 
 /// Entries per chunk of [`write_file`]: about a megabyte of text.
 const CHUNK: usize = 4096;
+
+/// Chunks from which [`write_file`] renders on all cores.
+const PARALLEL_CHUNKS: usize = 8;
 
 /// Chunk `i` of `entries`, each entry after its separator, into `buf`.
 fn render_chunk<E: Borrow<Entry>>(entries: &[E], i: usize, buf: &mut Vec<u8>) {
@@ -865,7 +874,7 @@ mod tests {
     #[test]
     fn a_long_list_is_written_in_order_and_a_failed_write_stops_the_rendering() {
         let host: Arc<str> = "h".into();
-        let entries: Vec<Entry> = (0..3 * CHUNK + 7)
+        let entries: Vec<Entry> = (0..PARALLEL_CHUNKS * CHUNK + 7)
             .map(|i| {
                 let meta = Metadata::new(
                     &host,
