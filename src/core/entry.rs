@@ -672,9 +672,9 @@ where
     } else {
         crate::core::cores().min(chunks)
     };
-    let mut buf = Vec::new();
     w.write_all(b"[")?;
     if workers <= 1 {
+        let mut buf = Vec::new();
         for i in 0..chunks {
             render_chunk(entries, i, &mut buf);
             w.write_all(&buf)?;
