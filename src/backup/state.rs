@@ -219,6 +219,16 @@ pub fn prepare(
     finish(repo, tips, read, stamped, foreign, hosts, own_name, out)
 }
 
+/// This host's file: what stamping made and the versions of other hosts'
+/// lineages it held, in file order, and its text.
+fn own_file(stamped: &stamp::Stamped, foreign: Vec<Entry>) -> (Vec<Entry>, Vec<u8>) {
+    let mut entries = stamped.entries.clone();
+    entries.extend(foreign);
+    let entries = merge::into_file_order(entries);
+    let text = entry::render(&entries);
+    (entries, text)
+}
+
 /// The state of a run that parks at once: this host's own file alone.
 fn own_file_only(
     tips: &Tips,
@@ -227,10 +237,7 @@ fn own_file_only(
     foreign: Vec<Entry>,
     own_name: String,
 ) -> Prepared {
-    let mut own_entries = stamped.entries.clone();
-    own_entries.extend(foreign);
-    own_entries.sort_by(merge::file_cmp);
-    let own_text = entry::render(&own_entries);
+    let (own_entries, own_text) = own_file(&stamped, foreign);
     let own_whole = !read.damaged.contains(&own_name);
     let own_host = host_of_file_name(&own_name).unwrap_or_default().to_string();
     let parents = tips.parents();
@@ -488,10 +495,7 @@ fn finish(
         unified_copies,
         ..
     } = read;
-    let mut own_entries = stamped.entries.clone();
-    own_entries.extend(foreign);
-    own_entries.sort_by(merge::file_cmp);
-    let own_text = entry::render(&own_entries);
+    let (own_entries, own_text) = own_file(&stamped, foreign);
     let own_whole = !damaged.contains(&own_name);
     let own_host = host_of_file_name(&own_name).unwrap_or_default().to_string();
     let unified = merge::merge(

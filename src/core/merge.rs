@@ -47,9 +47,12 @@ pub fn into_file_order(entries: Vec<Entry>) -> Vec<Entry> {
 }
 
 /// Two lists in file order as one, in file order.
-pub fn merge_sorted(a: Vec<Entry>, b: Vec<Entry>) -> Vec<Entry> {
+pub fn merge_sorted(
+    a: impl ExactSizeIterator<Item = Entry>,
+    b: impl ExactSizeIterator<Item = Entry>,
+) -> Vec<Entry> {
     let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    let (mut a, mut b) = (a.peekable(), b.peekable());
     loop {
         let take_a = match (a.peek(), b.peek()) {
             (Some(x), Some(y)) => file_cmp(x, y).is_le(),
@@ -144,9 +147,11 @@ mod tests {
             .enumerate()
             .partition(|(i, _)| i % 2 == 1);
         let strip = |v: Vec<(usize, Entry)>| v.into_iter().map(|(_, e)| e).collect::<Vec<_>>();
-        assert_eq!(merge_sorted(strip(odd.clone()), strip(even.clone())), all);
-        assert_eq!(merge_sorted(strip(even), strip(odd)), all);
-        assert_eq!(merge_sorted(Vec::new(), all.clone()), all);
+        let (odd, even) = (strip(odd), strip(even));
+        let both = |a: &[Entry], b: &[Entry]| merge_sorted(a.iter().cloned(), b.iter().cloned());
+        assert_eq!(both(&odd, &even), all);
+        assert_eq!(both(&even, &odd), all);
+        assert_eq!(both(&[], &all), all);
     }
 
     #[test]

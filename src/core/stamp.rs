@@ -416,12 +416,13 @@ impl<'a, 'c> Stamper<'a, 'c> {
         // versions made now are sorted, then merged in.
         self.kept
             .sort_unstable_by_key(|e| std::ptr::from_ref::<Entry>(e) as usize);
-        let kept: Vec<Entry> = self.kept.into_iter().cloned().collect();
         let made = merge::into_file_order(self.entries);
-        self.out.entries = if kept.is_sorted_by(|a, b| merge::file_cmp(a, b).is_le()) {
-            merge::merge_sorted(kept, made)
+        let in_order = self.kept.is_sorted_by(|a, b| merge::file_cmp(a, b).is_le());
+        let kept = self.kept.into_iter().cloned();
+        self.out.entries = if in_order {
+            merge::merge_sorted(kept, made.into_iter())
         } else {
-            merge::into_file_order(kept.into_iter().chain(made).collect())
+            merge::into_file_order(kept.chain(made).collect())
         };
         self.out.base = self.base;
         self.out
