@@ -191,86 +191,63 @@ impl Metadata {
         })
     }
 
-    /// The canonical JSON of this metadata, appended to `out`.
+    /// The canonical JSON of this metadata, appended to `out`: the members this
+    /// version knows, in key order, and the others (`extra`, in key order too)
+    /// each where its key falls among them.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let usual =
-            !self.deleted && self.seen.is_empty() && self.dots.is_none() && self.extra.is_empty();
-        if usual {
-            out.extend_from_slice(b"{\"host\":");
-            json::write_str(out, &self.host);
-            out.extend_from_slice(b",\"timestamp\":");
-            write_timestamp(out, self.timestamp);
-            out.extend_from_slice(b",\"unique_id\":");
-            json::write_str(out, &self.unique_id);
-            out.extend_from_slice(b",\"version\":");
-            write_u64(out, self.version);
-            out.push(b'}');
-            return;
-        }
-        // Every member as canonical text, then in key order.
-        let mut members: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(8 + self.extra.len());
-        let mut put = |key: &str, value: Vec<u8>| {
-            let mut k = Vec::new();
-            json::write_str(&mut k, key);
-            members.push((k, value));
+        let mut extra = self.extra.iter().map(|e| e.as_bytes()).peekable();
+        let mut first = true;
+        // Starts the member `key` (a string token), after the others before it.
+        let mut member = |out: &mut Vec<u8>, key: &[u8]| {
+            while let Some(e) = extra.next_if(|e| json::cmp_keys(&e[..key_len(e)], key).is_lt()) {
+                out.push(if first { b'{' } else { b',' });
+                first = false;
+                out.extend_from_slice(e);
+            }
+            out.push(if first { b'{' } else { b',' });
+            first = false;
+            out.extend_from_slice(key);
+            out.push(b':');
         };
         if self.deleted {
-            put("deleted", b"true".to_vec());
+            member(out, b"\"deleted\"");
+            out.extend_from_slice(b"true");
         }
         if let Some(dots) = &self.dots {
-            let mut v = vec![b'['];
+            member(out, b"\"dots\"");
+            out.push(b'[');
             for (i, d) in dots.iter().enumerate() {
                 if i > 0 {
-                    v.push(b',');
+                    out.push(b',');
                 }
-                write_dots(&mut v, d);
+                write_dots(out, d);
             }
-            v.push(b']');
-            put("dots", v);
+            out.push(b']');
         }
-        let mut v = Vec::new();
-        json::write_str(&mut v, &self.host);
-        put("host", v);
+        member(out, b"\"host\"");
+        json::write_str(out, &self.host);
         if !self.seen.is_empty() {
-            let mut v = vec![b'{'];
+            member(out, b"\"seen\"");
+            out.push(b'{');
             for (i, (uid, version)) in self.seen.iter().enumerate() {
                 if i > 0 {
-                    v.push(b',');
+                    out.push(b',');
                 }
-                json::write_str(&mut v, uid);
-                v.push(b':');
-                write_u64(&mut v, *version);
+                json::write_str(out, uid);
+                out.push(b':');
+                write_u64(out, *version);
             }
-            v.push(b'}');
-            put("seen", v);
+            out.push(b'}');
         }
-        let mut v = Vec::new();
-        write_timestamp(&mut v, self.timestamp);
-        put("timestamp", v);
-        let mut v = Vec::new();
-        json::write_str(&mut v, &self.unique_id);
-        put("unique_id", v);
-        let mut v = Vec::new();
-        write_u64(&mut v, self.version);
-        put("version", v);
-        let mut all: Vec<(&[u8], &[u8])> = members
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
-        for e in self.extra.iter() {
-            let b = e.as_bytes();
-            let k = key_len(b);
-            all.push((&b[..k], &b[k + 1..]));
-        }
-        all.sort_by(|a, b| json::cmp_keys(a.0, b.0));
-        out.push(b'{');
-        for (i, (k, v)) in all.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(k);
-            out.push(b':');
-            out.extend_from_slice(v);
+        member(out, b"\"timestamp\"");
+        write_timestamp(out, self.timestamp);
+        member(out, b"\"unique_id\"");
+        json::write_str(out, &self.unique_id);
+        member(out, b"\"version\"");
+        write_u64(out, self.version);
+        for e in extra {
+            out.push(b',');
+            out.extend_from_slice(e);
         }
         out.push(b'}');
     }
@@ -806,6 +783,19 @@ mod tests {
         let mut file = parse_stamped(s.as_bytes()).unwrap();
         assert_eq!((file.entries.len(), file.skipped), (1, vec![]));
         file.entries.remove(0)
+    }
+
+    #[test]
+    fn metadata_keys_unknown_to_this_version_are_written_back_where_their_keys_fall() {
+        let lines = [
+            r#"{"_crdt_metadata":{"a":1,"dots":[1,["u2",3]],"e":{},"host":"h","m":[2],"seen":{"u2":3},"timestamp":"2026-01-01T00:00:00.000000Z","unique_id":"u","version":2,"zz":null},"id":"x","observations":["o","p"]}"#,
+            r#"{"_crdt_metadata":{"deleted":true,"host":"h","timestamp":"2026-01-01T00:00:00.000001Z","unique_id":"v","version":3,"w":"x"},"id":"y"}"#,
+        ];
+        let text = format!("[\n{}\n]\n", lines.join(",\n"));
+        let file = parse_stamped(text.as_bytes()).unwrap();
+        assert_eq!(file.skipped, []);
+        assert_eq!(file.entries[0].meta.extra.len(), 4);
+        assert_eq!(String::from_utf8(render(&file.entries)).unwrap(), text);
     }
 
     #[test]
