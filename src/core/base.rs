@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::core::clock::Timestamp;
 use crate::core::entry::{Dots, Entry, Metadata, Seen};
-use crate::core::record::{self, Record};
+use crate::core::record;
 
 const HELD: &str = "held:";
 const SNAPSHOT: &str = "snapshot";
@@ -93,7 +93,8 @@ impl Base {
             })
             .to_string();
             let meta = Metadata::new(&host, Timestamp::from_micros(0), 1, SNAPSHOT.into());
-            out.push(Entry::new(meta, &Record::from_canonical(&body).body));
+            // serde_json writes a map's keys in order: canonical JSON.
+            out.push(Entry::new(meta, &body));
         }
         for (ident, h) in &self.held {
             out.push(entry_of(
@@ -132,20 +133,20 @@ fn held_of(e: &Entry) -> Held {
 fn entry_of(host: &Arc<str>, uid: &str, ident: &str, h: &Held, id_field: &str) -> Entry {
     let mut meta = Metadata::new(host, h.newest, 1, uid.into());
     meta.seen = h.seen.clone();
-    let body = match &h.body {
-        Some(b) => {
+    match &h.body {
+        Some(body) => {
             if !h.dots.is_empty() {
                 meta.dots = Some(h.dots.clone());
             }
-            b.clone()
+            Entry::new(meta, body)
         }
         None => {
             meta.deleted = true;
-            // The identity alone, as a tombstone keeps it: a body that names it.
-            serde_json::json!({ id_field: ident }).to_string()
+            // The identity alone, as a tombstone keeps it: a body that names it
+            // (one key, as serde_json writes it: canonical JSON).
+            Entry::new(meta, &serde_json::json!({ id_field: ident }).to_string())
         }
-    };
-    Entry::new(meta, &Record::from_canonical(&body).body)
+    }
 }
 
 /// The number of items of a canonical body's `observations` array.
@@ -200,7 +201,8 @@ mod tests {
             },
         );
         base.held.insert(
-            "n1".into(),
+            // A tombstone's body names its identity, whatever its characters.
+            "n\u{1}\"é/\u{2028}1".into(),
             Held {
                 body: None,
                 seen,
@@ -210,6 +212,9 @@ mod tests {
         );
         let entries = base.to_entries("id");
         assert_eq!(Base::from_entries(&entries), base);
+        // Their bodies are canonical: a file of them reads back as the same entries.
+        let reread = crate::core::entry::parse_stamped(&crate::core::entry::render(&entries));
+        assert_eq!(reread.unwrap().entries, entries);
         let held = &base.held["entity:E"];
         assert_eq!(held.dots_of(r#""y""#).map(Vec::len), Some(2));
         assert_eq!(held.dots_of(r#""z""#), None);
