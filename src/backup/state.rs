@@ -610,10 +610,12 @@ fn recover_unified(
             {
                 let known: std::collections::HashSet<&str> =
                     have.iter().map(Entry::unique_id).collect();
+                // Detached: the old file's text goes once they are taken.
                 let lost: Vec<Entry> = f
                     .entries
                     .into_iter()
                     .filter(|e| !known.contains(e.unique_id()))
+                    .map(Entry::detached)
                     .collect();
                 return Ok((!lost.is_empty()).then_some((c, lost)));
             }

@@ -475,7 +475,22 @@ impl Entry {
     pub fn with_meta(&self, meta: Metadata) -> Entry {
         Entry {
             meta,
-            ..self.clone()
+            text: self.text.clone(),
+            start: self.start,
+            end: self.end,
+            meta_at: self.meta_at,
+        }
+    }
+
+    /// The same entry with a text of its own: keeping it no longer keeps the
+    /// whole text of the file it was read from.
+    pub fn detached(self) -> Entry {
+        let text = Arc::new(self.body().to_owned());
+        Entry {
+            start: 0,
+            end: text.len(),
+            text,
+            ..self
         }
     }
 
@@ -821,6 +836,9 @@ mod tests {
         assert_eq!(*a.text, r#"{"n":1}{"a":[1],"z":3}"#);
         assert_eq!(c.to_json(), format!(r#"{{{},"a":[1],"z":3}}"#, meta("c")));
         assert_eq!(c.with_meta(a.meta.clone()).body(), c.body());
+        let alone = c.clone().detached();
+        assert_eq!(alone, *c);
+        assert_eq!(*alone.text, alone.body());
     }
 
     #[test]
