@@ -317,8 +317,11 @@ pub fn ident_of_body(body: &str, id_field: &str) -> String {
         if key == id_field {
             return values[0];
         }
-        json::with_key_token(key, |token| KEYS.iter().position(|k| *k == token))
-            .and_then(|i| values[i + 1])
+        // A key the walk did not keep is looked up on its own.
+        match json::with_key_token(key, |token| KEYS.iter().position(|k| *k == token)) {
+            Some(i) => values[i + 1],
+            None => member_of_body(body, key),
+        }
     };
     ident_by(get, body, id_field)
 }
